@@ -1,0 +1,426 @@
+package l2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultReadTimeout is the budget of one Get or GetMany call when
+// Options.ReadTimeout is zero.
+const DefaultReadTimeout = 100 * time.Millisecond
+
+// DefaultWriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
+// DeleteAndPublish call when Options.WriteTimeout is zero.
+const DefaultWriteTimeout = 250 * time.Millisecond
+
+// Client is the narrow part of go-redis that Store needs.
+// redis.UniversalClient, *redis.Client, *redis.ClusterClient and *redis.Ring
+// satisfy it.
+type Client interface {
+	// Get runs GET key.
+	Get(ctx context.Context, key string) *redis.StringCmd
+	// Pipelined sends the commands queued by fn in one round trip per node.
+	Pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error)
+	redis.Scripter
+}
+
+var (
+	_ Client = (redis.UniversalClient)(nil)
+	_ Client = (*redis.Client)(nil)
+	_ Client = (*redis.ClusterClient)(nil)
+	_ Client = (*redis.Ring)(nil)
+)
+
+// Options tunes a Store. The zero value is ready to use.
+type Options struct {
+	// ReadTimeout is the budget of one Get or GetMany call, including its
+	// wait for a pooled connection. Zero means DefaultReadTimeout (100ms); a
+	// negative value means no budget of its own: only the caller's context
+	// bounds the call. It is enforced on the wire only when the client has
+	// ContextTimeoutEnabled (see the package documentation).
+	ReadTimeout time.Duration
+	// WriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
+	// DeleteAndPublish call. Zero means DefaultWriteTimeout (250ms); a
+	// negative value means no budget of its own. The same caveat as
+	// ReadTimeout applies.
+	WriteTimeout time.Duration
+}
+
+// Item is one value to store.
+type Item struct {
+	// Key is the Redis key; it must not be empty.
+	Key string
+	// Value is stored as is; l2 never looks inside it. It may be empty.
+	Value []byte
+	// TTL is how long Redis keeps the value; it must be positive (a cache
+	// entry always expires). Redis counts in milliseconds: a TTL that is not
+	// a whole number of milliseconds is rounded up, so under 1ms becomes 1ms.
+	TTL time.Duration
+}
+
+// Store reads and writes values in Redis through a Client. Create one with
+// New; the zero value and a nil *Store are not usable, and every method on
+// them returns ErrInvalid. A Store is safe for concurrent use and does not
+// own its client: closing the client is the caller's job.
+type Store struct {
+	c            Client
+	readTimeout  time.Duration // < 0: no budget of its own
+	writeTimeout time.Duration // < 0: no budget of its own
+	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
+	delScript    *redis.Script // DEL keys, then PUBLISH
+}
+
+// setAndPublishSrc sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds, then
+// publishes ARGV[4] on channel ARGV[3]. It returns the number of receivers.
+const setAndPublishSrc = `redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('PUBLISH', ARGV[3], ARGV[4])`
+
+// deleteAndPublishSrc deletes every key of KEYS, then publishes ARGV[2] on
+// channel ARGV[1], and returns the number of keys deleted. It deletes in
+// chunks because unpack fails on a few thousand values.
+const deleteAndPublishSrc = `local n = 0
+for i = 1, #KEYS, 1000 do
+  n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+end
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return n`
+
+// New returns a Store that uses c. It fails with ErrInvalid when c is nil.
+func New(c Client, opts Options) (*Store, error) {
+	if isNil(c) {
+		return nil, fmt.Errorf("l2 new: nil client: %w", ErrInvalid)
+	}
+	s := &Store{
+		c:            c,
+		readTimeout:  opts.ReadTimeout,
+		writeTimeout: opts.WriteTimeout,
+		setScript:    redis.NewScript(setAndPublishSrc),
+		delScript:    redis.NewScript(deleteAndPublishSrc),
+	}
+	if s.readTimeout == 0 {
+		s.readTimeout = DefaultReadTimeout
+	}
+	if s.writeTimeout == 0 {
+		s.writeTimeout = DefaultWriteTimeout
+	}
+	return s, nil
+}
+
+// isNil reports whether c is nil, or a nil pointer of a go-redis client.
+func isNil(c Client) bool {
+	switch c := c.(type) {
+	case nil:
+		return true
+	case *redis.Client:
+		return c == nil
+	case *redis.ClusterClient:
+		return c == nil
+	case *redis.Ring:
+		return c == nil
+	}
+	return false
+}
+
+// usable reports whether s was made by New.
+func (s *Store) usable() bool { return s != nil && s.c != nil }
+
+// errNoStore is wrapped by every method called on a nil or zero Store.
+var errNoStore = fmt.Errorf("store not created with New: %w", ErrInvalid)
+
+// Get returns the value of key, or ErrMiss (unwrapped) when Redis does not
+// hold it. The returned slice is the caller's. Other errors come from the
+// transport or the server (for example a timeout: see Options.ReadTimeout)
+// and are wrapped with the key.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 get %q: %w", key, errNoStore)
+	}
+	if key == "" {
+		return nil, fmt.Errorf("l2 get: empty key: %w", ErrInvalid)
+	}
+	cctx, cancel, own := withBudget(ctx, s.readTimeout)
+	defer cancel()
+	b, err := s.c.Get(cctx, key).Bytes()
+	if err != nil {
+		if errors.Is(err, redis.Nil) {
+			return nil, ErrMiss
+		}
+		return nil, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 get %q", key), err)
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b, nil
+}
+
+// GetMany returns the values of keys in order, with nil for each key Redis
+// does not hold and a non-nil slice for every hit (even an empty value). It
+// sends all GETs in one pipelined round trip (one per node on a Cluster,
+// where MGET across slots would fail). It returns an error only when a GET
+// fails for another reason than a miss, wrapping the first such error. No
+// keys return nil, nil without a round trip.
+func (s *Store) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 get many: %w", errNoStore)
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	for i, k := range keys {
+		if k == "" {
+			return nil, fmt.Errorf("l2 get many: key %d of %d: empty key: %w", i, len(keys), ErrInvalid)
+		}
+	}
+	cctx, cancel, own := withBudget(ctx, s.readTimeout)
+	defer cancel()
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		for _, k := range keys {
+			p.Get(cctx, k)
+		}
+		return nil
+	})
+	if err = firstReal(cmds, err, len(keys)); err != nil {
+		return nil, failed(ctx, cctx, own, s.readTimeout, describe("l2 get many", keys[0], len(keys)), err)
+	}
+	vals := make([][]byte, len(keys))
+	for i, cmd := range cmds {
+		sc, ok := cmd.(*redis.StringCmd)
+		if !ok {
+			return nil, fmt.Errorf("%s: reply %d is a %T", describe("l2 get many", keys[0], len(keys)), i, cmd)
+		}
+		if sc.Err() != nil { // a miss: firstReal let only redis.Nil through
+			continue
+		}
+		b, _ := sc.Bytes()
+		if b == nil {
+			b = []byte{}
+		}
+		vals[i] = b
+	}
+	return vals, nil
+}
+
+// Fill stores it only if its key is absent (SET key value PX ttl NX) and
+// reports whether it stored. A cache fill after a load uses it, so that it
+// never overwrites a value written concurrently by SetAndPublish.
+func (s *Store) Fill(ctx context.Context, it Item) (bool, error) {
+	if !s.usable() {
+		return false, fmt.Errorf("l2 fill %q: %w", it.Key, errNoStore)
+	}
+	if err := it.validate(); err != nil {
+		return false, fmt.Errorf("l2 fill: %w", err)
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	var cmd *redis.Cmd
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		cmd = p.Do(cctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
+		return nil
+	})
+	if err = firstReal(cmds, err, 1); err != nil {
+		return false, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 fill %q", it.Key), err)
+	}
+	return cmd.Err() == nil, nil // redis.Nil: the key existed
+}
+
+// FillMany is Fill for several items in one pipelined round trip (one per
+// node on a Cluster). Each item is stored only if its key is absent; which
+// ones were stored is not reported. Every item is validated before anything
+// is sent. It returns an error when a SET fails, wrapping the first failure.
+// No items return nil without a round trip.
+func (s *Store) FillMany(ctx context.Context, items []Item) error {
+	if !s.usable() {
+		return fmt.Errorf("l2 fill many: %w", errNoStore)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	for i := range items {
+		if err := items[i].validate(); err != nil {
+			return fmt.Errorf("l2 fill many: item %d of %d: %w", i, len(items), err)
+		}
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		for i := range items {
+			it := &items[i]
+			p.Do(cctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
+		}
+		return nil
+	})
+	if err = firstReal(cmds, err, len(items)); err != nil {
+		return failed(ctx, cctx, own, s.writeTimeout, describe("l2 fill many", items[0].Key, len(items)), err)
+	}
+	return nil
+}
+
+// SetAndPublish stores it whether or not its key exists (SET key value PX
+// ttl) and publishes msg on channel, atomically and in one round trip (two
+// when the server does not have the script yet: see the package
+// documentation). A subscriber that receives msg and then reads the key sees
+// it.Value or something newer. It returns ErrInvalid for an empty channel and
+// on a *redis.Ring of several shards.
+func (s *Store) SetAndPublish(ctx context.Context, it Item, channel string, msg []byte) error {
+	if !s.usable() {
+		return fmt.Errorf("l2 set and publish %q: %w", it.Key, errNoStore)
+	}
+	if err := it.validate(); err != nil {
+		return fmt.Errorf("l2 set and publish: %w", err)
+	}
+	if channel == "" {
+		return fmt.Errorf("l2 set and publish %q: empty channel: %w", it.Key, ErrInvalid)
+	}
+	keys := []string{it.Key}
+	if err := scriptable(s.c, keys); err != nil {
+		return fmt.Errorf("l2 set and publish %q: %w", it.Key, err)
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	err := s.setScript.Run(cctx, s.c, keys, it.Value, pxMillis(it.TTL), channel, msg).Err()
+	if err != nil {
+		return failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 set and publish %q", it.Key), err)
+	}
+	return nil
+}
+
+// DeleteAndPublish deletes keys and publishes msg on channel, atomically and
+// in one round trip (two when the server does not have the script yet), and
+// returns how many keys existed. It publishes even when none existed, since
+// other replicas may still hold them in L1. No keys, an empty key or an empty
+// channel return ErrInvalid.
+//
+// On a *redis.ClusterClient all keys must be in one hash slot, or it returns
+// ErrInvalid without a round trip: group keys by slot and call once per
+// group. On a *redis.Ring of several shards it returns ErrInvalid.
+func (s *Store) DeleteAndPublish(ctx context.Context, keys []string, channel string, msg []byte) (int64, error) {
+	if !s.usable() {
+		return 0, fmt.Errorf("l2 delete and publish: %w", errNoStore)
+	}
+	if len(keys) == 0 {
+		return 0, fmt.Errorf("l2 delete and publish: no keys: %w", ErrInvalid)
+	}
+	for i, k := range keys {
+		if k == "" {
+			return 0, fmt.Errorf("l2 delete and publish: key %d of %d: empty key: %w", i, len(keys), ErrInvalid)
+		}
+	}
+	if channel == "" {
+		return 0, fmt.Errorf("%s: empty channel: %w", describe("l2 delete and publish", keys[0], len(keys)), ErrInvalid)
+	}
+	if err := scriptable(s.c, keys); err != nil {
+		return 0, fmt.Errorf("%s: %w", describe("l2 delete and publish", keys[0], len(keys)), err)
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	n, err := s.delScript.Run(cctx, s.c, keys, channel, msg).Int64()
+	if err != nil {
+		return 0, failed(ctx, cctx, own, s.writeTimeout, describe("l2 delete and publish", keys[0], len(keys)), err)
+	}
+	return n, nil
+}
+
+// describe names an operation on n keys, the first of which is first.
+func describe(op, first string, n int) string {
+	if n == 1 {
+		return fmt.Sprintf("%s %q", op, first)
+	}
+	return fmt.Sprintf("%s %q and %d more", op, first, n-1)
+}
+
+// validate checks the key and TTL of it.
+func (it *Item) validate() error {
+	if it.Key == "" {
+		return fmt.Errorf("empty key: %w", ErrInvalid)
+	}
+	if it.TTL <= 0 {
+		return fmt.Errorf("%q: ttl %v is not positive: %w", it.Key, it.TTL, ErrInvalid)
+	}
+	return nil
+}
+
+// pxMillis converts a positive ttl to the milliseconds of PX, rounding up so
+// that Redis never keeps a value for less than ttl.
+func pxMillis(ttl time.Duration) int64 {
+	ms := int64(ttl / time.Millisecond)
+	if ttl%time.Millisecond != 0 {
+		ms++
+	}
+	return ms
+}
+
+// scriptable reports with ErrInvalid when c cannot run one script over keys
+// and deliver its PUBLISH to every subscriber.
+func scriptable(c Client, keys []string) error {
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		first := slot(keys[0])
+		for _, k := range keys[1:] {
+			if sl := slot(k); sl != first {
+				return fmt.Errorf("keys %q and %q are in hash slots %d and %d; a cluster runs a script in one slot, so group keys by slot: %w",
+					keys[0], k, first, sl, ErrInvalid)
+			}
+		}
+	case *redis.Ring:
+		if n := c.Len(); n > 1 {
+			return fmt.Errorf("ring of %d shards: a script's PUBLISH would reach only the subscribers of its key's shard: %w", n, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// firstReal returns the first error of cmds other than a miss, or pipeErr
+// when the pipeline failed without one. want is the number of commands
+// queued.
+func firstReal(cmds []redis.Cmder, pipeErr error, want int) error {
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+	}
+	if pipeErr != nil && !errors.Is(pipeErr, redis.Nil) {
+		return pipeErr
+	}
+	if len(cmds) != want {
+		return fmt.Errorf("pipeline returned %d replies for %d commands", len(cmds), want)
+	}
+	return nil
+}
+
+// withBudget returns ctx bounded by d, and whether the bound is its own.
+// It returns ctx itself when d is negative or ctx ends no later than d from
+// now, which saves a timer on the hot path.
+func withBudget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc, bool) {
+	if d < 0 {
+		return ctx, noop, false
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return ctx, noop, false
+	}
+	cctx, cancel := context.WithTimeout(ctx, d)
+	return cctx, cancel, true
+}
+
+func noop() {}
+
+// failed wraps err from the operation named what. When the call's context
+// cctx has ended it makes errors.Is(err, cctx.Err()) hold (go-redis may
+// report a socket timeout instead), and it says when the store's own budget
+// d ran out rather than the caller's ctx.
+func failed(ctx, cctx context.Context, own bool, d time.Duration, what string, err error) error {
+	cerr := cctx.Err()
+	if cerr == nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if !errors.Is(err, cerr) {
+		err = fmt.Errorf("%w: %w", cerr, err)
+	}
+	if own && ctx.Err() == nil {
+		return fmt.Errorf("%s: budget %v used up: %w", what, d, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
