@@ -1,0 +1,350 @@
+package codec
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Version is the envelope format version that Marshal writes and Unmarshal
+// reads. It occupies bits 7..5 of the header byte.
+const Version = 1
+
+const (
+	// DefaultCompressAbove is the default Options.CompressAbove, in bytes of
+	// msgpack body.
+	DefaultCompressAbove = 4096
+
+	// DefaultMaxSize is the default Options.MaxSize, in bytes of msgpack
+	// body: 16 MiB.
+	DefaultMaxSize = 16 << 20
+
+	// DefaultMaxDepth is the default Options.MaxDepth, in nested arrays and
+	// maps.
+	DefaultMaxDepth = 64
+)
+
+// Header bits.
+const (
+	flagCompressed = 1 << 0
+	flagTombstone  = 1 << 1
+	reservedBits   = 0x1c // bits 4..2
+	versionShift   = 5
+	headerV1       = Version << versionShift
+)
+
+// maxPooledBuffer is the largest buffer a Codec keeps for reuse; larger ones
+// are left to the garbage collector so that one big value does not pin its
+// buffer in every pool.
+const maxPooledBuffer = 1 << 20
+
+// Options configures a Codec. The zero value is usable and means the
+// defaults.
+type Options struct {
+	// CompressAbove is the size, in bytes of msgpack body, above which
+	// Marshal compresses the body with S2. Bodies of exactly this size are
+	// not compressed, and neither are bodies that S2 does not make smaller.
+	// Zero means DefaultCompressAbove (4096); a negative value disables
+	// compression. Unmarshal accepts compressed bodies whatever this is.
+	CompressAbove int `json:"compressAbove" yaml:"compressAbove"`
+
+	// MaxSize is the largest msgpack body, in bytes, that Marshal produces
+	// (a larger one is ErrTooLarge) and that Unmarshal accepts after
+	// decompression. It bounds the memory a hostile compressed value can
+	// make Unmarshal allocate. Zero means DefaultMaxSize (16 MiB).
+	MaxSize int `json:"maxSize" yaml:"maxSize"`
+
+	// MaxDepth is the deepest nesting of msgpack arrays and maps that
+	// Unmarshal accepts; it bounds decoding recursion. Zero means
+	// DefaultMaxDepth (64).
+	MaxDepth int `json:"maxDepth" yaml:"maxDepth"`
+}
+
+// A Codec encodes values into envelopes and decodes them back. It is safe
+// for concurrent use. The zero Codec and a nil *Codec use the default
+// Options. A Codec must not be copied after first use.
+type Codec struct {
+	compressAbove int // 0 means DefaultCompressAbove
+	maxSize       int // 0 means DefaultMaxSize
+	maxDepth      int // 0 means DefaultMaxDepth
+
+	encoders sync.Pool // of *encodeState
+	decoders sync.Pool // of *decodeState
+}
+
+// New returns a Codec configured by opts. It returns an error if MaxSize or
+// MaxDepth is negative.
+func New(opts Options) (*Codec, error) {
+	if opts.MaxSize < 0 {
+		return nil, fmt.Errorf("codec: negative MaxSize %d", opts.MaxSize)
+	}
+	if opts.MaxDepth < 0 {
+		return nil, fmt.Errorf("codec: negative MaxDepth %d", opts.MaxDepth)
+	}
+	return &Codec{
+		compressAbove: opts.CompressAbove,
+		maxSize:       opts.MaxSize,
+		maxDepth:      opts.MaxDepth,
+	}, nil
+}
+
+// options returns the effective settings, defaults applied.
+func (c *Codec) options() (compressAbove, maxSize, maxDepth int) {
+	compressAbove, maxSize, maxDepth = DefaultCompressAbove, DefaultMaxSize, DefaultMaxDepth
+	if c == nil {
+		return
+	}
+	if c.compressAbove != 0 {
+		compressAbove = c.compressAbove
+	}
+	if c.maxSize != 0 {
+		maxSize = c.maxSize
+	}
+	if c.maxDepth != 0 {
+		maxDepth = c.maxDepth
+	}
+	return
+}
+
+// Tombstone returns a new tombstone envelope: the negative-cache marker that
+// records that a key has no value. Unmarshal of it returns ErrTombstone.
+func Tombstone() []byte {
+	return []byte{headerV1 | flagTombstone}
+}
+
+// IsTombstone reports whether data is a tombstone envelope as made by
+// Tombstone.
+func IsTombstone(data []byte) bool {
+	return len(data) == 1 && data[0] == headerV1|flagTombstone
+}
+
+// encodeState is the scratch space of one Marshal.
+type encodeState struct {
+	body limitBuffer // header byte, then the msgpack body
+	z    []byte      // compression output
+}
+
+// Marshal returns the envelope of v: a header byte and the msgpack encoding
+// of v, compressed with S2 when it is larger than Options.CompressAbove and
+// compression makes it smaller. An error from msgpack (for example for a
+// channel or a func, which msgpack cannot encode) is wrapped with the type of
+// v. A msgpack body larger than Options.MaxSize is ErrTooLarge; Marshal then
+// keeps counting but stops buffering, so it does not hold an oversized body
+// in memory. Marshal does not support cyclic values.
+func (c *Codec) Marshal(v any) ([]byte, error) {
+	compressAbove, maxSize, _ := c.options()
+
+	st := c.getEncodeState()
+	defer c.putEncodeState(st)
+	st.body.reset(headerV1, maxSize)
+
+	enc := msgpack.GetEncoder()
+	enc.Reset(&st.body)
+	err := enc.Encode(v)
+	msgpack.PutEncoder(enc)
+	if err != nil {
+		return nil, fmt.Errorf("codec: encode %T: %w", v, err)
+	}
+	if st.body.n > maxSize {
+		return nil, fmt.Errorf("%w: %T encodes to %d bytes, max %d", ErrTooLarge, v, st.body.n, maxSize)
+	}
+
+	body := st.body.b[1:]
+	if compressAbove >= 0 && len(body) > compressAbove {
+		if n := s2.MaxEncodedLen(len(body)); n > 0 {
+			st.z = grow(st.z, n)
+			z := s2.Encode(st.z, body)
+			if len(z) < len(body) {
+				out := make([]byte, 1+len(z))
+				out[0] = headerV1 | flagCompressed
+				copy(out[1:], z)
+				return out, nil
+			}
+		}
+	}
+	out := make([]byte, len(st.body.b))
+	copy(out, st.body.b)
+	return out, nil
+}
+
+// decodeState is the scratch space of one Unmarshal.
+type decodeState struct {
+	body   []byte // decompressed body
+	guards []int  // see validate
+	r      guardReader
+}
+
+// Unmarshal decodes the envelope data into the value that v points to. v
+// must be a non-nil pointer. Unmarshal returns:
+//
+//   - ErrTombstone if data is a tombstone;
+//   - an error wrapping ErrVersion if data has an unknown format version;
+//   - an error wrapping ErrTooLarge if the msgpack body is, or decompresses
+//     to, more than Options.MaxSize bytes (checked before decompressing);
+//   - an error wrapping ErrCorrupt if data is malformed (see Validate) or
+//     msgpack cannot decode it into v, for example because the stored type
+//     does not match.
+//
+// Unmarshal does not panic on any input: it validates the body before
+// decoding and turns a panic inside msgpack into an ErrCorrupt error.
+// Nothing decoded into v shares memory with data.
+func (c *Codec) Unmarshal(data []byte, v any) error {
+	if rv := reflect.ValueOf(v); rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("codec: Unmarshal(%T): want a non-nil pointer", v)
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty envelope", ErrCorrupt)
+	}
+	h := data[0]
+	if version := h >> versionShift; version != Version {
+		return fmt.Errorf("%w: %d", ErrVersion, version)
+	}
+	if h&reservedBits != 0 {
+		return fmt.Errorf("%w: reserved header bits set in %#02x", ErrCorrupt, h)
+	}
+	body := data[1:]
+	if h&flagTombstone != 0 {
+		if h&flagCompressed != 0 || len(body) != 0 {
+			return fmt.Errorf("%w: tombstone with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
+		}
+		return ErrTombstone
+	}
+
+	_, maxSize, maxDepth := c.options()
+	st := c.getDecodeState()
+	defer c.putDecodeState(st)
+
+	if h&flagCompressed != 0 {
+		n, err := s2.DecodedLen(body)
+		if err != nil {
+			return fmt.Errorf("%w: s2 block header: %w", ErrCorrupt, err)
+		}
+		if n > maxSize {
+			return fmt.Errorf("%w: compressed body decodes to %d bytes, max %d", ErrTooLarge, n, maxSize)
+		}
+		st.body = grow(st.body, n)
+		if body, err = s2.Decode(st.body, body); err != nil {
+			return fmt.Errorf("%w: s2 block: %w", ErrCorrupt, err)
+		}
+	} else if len(body) > maxSize {
+		return fmt.Errorf("%w: body is %d bytes, max %d", ErrTooLarge, len(body), maxSize)
+	}
+
+	if err := validate(body, maxDepth, &st.guards); err != nil {
+		return err
+	}
+	return decode(st, body, v)
+}
+
+// decode decodes the validated body into v.
+func decode(st *decodeState, body []byte, v any) (err error) {
+	st.r.reset(body, st.guards)
+	dec := msgpack.GetDecoder()
+	dec.Reset(&st.r)
+	defer func() {
+		if p := recover(); p != nil {
+			// The decoder's state is unknown: leave it to the collector.
+			err = fmt.Errorf("%w: decode %T: panic: %v", ErrCorrupt, v, p)
+			return
+		}
+		msgpack.PutDecoder(dec)
+	}()
+
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: decode %T: %w", ErrCorrupt, v, err)
+	}
+	if st.r.i != len(body) {
+		return fmt.Errorf("%w: decode %T: msgpack stopped at offset %d of %d", ErrCorrupt, v, st.r.i, len(body))
+	}
+	return nil
+}
+
+func (c *Codec) getEncodeState() *encodeState {
+	if c != nil {
+		if st, ok := c.encoders.Get().(*encodeState); ok {
+			return st
+		}
+	}
+	return new(encodeState)
+}
+
+func (c *Codec) putEncodeState(st *encodeState) {
+	if c == nil {
+		return
+	}
+	if cap(st.body.b) > maxPooledBuffer {
+		st.body.b = nil
+	}
+	if cap(st.z) > maxPooledBuffer {
+		st.z = nil
+	}
+	c.encoders.Put(st)
+}
+
+func (c *Codec) getDecodeState() *decodeState {
+	if c != nil {
+		if st, ok := c.decoders.Get().(*decodeState); ok {
+			st.guards = st.guards[:0]
+			return st
+		}
+	}
+	return new(decodeState)
+}
+
+func (c *Codec) putDecodeState(st *decodeState) {
+	st.r.reset(nil, nil)
+	if c == nil {
+		return
+	}
+	if cap(st.body) > maxPooledBuffer {
+		st.body = nil
+	}
+	if cap(st.guards) > maxPooledBuffer/8 {
+		st.guards = nil
+	}
+	c.decoders.Put(st)
+}
+
+// grow returns b resliced or reallocated to length n.
+func grow(b []byte, n int) []byte {
+	if cap(b) >= n {
+		return b[:n]
+	}
+	return make([]byte, n)
+}
+
+// limitBuffer is the msgpack encoder's writer. After the header byte it
+// keeps up to max bytes of body and then only counts, so that Marshal can
+// report the size of an oversized body without holding it.
+type limitBuffer struct {
+	b   []byte // header byte, then the body while it fits
+	n   int    // body bytes written, including the ones not kept
+	max int    // most body bytes kept
+}
+
+func (w *limitBuffer) reset(header byte, max int) {
+	w.b = append(w.b[:0], header)
+	w.n = 0
+	w.max = max
+}
+
+// Write implements io.Writer.
+func (w *limitBuffer) Write(p []byte) (int, error) {
+	w.n += len(p)
+	if w.n <= w.max {
+		w.b = append(w.b, p...)
+	}
+	return len(p), nil
+}
+
+// WriteByte implements io.ByteWriter.
+func (w *limitBuffer) WriteByte(c byte) error {
+	w.n++
+	if w.n <= w.max {
+		w.b = append(w.b, c)
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+// Package codec turns Go values into the byte envelopes that tiercache stores
+// in Redis, and back.
+//
+// An envelope is one header byte followed by a body. The body is the
+// msgpack encoding of the value (github.com/vmihailenco/msgpack/v5, with its
+// default `msgpack:"..."` struct tags), compressed with the S2 block format
+// (github.com/klauspost/compress/s2) when it is larger than a threshold.
+//
+// # Wire format
+//
+// The header byte is a stable wire format:
+//
+//	bit:   7  6  5   4  3  2   1           0
+//	field: version   reserved  tombstone   compressed
+//
+// The fields mean:
+//
+//   - Bits 7..5 hold the format version, currently 1, so the header of a
+//     plain version 1 value is 0x20 and that of a compressed one is 0x21.
+//   - Bit 0 (compressed): the body is an S2 block (s2.Encode, not the S2
+//     stream format) that decodes to the msgpack body.
+//   - Bit 1 (tombstone): the envelope is a negative-cache marker; its body
+//     is empty and the compressed bit is clear, so a tombstone is exactly
+//     the single byte 0x22.
+//   - Bits 4..2 are reserved and must be zero.
+//
+// Unmarshal reports an unknown version with ErrVersion before looking at any
+// other bit, since a later version may give them a new meaning; everything
+// else that is wrong with an envelope is ErrCorrupt.
+//
+// # Bounded decoding
+//
+// Values read from Redis are untrusted. msgpack v5 trusts the lengths it
+// reads (a five byte array header can make it allocate gigabytes) and
+// recurses once per nesting level, so Unmarshal never hands it bytes that
+// Validate has not accepted: exactly one object, every length present in
+// the input, every element count no larger than the bytes left, nesting no
+// deeper than Options.MaxDepth. A compressed body is refused before it is
+// decompressed if its declared length exceeds Options.MaxSize. Together
+// these bound what a hostile value can make Unmarshal allocate to a small
+// multiple of the body size (times the size of the destination's element
+// types) and the depth it recurses to a constant.
+//
+// msgpack also decodes an ext header followed by a map as that map when the
+// destination is a Go map, which would let it read an ext's opaque payload
+// as msgpack. Validate therefore rejects an empty ext followed by a map or
+// nil, and Unmarshal fails any attempt to read a non-empty ext payload as a
+// map header.
+package codec
