@@ -42,6 +42,9 @@ func (r *recorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 }
 
 func (r *recorder) add(cmds []redis.Cmder) {
+	if len(cmds) > 0 && redistest.IsConnectionSetup(cmds[0]) {
+		return // a new connection's handshake, not a round trip of ours
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.trips = append(r.trips, cmds)

@@ -269,3 +269,25 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// IsConnectionSetup reports whether cmd is one that go-redis sends on a new
+// connection before the caller's commands (HELLO, AUTH, CLIENT SETINFO,
+// CLIENT SETNAME, CLIENT MAINT_NOTIFICATIONS). Hooks that count round trips
+// skip them: a warm pool never pays them.
+func IsConnectionSetup(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "auth":
+		return true
+	case "client":
+		args := cmd.Args()
+		if len(args) < 2 {
+			return false
+		}
+		sub, _ := args[1].(string)
+		switch strings.ToLower(sub) {
+		case "setinfo", "setname", "maint_notifications":
+			return true
+		}
+	}
+	return false
+}
