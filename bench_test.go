@@ -1,0 +1,426 @@
+package tiercache_test
+
+// Benchmarks of the public API, each beside its floor in the same run:
+//
+//	go test -run '^$' -bench . -benchmem -count 6 . | tee bench.txt && benchstat bench.txt
+//
+// Floors: raw ristretto v2 Get on an equally filled cache (L1 hits), go-redis
+// GET + msgpack decode of the same value against the same redis-server (L2
+// hits), a go-redis pipeline of GETs + decodes (GetMany), go-redis SET (Set).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+)
+
+const (
+	benchKeys    = 1024
+	benchMaxCost = 32 << 20
+)
+
+type benchValue struct {
+	ID    int64
+	Name  string
+	Price float64
+	Tags  []string
+}
+
+// floorDecode is the floor's msgpack decode: a pooled decoder, as a careful
+// user writes it. (msgpack.Unmarshal turns on UsePreallocateValues, which
+// starts a goroutine per type that never exits.)
+func floorDecode(raw []byte, v any) error {
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(bytes.NewReader(raw))
+	return dec.Decode(v)
+}
+
+func newBenchValue(i int) benchValue {
+	return benchValue{ID: int64(i), Name: "product " + strconv.Itoa(i), Price: 9.99, Tags: []string{"a", "b"}}
+}
+
+// benchEnv is one started Cache on its own redis-server with a string and an
+// int64 keyspace, both filled with benchKeys values in both tiers.
+type benchEnv struct {
+	client *redis.Client
+	cache  *tiercache.Cache
+	str    *tiercache.Keyspace[string, benchValue]
+	i64    *tiercache.Keyspace[int64, benchValue]
+	skeys  []string
+	ikeys  []int64
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	srv, err := redistest.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Stop() })
+	e := &benchEnv{client: redis.NewClient(srv.Options())}
+	b.Cleanup(func() { e.client.Close() })
+	ctx := context.Background()
+	e.cache, err = tiercache.New(e.client, tiercache.Config{Namespace: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := e.cache.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { e.cache.Stop(ctx) })
+	cfg := tiercache.KeyspaceConfig{TTL: time.Hour, L1MaxCost: benchMaxCost}
+	if e.str, err = tiercache.NewKeyspace[string, benchValue](e.cache, "str", cfg); err != nil {
+		b.Fatal(err)
+	}
+	if e.i64, err = tiercache.NewKeyspace[int64, benchValue](e.cache, "i64", cfg); err != nil {
+		b.Fatal(err)
+	}
+	for i := range benchKeys {
+		e.skeys = append(e.skeys, "user:"+strconv.Itoa(i))
+		e.ikeys = append(e.ikeys, int64(i))
+		if err := e.str.Set(ctx, e.skeys[i], newBenchValue(i)); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.i64.Set(ctx, e.ikeys[i], newBenchValue(i)); err != nil {
+			b.Fatal(err)
+		}
+		// Raw msgpack copies for the floors.
+		raw, _ := msgpack.Marshal(newBenchValue(i))
+		e.client.Set(ctx, "floor:"+strconv.Itoa(i), raw, time.Hour)
+	}
+	return e
+}
+
+// warmL1 reads every key until it is served from L1.
+func warmL1[K tiercache.Key](b *testing.B, ks *tiercache.Keyspace[K, benchValue], keys []K) {
+	b.Helper()
+	ctx := context.Background()
+	for range 10 {
+		for _, k := range keys {
+			if _, err := ks.Get(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ks.Wait()
+	}
+	before := ks.Stats().L1Hits
+	for _, k := range keys {
+		ks.Get(ctx, k)
+	}
+	if hits := ks.Stats().L1Hits - before; hits < uint64(len(keys))*9/10 {
+		b.Fatalf("only %d of %d keys in L1 after warm-up", hits, len(keys))
+	}
+}
+
+// floorCache is raw ristretto v2 configured as tiercache's L1 (same counters,
+// cost, buffer) and filled with the same values.
+func floorCache[K ristretto.Key](b *testing.B, keys []K) *ristretto.Cache[K, benchValue] {
+	b.Helper()
+	c, err := ristretto.NewCache(&ristretto.Config[K, benchValue]{
+		NumCounters:        benchMaxCost / 1024 * 10,
+		MaxCost:            benchMaxCost,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	for i, k := range keys {
+		for !c.Set(k, newBenchValue(i), 64) {
+		}
+		c.Wait()
+	}
+	for _, k := range keys {
+		if _, ok := c.Get(k); !ok {
+			b.Fatalf("floor cache lost key %v", k)
+		}
+	}
+	return c
+}
+
+func BenchmarkGet(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	b.Run("L1Hit", func(b *testing.B) {
+		warmL1(b, e.str, e.skeys)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := e.str.Get(ctx, e.skeys[i%benchKeys]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("L1HitFloor", func(b *testing.B) {
+		c := floorCache(b, e.skeys)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, ok := c.Get(e.skeys[i%benchKeys]); !ok {
+				b.Fatal("floor miss")
+			}
+			i++
+		}
+	})
+	b.Run("L1HitInt64", func(b *testing.B) {
+		warmL1(b, e.i64, e.ikeys)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, err := e.i64.Get(ctx, e.ikeys[i%benchKeys]); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("L1HitInt64Floor", func(b *testing.B) {
+		c := floorCache(b, e.ikeys)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if _, ok := c.Get(e.ikeys[i%benchKeys]); !ok {
+				b.Fatal("floor miss")
+			}
+			i++
+		}
+	})
+	b.Run("L2Hit", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			k := e.skeys[i%benchKeys]
+			e.str.EvictLocal(k) // as an invalidation would: the read must go to Redis
+			if _, err := e.str.Get(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("L2HitFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		floorKeys := make([]string, benchKeys)
+		for i := range floorKeys {
+			floorKeys[i] = "floor:" + strconv.Itoa(i)
+		}
+		i := 0
+		for b.Loop() {
+			raw, err := e.client.Get(ctx, floorKeys[i%benchKeys]).Bytes()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var v benchValue
+			if err := floorDecode(raw, &v); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("Miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := e.str.Get(ctx, "absent"); !errors.Is(err, tiercache.ErrNotFound) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("MissFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := e.client.Get(ctx, "bench:str:absent").Err(); !errors.Is(err, redis.Nil) {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkGetParallel(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	b.Run("L1Hit", func(b *testing.B) {
+		warmL1(b, e.str, e.skeys)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				e.str.Get(ctx, e.skeys[i%benchKeys])
+				i++
+			}
+		})
+	})
+	b.Run("L1HitFloor", func(b *testing.B) {
+		c := floorCache(b, e.skeys)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				c.Get(e.skeys[i%benchKeys])
+				i++
+			}
+		})
+	})
+	b.Run("L1HitInt64", func(b *testing.B) {
+		warmL1(b, e.i64, e.ikeys)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				e.i64.Get(ctx, e.ikeys[i%benchKeys])
+				i++
+			}
+		})
+	})
+	b.Run("L1HitInt64Floor", func(b *testing.B) {
+		c := floorCache(b, e.ikeys)
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				c.Get(e.ikeys[i%benchKeys])
+				i++
+			}
+		})
+	})
+	b.Run("L2Hit", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				k := e.skeys[i%benchKeys]
+				e.str.EvictLocal(k)
+				if _, err := e.str.Get(ctx, k); err != nil {
+					b.Error(err)
+					return
+				}
+				i++
+			}
+		})
+	})
+	b.Run("L2HitFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				raw, err := e.client.Get(ctx, "floor:"+strconv.Itoa(i%benchKeys)).Bytes()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				var v benchValue
+				floorDecode(raw, &v)
+				i++
+			}
+		})
+	})
+	b.Run("Miss", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				e.str.Get(ctx, "absent")
+			}
+		})
+	})
+	b.Run("MissFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				e.client.Get(ctx, "bench:str:absent")
+			}
+		})
+	})
+}
+
+func BenchmarkSet(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	v := newBenchValue(1)
+	b.Run("Set", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if err := e.str.Set(ctx, e.skeys[i%benchKeys], v); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+	b.Run("SetFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			raw, err := msgpack.Marshal(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := e.client.Set(ctx, "floor:"+strconv.Itoa(i%benchKeys), raw, time.Hour).Err(); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkGetMany reads 100 keys that are in Redis and not in L1.
+func BenchmarkGetMany(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	keys := e.skeys[:100]
+	b.Run("L2", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, k := range keys {
+				e.str.EvictLocal(k)
+			}
+			m, err := e.str.GetMany(ctx, keys, nil)
+			if err != nil || len(m) != len(keys) {
+				b.Fatalf("GetMany = %d values, %v", len(m), err)
+			}
+		}
+	})
+	b.Run("L2Floor", func(b *testing.B) {
+		b.ReportAllocs()
+		floorKeys := make([]string, len(keys))
+		for i := range floorKeys {
+			floorKeys[i] = fmt.Sprintf("floor:%d", i)
+		}
+		for b.Loop() {
+			cmds, err := e.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range floorKeys {
+					p.Get(ctx, k)
+				}
+				return nil
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := make(map[string]benchValue, len(floorKeys))
+			for i, c := range cmds {
+				var v benchValue
+				raw, _ := c.(*redis.StringCmd).Bytes()
+				floorDecode(raw, &v)
+				out[floorKeys[i]] = v
+			}
+		}
+	})
+}

@@ -1,0 +1,325 @@
+package tiercache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tiercache/tiercache/bus"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// Cache is the per-process engine shared by the keyspaces of one service: the
+// Redis client, the invalidation bus and the registry of keyspaces.
+//
+// A Cache is created by New (which starts nothing), started by Start and
+// stopped by Stop. Its methods are safe for concurrent use.
+type Cache struct {
+	cfg    Config // defaults applied
+	client redis.UniversalClient
+	store  *l2.Store
+	sub    *bus.Subscriber
+	log    *slog.Logger
+	onInv  func(Invalidation) // optional hook, called after each applied invalidation
+
+	closed  atomic.Bool   // set first thing in Stop; read on every call
+	stopped chan struct{} // closed by Stop: cancels loads in flight
+	flights tracker       // loads in flight, waited for by Stop
+
+	mu        sync.RWMutex // protects keyspaces and started
+	keyspaces map[string]keyspace
+	started   bool
+}
+
+// keyspace is what the Cache needs of a Keyspace[K, V], whatever K and V.
+type keyspace interface {
+	invalidate(keys []string) // evict keys (as in Redis, without prefix) from L1
+	flush()                   // evict the whole L1
+	close()                   // release L1
+	stats() KeyspaceStats
+}
+
+// Option configures cross-cutting hooks of a Cache.
+type Option func(*Cache)
+
+// WithLogger sets the logger; the default discards. tiercache logs state
+// changes of the bus and read-path Redis failures, never values or secrets.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *Cache) {
+		if l != nil {
+			c.log = l
+		}
+	}
+}
+
+// Invalidation describes one invalidation applied to this replica's L1, as
+// passed to the hook of WithInvalidationHook.
+type Invalidation struct {
+	Origin   string   // instance id of the publisher ("" for external publishers)
+	Keyspace string   // "" with Flush for every keyspace
+	Keys     []string // keys as in Redis, without the "<namespace>:<keyspace>:" prefix
+	Flush    bool     // the whole keyspace (or every keyspace) was evicted
+	Reset    bool     // a bus reset (subscription (re)established or messages lost) flushed every L1
+}
+
+// WithInvalidationHook calls fn after each invalidation from the bus has been
+// applied to L1, including resets, and for messages of this replica's own
+// origin (which need no eviction). fn runs on the bus's dispatcher goroutine:
+// it must return quickly and must not call back into the Cache. It serves
+// measurements (invalidation lag) and tests.
+func WithInvalidationHook(fn func(Invalidation)) Option {
+	return func(c *Cache) { c.onInv = fn }
+}
+
+// New returns a Cache over client. It validates cfg and starts no goroutine;
+// call Start before use so reads can use L1, and Stop when done. The client
+// stays the caller's: Stop does not close it. Build the client with
+// ContextTimeoutEnabled: true, or go-redis ignores the per-call budgets
+// (Config.ReadTimeout, Config.WriteTimeout) on the socket.
+func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidConfig)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{
+		cfg:       cfg,
+		client:    client,
+		log:       slog.New(slog.DiscardHandler),
+		stopped:   make(chan struct{}),
+		keyspaces: make(map[string]keyspace),
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	if o, ok := client.(interface{ Options() *redis.Options }); ok && !o.Options().ContextTimeoutEnabled {
+		c.log.Warn("tiercache: redis client without ContextTimeoutEnabled: read_timeout and write_timeout cannot bound a slow Redis")
+	}
+	c.store, err = l2.New(client, l2.Options{ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	c.sub, err = bus.NewSubscriber(client, bus.Options{
+		Channel: cfg.Channel,
+		Handler: c.handle,
+		OnReset: c.flushAll,
+		Logger:  c.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return c, nil
+}
+
+// Config returns the configuration in force, defaults applied.
+func (c *Cache) Config() Config { return c.cfg }
+
+// InstanceID returns the id this replica puts in its invalidations.
+func (c *Cache) InstanceID() string { return c.cfg.InstanceID }
+
+// Start subscribes to the invalidation channel and returns once Redis has
+// confirmed the subscription. Until then, and whenever the bus is unhealthy,
+// reads bypass L1. Start after Stop returns ErrClosed.
+func (c *Cache) Start(ctx context.Context) error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	c.mu.Lock()
+	if c.started {
+		c.mu.Unlock()
+		return errors.New("tiercache: already started")
+	}
+	c.started = true
+	c.mu.Unlock()
+	if err := c.sub.Start(ctx); err != nil {
+		return fmt.Errorf("tiercache: start bus: %w", err)
+	}
+	return nil
+}
+
+// Stop stops the bus, cancels and waits for the loads in flight, and closes
+// every keyspace's L1. Calls made after Stop return ErrClosed. Stop is safe to
+// call more than once; it returns ctx.Err() if ctx ends before the wait does.
+func (c *Cache) Stop(ctx context.Context) error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	close(c.stopped)
+	err := c.sub.Stop(ctx)
+	if werr := c.flights.closeAndWait(ctx); werr != nil {
+		err = errors.Join(err, werr)
+	}
+	c.mu.Lock()
+	for _, ks := range c.keyspaces {
+		ks.close()
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("tiercache: stop: %w", err)
+	}
+	return nil
+}
+
+// Healthy reports whether the invalidation bus is subscribed and answering,
+// which is when L1 may serve reads.
+func (c *Cache) Healthy() bool { return c.sub.Healthy() }
+
+// Stats returns the counters of every keyspace and of the bus.
+func (c *Cache) Stats() Stats {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	s := Stats{Bus: c.sub.Stats(), Keyspaces: make(map[string]KeyspaceStats, len(c.keyspaces))}
+	for name, ks := range c.keyspaces {
+		s.Keyspaces[name] = ks.stats()
+	}
+	return s
+}
+
+// register adds ks under name, refusing duplicates and a stopped cache.
+func (c *Cache) register(name string, ks keyspace) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if _, dup := c.keyspaces[name]; dup {
+		return fmt.Errorf("%w: %q", ErrDuplicateKeyspace, name)
+	}
+	c.keyspaces[name] = ks
+	return nil
+}
+
+// handle applies one invalidation from the bus. It runs on the bus's
+// dispatcher goroutine and only bumps generations and deletes from L1, so it
+// never blocks for long.
+func (c *Cache) handle(m bus.Message) {
+	if c.onInv != nil {
+		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: m.Flush})
+	}
+	if m.Origin == c.cfg.InstanceID {
+		return // the writer already evicted its own L1 entries
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if m.Keyspace == "" {
+		if m.Flush {
+			for _, ks := range c.keyspaces {
+				ks.flush()
+			}
+		}
+		return
+	}
+	ks, ok := c.keyspaces[m.Keyspace]
+	if !ok {
+		return // a keyspace this replica does not use
+	}
+	if m.Flush {
+		ks.flush()
+	}
+	if len(m.Keys) > 0 {
+		ks.invalidate(m.Keys)
+	}
+}
+
+// flushAll evicts every L1 entry of every keyspace. The bus calls it on every
+// (re)subscription and after any possible message loss.
+func (c *Cache) flushAll() {
+	c.mu.RLock()
+	for _, ks := range c.keyspaces {
+		ks.flush()
+	}
+	c.mu.RUnlock()
+	if c.onInv != nil {
+		c.onInv(Invalidation{Flush: true, Reset: true})
+	}
+}
+
+// detach returns a context for a load shared by several callers: it keeps
+// ctx's values but not its cancellation, and it is cancelled by Stop.
+func (c *Cache) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(stoppedContext{c.stopped}, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// stoppedContext is a context done when ch is closed; it lets
+// context.AfterFunc watch Stop without a goroutine of ours.
+type stoppedContext struct{ ch chan struct{} }
+
+func (s stoppedContext) Deadline() (deadline time.Time, ok bool) { return }
+func (s stoppedContext) Done() <-chan struct{}                   { return s.ch }
+func (s stoppedContext) Err() error {
+	select {
+	case <-s.ch:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+func (s stoppedContext) Value(any) any { return nil }
+
+// tracker counts the loads in flight so Stop can wait for them.
+type tracker struct {
+	mu     sync.Mutex // protects n, closed, idle
+	n      int
+	closed bool
+	idle   chan struct{} // closed when n drops to 0 after closed is set
+}
+
+// enter registers a load; it reports false once the tracker is closed.
+func (t *tracker) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) leave() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
+}
+
+// closeAndWait refuses new loads and waits for the running ones.
+func (t *tracker) closeAndWait(ctx context.Context) error {
+	t.mu.Lock()
+	t.closed = true
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	idle := make(chan struct{})
+	t.idle = idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for loads in flight: %w", ctx.Err())
+	}
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,34 @@
+package tiercache
+
+import "errors"
+
+// Sentinel errors. Compare with errors.Is: the errors returned by this package
+// wrap them with the keyspace and key they concern.
+var (
+	// ErrNotFound is returned by Get when the key is in neither tier, and may
+	// be returned by a loader to say the source has no such key.
+	ErrNotFound = errors.New("tiercache: not found")
+
+	// ErrClosed is returned by every call on a Cache or Keyspace after Stop.
+	ErrClosed = errors.New("tiercache: cache is stopped")
+
+	// ErrInvalidConfig wraps every configuration error found by New,
+	// NewKeyspace and the fx module.
+	ErrInvalidConfig = errors.New("tiercache: invalid config")
+
+	// ErrDuplicateKeyspace is returned by NewKeyspace when the name is
+	// already registered on the Cache.
+	ErrDuplicateKeyspace = errors.New("tiercache: duplicate keyspace")
+
+	// ErrInvalidKey is returned for a key that cannot be stored, such as one
+	// whose Redis key would exceed Config.MaxKeyLength.
+	ErrInvalidKey = errors.New("tiercache: invalid key")
+
+	// ErrEncode wraps a value the codec cannot encode, or one larger than
+	// KeyspaceConfig.MaxValueSize. Nothing is written when it is returned.
+	ErrEncode = errors.New("tiercache: cannot encode value")
+
+	// ErrLoaderPanic wraps the value of a panic raised by a loader. The
+	// panic is turned into an error for every caller waiting on that load.
+	ErrLoaderPanic = errors.New("tiercache: loader panicked")
+)

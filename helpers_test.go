@@ -1,0 +1,125 @@
+package tiercache_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { stopExampleRedis() }))
+}
+
+// waitTimeout bounds every wait in these tests: a wait that runs out is a
+// failure, never a way to synchronise.
+const waitTimeout = 10 * time.Second
+
+// replica is one Cache with a hook that reports applied invalidations.
+type replica struct {
+	c      *tiercache.Cache
+	client *redis.Client
+	inv    chan tiercache.Invalidation
+}
+
+// newReplica starts a Cache on srv with its own client; it is stopped in
+// t.Cleanup.
+func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config) *replica {
+	t.Helper()
+	r := &replica{client: srv.Client(t), inv: make(chan tiercache.Invalidation, 1024)}
+	c, err := tiercache.New(r.client, cfg, tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
+		select {
+		case r.inv <- i:
+		default:
+			t.Errorf("invalidation hook channel full")
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(context.Background()); err != nil {
+			t.Errorf("Stop = %v", err)
+		}
+	})
+	r.c = c
+	// Start returns after the first reset has flushed L1; drain its report.
+	r.waitFor(t, func(i tiercache.Invalidation) bool { return i.Reset })
+	return r
+}
+
+// waitFor consumes reported invalidations until one satisfies ok.
+func (r *replica) waitFor(t *testing.T, ok func(tiercache.Invalidation) bool) tiercache.Invalidation {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case i := <-r.inv:
+			if ok(i) {
+				return i
+			}
+		case <-timer.C:
+			t.Fatalf("no matching invalidation within %v", waitTimeout)
+		}
+	}
+}
+
+// waitKeys waits until an invalidation of keyspace ks naming all keys arrived.
+func (r *replica) waitKeys(t *testing.T, ks string, keys ...string) {
+	t.Helper()
+	want := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		want[k] = true
+	}
+	r.waitFor(t, func(i tiercache.Invalidation) bool {
+		if i.Keyspace != ks {
+			return false
+		}
+		for _, k := range i.Keys {
+			delete(want, k)
+		}
+		return len(want) == 0
+	})
+}
+
+// countingLoader returns a loader that counts its calls and returns fn(key).
+func countingLoader[K tiercache.Key, V any](n *atomic.Int64, fn func(K) V) tiercache.Loader[K, V] {
+	return func(ctx context.Context, key K) (V, error) {
+		n.Add(1)
+		return fn(key), nil
+	}
+}
+
+// roundTrips counts the network round trips a go-redis client makes,
+// leaving out the handshake of new connections.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !redistest.IsConnectionSetup(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !redistest.IsConnectionSetup(cmds[0]) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}

@@ -1,0 +1,551 @@
+package tiercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tiercache/tiercache/bus"
+	"github.com/tiercache/tiercache/codec"
+	"github.com/tiercache/tiercache/l1"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// Key is the set of key types a Keyspace accepts. Integer keys are stored in
+// Redis in decimal.
+type Key interface {
+	string | int | int32 | int64 | uint32 | uint64
+}
+
+// MaxKeyspaceName bounds the length of a keyspace name, in bytes.
+const MaxKeyspaceName = 128
+
+// Keyspace is a typed view of one set of keys, with its own TTLs, L1 and
+// codec settings. Its Redis keys are "<namespace>:<keyspace>:<key>".
+//
+// Values returned from L1 are shared between callers: a caller must not
+// mutate a value it got from Get, GetOrLoad or GetMany. Use value types, or
+// copy before changing.
+//
+// A Keyspace is safe for concurrent use. After the Cache is stopped, every
+// method returns ErrClosed.
+type Keyspace[K Key, V any] struct {
+	c      *Cache
+	name   string
+	cfg    KeyspaceConfig  // defaults applied
+	prefix string          // "<namespace>:<keyspace>:"
+	l1     *l1.Cache[K, V] // nil when L1 is disabled (its methods are nil-safe)
+	codec  *codec.Codec
+	group  singleflight.Group // loads in flight, by Redis key
+	st     ksCounters
+}
+
+// NewKeyspace registers a keyspace called name on c. The name must be unique
+// on c, non-empty, at most MaxKeyspaceName bytes, and free of ':' and
+// whitespace, so that no two keyspaces' Redis keys can collide.
+func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig) (*Keyspace[K, V], error) {
+	if c == nil {
+		return nil, fmt.Errorf("%w: nil cache", ErrInvalidConfig)
+	}
+	if err := validKeyspaceName(name); err != nil {
+		return nil, err
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("keyspace %q: %w", name, err)
+	}
+	cd, err := codec.New(codec.Options{CompressAbove: cfg.CompressAbove, MaxSize: cfg.MaxValueSize})
+	if err != nil {
+		return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
+	}
+	ks := &Keyspace[K, V]{
+		c:      c,
+		name:   name,
+		cfg:    cfg,
+		prefix: c.cfg.Namespace + ":" + name + ":",
+		codec:  cd,
+	}
+	if !cfg.DisableL1 {
+		ks.l1, err = l1.New[K, V](l1.Config{MaxCost: cfg.L1MaxCost})
+		if err != nil {
+			return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
+		}
+	}
+	if err := c.register(name, ks); err != nil {
+		ks.l1.Close()
+		return nil, err
+	}
+	return ks, nil
+}
+
+func validKeyspaceName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: empty keyspace name", ErrInvalidConfig)
+	case len(name) > MaxKeyspaceName:
+		return fmt.Errorf("%w: keyspace name longer than %d bytes", ErrInvalidConfig, MaxKeyspaceName)
+	case strings.ContainsAny(name, ": \t\r\n"):
+		return fmt.Errorf("%w: keyspace name %q contains ':' or whitespace", ErrInvalidConfig, name)
+	}
+	return nil
+}
+
+// Name returns the keyspace name.
+func (ks *Keyspace[K, V]) Name() string { return ks.name }
+
+// Config returns the keyspace configuration in force, defaults applied.
+func (ks *Keyspace[K, V]) Config() KeyspaceConfig { return ks.cfg }
+
+// RedisKey returns the Redis key that holds key's value.
+func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefix + formatKey(key) }
+
+// Get returns the value of key from L1, else from Redis (filling L1). It
+// returns an error wrapping ErrNotFound when neither tier has it, and the
+// Redis error when Redis cannot be read.
+func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
+	if ks.c.closed.Load() {
+		var zero V
+		return zero, ErrClosed
+	}
+	if ks.c.sub.Healthy() {
+		if v, ok := ks.l1.Get(key); ok {
+			ks.st.l1Hits.add()
+			return v, nil
+		}
+	}
+	rkey, err := ks.redisKey(key)
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	v, err := ks.readL2(ctx, key, rkey, ks.l1.Snapshot(key))
+	if err != nil {
+		ks.st.misses.Add(1)
+	}
+	return v, err
+}
+
+// Loader loads the value of one key from the source of truth. It returns an
+// error wrapping ErrNotFound when the source has no such key.
+type Loader[K Key, V any] func(ctx context.Context, key K) (V, error)
+
+// BatchLoader loads several keys at once. Keys it leaves out of the map are
+// not found.
+type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, error)
+
+// GetOrLoad returns the value of key from L1, else from Redis, else from
+// load, filling the tiers it missed (cache-aside, read-through).
+//
+// Concurrent calls for one key in this process share one flight: the first
+// caller's load serves them all, and the cache is checked again inside the
+// flight. Each caller waits only as long as its own ctx allows; the load runs
+// detached from the caller that started it, so one caller's cancellation does
+// not fail the others (bound it with KeyspaceConfig.LoadTimeout). A Redis
+// failure on the read path is counted and logged, and the value is loaded.
+// A panicking loader is reported as an error wrapping ErrLoaderPanic.
+func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
+	var zero V
+	if ks.c.closed.Load() {
+		return zero, ErrClosed
+	}
+	if ks.c.sub.Healthy() {
+		if v, ok := ks.l1.Get(key); ok {
+			ks.st.l1Hits.add()
+			return v, nil
+		}
+	}
+	if load == nil {
+		return zero, fmt.Errorf("%w: nil loader", ErrInvalidConfig)
+	}
+	rkey, err := ks.redisKey(key)
+	if err != nil {
+		return zero, err
+	}
+	ch := ks.group.DoChan(rkey, func() (any, error) {
+		return ks.flight(ctx, key, rkey, load)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return zero, r.Err
+		}
+		return r.Val.(V), nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
+// flight is the body of one shared load.
+func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, load Loader[K, V]) (v V, err error) {
+	if !ks.c.flights.enter() {
+		return v, ErrClosed
+	}
+	defer ks.c.flights.leave()
+	ctx, cancel := ks.c.detach(ctx)
+	defer cancel()
+
+	g := ks.l1.Snapshot(key) // before any read of L2 or the source
+	if ks.c.sub.Healthy() {
+		if v, ok := ks.l1.Get(key); ok {
+			ks.st.l1Hits.add()
+			return v, nil
+		}
+	}
+	v, err = ks.readL2(ctx, key, rkey, g)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, ErrNotFound):
+	default:
+		ks.c.log.Warn("tiercache: l2 read failed, loading from source", "keyspace", ks.name, "err", err)
+	}
+	v, err = ks.callLoader(ctx, key, load)
+	ks.st.loads.Add(1)
+	if err != nil {
+		ks.st.loadErrors.Add(1)
+		return v, err
+	}
+	b, err := ks.codec.Marshal(v)
+	if err != nil {
+		return v, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
+	}
+	if _, err := ks.c.store.Fill(ctx, l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}); err != nil {
+		ks.st.l2Errors.Add(1)
+		ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
+	}
+	ks.l1.Set(key, v, int64(len(b)), ks.cfg.L1TTL, g)
+	return v, nil
+}
+
+func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (v V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, ks.name, r)
+		}
+	}()
+	if ks.cfg.LoadTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
+		defer cancel()
+	}
+	return load(ctx, key)
+}
+
+// readL2 reads key from Redis and, on a hit, fills L1 under generation g.
+// A corrupt or undecodable value is counted, deleted and reported as a miss.
+func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g l1.Gen) (V, error) {
+	var v V
+	b, err := ks.c.store.Get(ctx, rkey)
+	if errors.Is(err, l2.ErrMiss) {
+		return v, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
+	}
+	if err != nil {
+		ks.st.l2Errors.Add(1)
+		return v, fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
+	}
+	if err := ks.decode(ctx, rkey, b, &v); err != nil {
+		return v, err
+	}
+	ks.st.l2Hits.Add(1)
+	ks.l1.Set(key, v, int64(len(b)), ks.cfg.L1TTL, g)
+	return v, nil
+}
+
+// decode decodes an L2 value into v. Tombstones are misses; corrupt values
+// are counted, deleted (with an invalidation, harmless to peers) and misses.
+func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *V) error {
+	err := ks.codec.Unmarshal(b, v)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, codec.ErrTombstone) {
+		return fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
+	}
+	ks.st.corrupt.Add(1)
+	ks.c.log.Warn("tiercache: undecodable value deleted", "keyspace", ks.name, "key", rkey, "err", err)
+	if msg, merr := ks.message([]string{rkey}); merr == nil {
+		ks.c.store.DeleteAndPublish(ctx, []string{rkey}, ks.c.cfg.Channel, msg)
+	}
+	return fmt.Errorf("%w: keyspace %q key %q: undecodable value: %w", ErrNotFound, ks.name, rkey, err)
+}
+
+// GetMany returns the values of keys found in L1, in Redis (one pipelined
+// round trip for all L1 misses) or, when load is not nil, by one call of load
+// for the keys found in neither tier. Keys found nowhere are absent from the
+// map. A Redis failure falls back to load, as in GetOrLoad. GetMany does not
+// share flights with concurrent calls.
+func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
+	if ks.c.closed.Load() {
+		return nil, ErrClosed
+	}
+	out := make(map[K]V, len(keys))
+	healthy := ks.c.sub.Healthy()
+	var (
+		miss  []K
+		rkeys []string
+		gens  []l1.Gen
+		seen  = make(map[K]struct{}, len(keys))
+	)
+	for _, k := range keys {
+		if _, dup := seen[k]; dup {
+			continue
+		}
+		seen[k] = struct{}{}
+		if healthy {
+			if v, ok := ks.l1.Get(k); ok {
+				ks.st.l1Hits.add()
+				out[k] = v
+				continue
+			}
+		}
+		rk, err := ks.redisKey(k)
+		if err != nil {
+			return nil, err
+		}
+		miss = append(miss, k)
+		rkeys = append(rkeys, rk)
+		gens = append(gens, ks.l1.Snapshot(k))
+	}
+	if len(miss) == 0 {
+		return out, nil
+	}
+	vals, err := ks.c.store.GetMany(ctx, rkeys)
+	if err != nil {
+		ks.st.l2Errors.Add(1)
+		ks.c.log.Warn("tiercache: l2 multi-get failed, loading from source", "keyspace", ks.name, "err", err)
+		vals = make([][]byte, len(rkeys))
+	}
+	var toLoad []K
+	loadIdx := make(map[K]int)
+	for i, b := range vals {
+		if b != nil {
+			var v V
+			if err := ks.decode(ctx, rkeys[i], b, &v); err == nil {
+				ks.st.l2Hits.Add(1)
+				out[miss[i]] = v
+				ks.l1.Set(miss[i], v, int64(len(b)), ks.cfg.L1TTL, gens[i])
+				continue
+			} else if codec.IsTombstone(b) {
+				ks.st.misses.Add(1)
+				continue
+			}
+		}
+		toLoad = append(toLoad, miss[i])
+		loadIdx[miss[i]] = i
+	}
+	if len(toLoad) == 0 || load == nil {
+		ks.st.misses.Add(uint64(len(toLoad)))
+		return out, nil
+	}
+	loaded, err := ks.callBatchLoader(ctx, toLoad, load)
+	ks.st.loads.Add(1)
+	if err != nil {
+		ks.st.loadErrors.Add(1)
+		return nil, err
+	}
+	fills := make([]l2.Item, 0, len(loaded))
+	type fill struct {
+		k    K
+		v    V
+		cost int64
+		g    l1.Gen
+	}
+	l1fills := make([]fill, 0, len(loaded))
+	for _, k := range toLoad {
+		v, ok := loaded[k]
+		if !ok {
+			ks.st.misses.Add(1)
+			continue
+		}
+		out[k] = v
+		i := loadIdx[k]
+		b, err := ks.codec.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkeys[i], err)
+		}
+		fills = append(fills, l2.Item{Key: rkeys[i], Value: b, TTL: ks.cfg.TTL})
+		l1fills = append(l1fills, fill{k, v, int64(len(b)), gens[i]})
+	}
+	if len(fills) > 0 {
+		if err := ks.c.store.FillMany(ctx, fills); err != nil {
+			ks.st.l2Errors.Add(1)
+			ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
+		}
+	}
+	for _, f := range l1fills {
+		ks.l1.Set(f.k, f.v, f.cost, ks.cfg.L1TTL, f.g)
+	}
+	return out, nil
+}
+
+func (ks *Keyspace[K, V]) callBatchLoader(ctx context.Context, keys []K, load BatchLoader[K, V]) (m map[K]V, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, ks.name, r)
+		}
+	}()
+	if ks.cfg.LoadTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
+		defer cancel()
+	}
+	return load(ctx, keys)
+}
+
+// Set stores value under key in Redis and publishes its invalidation in the
+// same atomic round trip, then evicts key from this replica's L1. Every other
+// replica evicts it when the invalidation arrives. When Set returns an error
+// the local L1 entry is evicted all the same, and the caller must assume the
+// invalidation may not have been sent.
+func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
+	if ks.c.closed.Load() {
+		return ErrClosed
+	}
+	rkey, err := ks.redisKey(key)
+	if err != nil {
+		return err
+	}
+	b, err := ks.codec.Marshal(value)
+	if err != nil {
+		return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
+	}
+	msg, err := ks.message([]string{rkey})
+	if err != nil {
+		return err
+	}
+	err = ks.c.store.SetAndPublish(ctx, l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}, ks.c.cfg.Channel, msg)
+	// Evict after the write: a local fill that snapshotted before this point
+	// may have read the old value and must not land.
+	ks.l1.Invalidate(key)
+	ks.st.sets.Add(1)
+	if err != nil {
+		return fmt.Errorf("tiercache: set keyspace %q key %q: %w", ks.name, rkey, err)
+	}
+	return nil
+}
+
+// Delete removes keys from Redis and publishes their invalidation in the same
+// atomic round trip, then evicts them from this replica's L1.
+func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
+	if ks.c.closed.Load() {
+		return ErrClosed
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	rkeys := make([]string, len(keys))
+	for i, k := range keys {
+		rk, err := ks.redisKey(k)
+		if err != nil {
+			return err
+		}
+		rkeys[i] = rk
+	}
+	msg, err := ks.message(rkeys)
+	if err != nil {
+		return err
+	}
+	_, err = ks.c.store.DeleteAndPublish(ctx, rkeys, ks.c.cfg.Channel, msg)
+	ks.l1.Invalidate(keys...)
+	ks.st.deletes.Add(uint64(len(keys)))
+	if err != nil {
+		return fmt.Errorf("tiercache: delete keyspace %q: %w", ks.name, err)
+	}
+	return nil
+}
+
+// Wait blocks until the L1 writes buffered so far have been applied.
+// Ristretto applies writes asynchronously; tests and benchmarks call Wait to
+// observe a fill.
+func (ks *Keyspace[K, V]) Wait() { ks.l1.Wait() }
+
+// Stats returns the keyspace's counters.
+func (ks *Keyspace[K, V]) Stats() KeyspaceStats { return ks.stats() }
+
+// message encodes the invalidation of the given Redis keys.
+func (ks *Keyspace[K, V]) message(rkeys []string) ([]byte, error) {
+	keys := make([]string, len(rkeys))
+	for i, rk := range rkeys {
+		keys[i] = rk[len(ks.prefix):]
+	}
+	m := bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Keys: keys}
+	b, err := m.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("tiercache: encode invalidation: %w", err)
+	}
+	return b, nil
+}
+
+func (ks *Keyspace[K, V]) redisKey(key K) (string, error) {
+	rk := ks.prefix + formatKey(key)
+	if len(rk) > ks.c.cfg.MaxKeyLength {
+		return "", fmt.Errorf("%w: keyspace %q: key of %d bytes exceeds max key length %d",
+			ErrInvalidKey, ks.name, len(rk), ks.c.cfg.MaxKeyLength)
+	}
+	return rk, nil
+}
+
+// invalidate evicts keys, as they appear in invalidation messages.
+func (ks *Keyspace[K, V]) invalidate(keys []string) {
+	for _, s := range keys {
+		k, ok := parseKey[K](s)
+		if !ok {
+			continue // not a key of this keyspace's type: nothing to evict
+		}
+		ks.l1.Invalidate(k)
+	}
+	ks.st.invalidations.Add(uint64(len(keys)))
+}
+
+func (ks *Keyspace[K, V]) flush() {
+	ks.l1.Flush()
+	ks.st.flushes.Add(1)
+}
+
+func (ks *Keyspace[K, V]) close() { ks.l1.Close() }
+
+func formatKey[K Key](key K) string {
+	switch k := any(key).(type) {
+	case string:
+		return k
+	case int:
+		return strconv.Itoa(k)
+	case int32:
+		return strconv.FormatInt(int64(k), 10)
+	case int64:
+		return strconv.FormatInt(k, 10)
+	case uint32:
+		return strconv.FormatUint(uint64(k), 10)
+	case uint64:
+		return strconv.FormatUint(k, 10)
+	}
+	return fmt.Sprint(key) // unreachable: the Key constraint lists every case
+}
+
+func parseKey[K Key](s string) (K, bool) {
+	var key K
+	var err error
+	switch p := any(&key).(type) {
+	case *string:
+		*p = s
+	case *int:
+		*p, err = strconv.Atoi(s)
+	case *int32:
+		var n int64
+		n, err = strconv.ParseInt(s, 10, 32)
+		*p = int32(n)
+	case *int64:
+		*p, err = strconv.ParseInt(s, 10, 64)
+	case *uint32:
+		var n uint64
+		n, err = strconv.ParseUint(s, 10, 32)
+		*p = uint32(n)
+	case *uint64:
+		*p, err = strconv.ParseUint(s, 10, 64)
+	}
+	return key, err == nil
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of tiercache on a fresh Debian machine: installs
+# redis-server when it is missing, then go vet, short fuzz runs of the
+# decoders of bytes read from Redis, one pass of every benchmark (so they
+# keep working), and the race-enabled test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
+
+if ! command -v redis-server >/dev/null 2>&1; then
+	echo "redis-server not found: installing it (apt-get install -y redis-server)"
+	if [ "$(id -u)" -eq 0 ]; then
+		apt-get update && apt-get install -y redis-server
+	else
+		sudo apt-get update && sudo apt-get install -y redis-server
+	fi
+fi
+
+go vet ./...
+go test -run '^$' -fuzz '^FuzzDecodeValue$' -fuzztime 10s ./codec/
+go test -run '^$' -fuzz '^FuzzDecodeInvalidation$' -fuzztime 10s ./bus/
+go test -run '^$' -bench . -benchtime 1x ./...
+go test -race -count=1 ./...

@@ -1,0 +1,86 @@
+package tiercache
+
+import (
+	"math/rand/v2"
+	"sync/atomic"
+
+	"github.com/tiercache/tiercache/bus"
+)
+
+// Stats is a snapshot of a Cache's counters.
+type Stats struct {
+	// Bus holds the invalidation bus counters and health.
+	Bus bus.Stats
+	// Keyspaces holds each keyspace's counters, by name.
+	Keyspaces map[string]KeyspaceStats
+}
+
+// KeyspaceStats counts what one keyspace did since it was created.
+type KeyspaceStats struct {
+	L1Hits        uint64 // reads served from L1
+	L2Hits        uint64 // reads served from Redis
+	Misses        uint64 // reads found in neither tier (and not loaded)
+	Loads         uint64 // loader calls (a GetMany batch counts once)
+	LoadErrors    uint64 // loader calls that returned an error
+	L2Errors      uint64 // Redis failures on the read or fill path
+	Corrupt       uint64 // undecodable values found in Redis (deleted)
+	Sets          uint64 // Set calls
+	Deletes       uint64 // keys passed to Delete
+	Invalidations uint64 // keys evicted by invalidations from other replicas
+	Flushes       uint64 // whole-L1 flushes (bus resets, flush messages)
+}
+
+// ksCounters are the live counters of a keyspace. l1Hits is striped because
+// every core increments it on the hottest path; the rest are rarer.
+type ksCounters struct {
+	l1Hits        stripedCounter
+	l2Hits        atomic.Uint64
+	misses        atomic.Uint64
+	loads         atomic.Uint64
+	loadErrors    atomic.Uint64
+	l2Errors      atomic.Uint64
+	corrupt       atomic.Uint64
+	sets          atomic.Uint64
+	deletes       atomic.Uint64
+	invalidations atomic.Uint64
+	flushes       atomic.Uint64
+}
+
+func (ks *Keyspace[K, V]) stats() KeyspaceStats {
+	s := &ks.st
+	return KeyspaceStats{
+		L1Hits:        s.l1Hits.load(),
+		L2Hits:        s.l2Hits.Load(),
+		Misses:        s.misses.Load(),
+		Loads:         s.loads.Load(),
+		LoadErrors:    s.loadErrors.Load(),
+		L2Errors:      s.l2Errors.Load(),
+		Corrupt:       s.corrupt.Load(),
+		Sets:          s.sets.Load(),
+		Deletes:       s.deletes.Load(),
+		Invalidations: s.invalidations.Load(),
+		Flushes:       s.flushes.Load(),
+	}
+}
+
+// counterStripes is the number of cache-line-padded cells of a stripedCounter.
+const counterStripes = 16
+
+// stripedCounter spreads increments over padded cells picked at random, so
+// parallel hits do not all write one cache line.
+type stripedCounter struct {
+	cells [counterStripes]struct {
+		n atomic.Uint64
+		_ [56]byte // pad to a 64-byte cache line
+	}
+}
+
+func (c *stripedCounter) add() { c.cells[rand.Uint32()%counterStripes].n.Add(1) }
+
+func (c *stripedCounter) load() uint64 {
+	var n uint64
+	for i := range c.cells {
+		n += c.cells[i].n.Load()
+	}
+	return n
+}
