@@ -107,15 +107,23 @@ func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefix + formatKey(
 // returns an error wrapping ErrNotFound when neither tier has it, and the
 // Redis error when Redis cannot be read.
 func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
-	if ks.c.closed.Load() {
-		var zero V
-		return zero, ErrClosed
-	}
+	// The hit path is kept small enough to inline. It needs no closed
+	// check: Stop makes the bus unhealthy before it closes L1, and a closed
+	// L1 misses.
 	if ks.c.sub.Healthy() {
 		if v, ok := ks.l1.Get(key); ok {
 			ks.st.l1Hits.add()
 			return v, nil
 		}
+	}
+	return ks.getSlow(ctx, key)
+}
+
+// getSlow is Get after an L1 miss.
+func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
+	if ks.c.closed.Load() {
+		var zero V
+		return zero, ErrClosed
 	}
 	rkey, err := ks.redisKey(key)
 	if err != nil {
@@ -148,15 +156,20 @@ type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, err
 // failure on the read path is counted and logged, and the value is loaded.
 // A panicking loader is reported as an error wrapping ErrLoaderPanic.
 func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
-	var zero V
-	if ks.c.closed.Load() {
-		return zero, ErrClosed
-	}
-	if ks.c.sub.Healthy() {
+	if ks.c.sub.Healthy() { // as in Get: a small hit path, no closed check
 		if v, ok := ks.l1.Get(key); ok {
 			ks.st.l1Hits.add()
 			return v, nil
 		}
+	}
+	return ks.getOrLoadSlow(ctx, key, load)
+}
+
+// getOrLoadSlow is GetOrLoad after an L1 miss.
+func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[K, V]) (V, error) {
+	var zero V
+	if ks.c.closed.Load() {
+		return zero, ErrClosed
 	}
 	if load == nil {
 		return zero, fmt.Errorf("%w: nil loader", ErrInvalidConfig)
