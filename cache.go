@@ -70,8 +70,8 @@ type Invalidation struct {
 }
 
 // WithInvalidationHook calls fn after each invalidation from the bus has been
-// applied to L1, including resets, and for messages of this replica's own
-// origin (which need no eviction). fn runs on the bus's dispatcher goroutine:
+// applied to L1, including resets. Messages of this replica's own origin are
+// dropped by the bus unseen (the writer already evicted its entries). fn runs on the bus's dispatcher goroutine:
 // it must return quickly and must not call back into the Cache. It serves
 // measurements (invalidation lag) and tests.
 func WithInvalidationHook(fn func(Invalidation)) Option {
@@ -113,6 +113,10 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		Handler: c.handle,
 		OnReset: c.flushAll,
 		Logger:  c.log,
+		// A writer evicts its own L1 entries after the write: its echo
+		// needs no work, and skipping it in the read loop spares a wake-up
+		// of the dispatcher per write.
+		SkipOrigin: cfg.InstanceID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -204,9 +208,6 @@ func (c *Cache) register(name string, ks keyspace) error {
 func (c *Cache) handle(m bus.Message) {
 	if c.onInv != nil {
 		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: m.Flush})
-	}
-	if m.Origin == c.cfg.InstanceID {
-		return // the writer already evicted its own L1 entries
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
