@@ -97,6 +97,13 @@ type Gen struct {
 	epoch  uint64         // the cache's epoch when the Gen was taken
 }
 
+// Version returns the generation and epoch g was taken at. Two snapshots of
+// one key with the same Version saw no invalidation or flush between them, so
+// work started under one (a shared load, say) is as fresh as the other: the
+// root keys its load flights by it. The zero Gen, as a nil cache returns,
+// has Version 0, 0.
+func (g Gen) Version() (gen, epoch uint64) { return g.gen, g.epoch }
+
 // entry is what the cache stores in ristretto: the value and the generation
 // of the fill that produced it. Ristretto holds it by pointer: stored by
 // value, the entry is copied through four frames on every Get, which

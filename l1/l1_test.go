@@ -612,3 +612,29 @@ func TestConfigDefaults(t *testing.T) {
 		})
 	}
 }
+
+// Version tells snapshots apart exactly when an invalidation or a flush came
+// between them.
+func TestGenVersion(t *testing.T) {
+	c := newTestCache[string, int](t, Config{MaxCost: 1 << 20}, hooks{})
+	a, b := c.Snapshot("k"), c.Snapshot("k")
+	if fmt2(a) != fmt2(b) {
+		t.Errorf("two snapshots with nothing between: %v != %v", fmt2(a), fmt2(b))
+	}
+	c.Invalidate("k")
+	afterInv := c.Snapshot("k")
+	if fmt2(afterInv) == fmt2(a) {
+		t.Errorf("Version unchanged by Invalidate: %v", fmt2(a))
+	}
+	c.Flush()
+	if afterFlush := c.Snapshot("k"); fmt2(afterFlush) == fmt2(afterInv) {
+		t.Errorf("Version unchanged by Flush: %v", fmt2(afterInv))
+	}
+	var nilCache *Cache[string, int]
+	if g, e := nilCache.Snapshot("k").Version(); g != 0 || e != 0 {
+		t.Errorf("nil cache Version = %d, %d; want 0, 0", g, e)
+	}
+}
+
+// fmt2 returns g's Version as one comparable value.
+func fmt2(g Gen) [2]uint64 { a, b := g.Version(); return [2]uint64{a, b} }
