@@ -228,20 +228,20 @@ func (s *Store) Fill(ctx context.Context, it Item) (bool, error) {
 }
 
 // FillMany is Fill for several items in one pipelined round trip (one per
-// node on a Cluster). Each item is stored only if its key is absent; which
-// ones were stored is not reported. Every item is validated before anything
-// is sent. It returns an error when a SET fails, wrapping the first failure.
-// No items return nil without a round trip.
-func (s *Store) FillMany(ctx context.Context, items []Item) error {
+// node on a Cluster). Each item is stored only if its key is absent;
+// stored[i] reports whether items[i] was. Every item is validated before
+// anything is sent. It returns an error when a SET fails, wrapping the first
+// failure. No items return nil, nil without a round trip.
+func (s *Store) FillMany(ctx context.Context, items []Item) (stored []bool, err error) {
 	if !s.usable() {
-		return fmt.Errorf("l2 fill many: %w", errNoStore)
+		return nil, fmt.Errorf("l2 fill many: %w", errNoStore)
 	}
 	if len(items) == 0 {
-		return nil
+		return nil, nil
 	}
 	for i := range items {
 		if err := items[i].validate(); err != nil {
-			return fmt.Errorf("l2 fill many: item %d of %d: %w", i, len(items), err)
+			return nil, fmt.Errorf("l2 fill many: item %d of %d: %w", i, len(items), err)
 		}
 	}
 	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
@@ -254,9 +254,13 @@ func (s *Store) FillMany(ctx context.Context, items []Item) error {
 		return nil
 	})
 	if err = firstReal(cmds, err, len(items)); err != nil {
-		return failed(ctx, cctx, own, s.writeTimeout, describe("l2 fill many", items[0].Key, len(items)), err)
+		return nil, failed(ctx, cctx, own, s.writeTimeout, describe("l2 fill many", items[0].Key, len(items)), err)
 	}
-	return nil
+	stored = make([]bool, len(cmds))
+	for i, cmd := range cmds {
+		stored[i] = cmd.Err() == nil // redis.Nil: the key existed
+	}
+	return stored, nil
 }
 
 // SetAndPublish stores it whether or not its key exists (SET key value PX

@@ -236,8 +236,8 @@ func TestFillMany(t *testing.T) {
 	seed(t, c, map[string][]byte{"fm:taken": []byte("old")})
 	rec.reset()
 
-	if err := s.FillMany(t.Context(), nil); err != nil {
-		t.Fatalf("FillMany(nil) = %v", err)
+	if stored, err := s.FillMany(t.Context(), nil); err != nil || stored != nil {
+		t.Fatalf("FillMany(nil) = %v, %v; want nil, nil", stored, err)
 	}
 	if got := len(rec.names()); got != 0 {
 		t.Fatalf("FillMany(nil) made %d round trips; want 0", got)
@@ -248,8 +248,12 @@ func TestFillMany(t *testing.T) {
 		{Key: "fm:taken", Value: []byte("new"), TTL: time.Minute},
 		{Key: "fm:b", Value: []byte{0}, TTL: 2 * time.Minute},
 	}
-	if err := s.FillMany(t.Context(), items); err != nil {
+	stored, err := s.FillMany(t.Context(), items)
+	if err != nil {
 		t.Fatalf("FillMany = %v", err)
+	}
+	if want := []bool{true, false, true}; !reflect.DeepEqual(stored, want) {
+		t.Errorf("FillMany stored = %v; want %v (the taken key is not overwritten)", stored, want)
 	}
 	if got, want := rec.names(), [][]string{{"set", "set", "set"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("round trips = %v; want %v", got, want)
@@ -453,7 +457,8 @@ func ops(read, write time.Duration) []op {
 			return err
 		}},
 		{name: "FillMany", what: `l2 fill many "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
-			return s.FillMany(ctx, []l2.Item{it})
+			_, err := s.FillMany(ctx, []l2.Item{it})
+			return err
 		}},
 		{name: "SetAndPublish", what: `l2 set and publish "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
 			return s.SetAndPublish(ctx, it, "op:inv", []byte("m"))
@@ -655,7 +660,8 @@ func TestInvalidArguments(t *testing.T) {
 			return err
 		}},
 		{name: "FillMany one bad item", wantMsg: `l2 fill many: item 1 of 2: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
-			return s.FillMany(ctx, []l2.Item{ok, {Key: "k"}})
+			_, err := s.FillMany(ctx, []l2.Item{ok, {Key: "k"}})
+			return err
 		}},
 		{name: "SetAndPublish ttl 0", wantMsg: `l2 set and publish: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
 			return s.SetAndPublish(ctx, l2.Item{Key: "k"}, "ch", nil)
