@@ -76,11 +76,6 @@ type Options struct {
 	PingTimeout time.Duration `yaml:"pingTimeout" json:"pingTimeout"`
 	// Limits bounds the messages accepted; bigger ones count as malformed.
 	Limits Limits `yaml:"limits" json:"limits"`
-	// SkipOrigin, when not empty, drops messages whose Origin equals it in
-	// the read loop, before they are queued: a publisher that has already
-	// applied its own invalidation does not wake the dispatcher for its
-	// echo. They are counted in Stats.Skipped.
-	SkipOrigin string `yaml:"skip_origin" json:"skip_origin"`
 	// Logger receives state changes (healthy, unhealthy) once per change,
 	// and malformed messages (the first at warn level, the rest at debug).
 	// Nil means discard.
@@ -96,8 +91,6 @@ type Stats struct {
 	// Malformed counts messages that Unmarshal refused; Handler never sees
 	// them.
 	Malformed uint64
-	// Skipped counts messages dropped because their Origin is SkipOrigin.
-	Skipped uint64
 	// Overflows counts messages dropped because the queue was full.
 	Overflows uint64
 	// Resets counts OnReset calls that returned.
@@ -165,8 +158,8 @@ type Subscriber struct {
 	_       pad
 
 	// Written by the read loop.
-	received, malformed, skipped, overflows, reconnects atomic.Uint64
-	_                                                   pad
+	received, malformed, overflows, reconnects atomic.Uint64
+	_                                          pad
 
 	// Written by the dispatcher.
 	delivered, resets atomic.Uint64
@@ -317,7 +310,6 @@ func (s *Subscriber) Stats() Stats {
 		Received:   s.received.Load(),
 		Delivered:  s.delivered.Load(),
 		Malformed:  s.malformed.Load(),
-		Skipped:    s.skipped.Load(),
 		Overflows:  s.overflows.Load(),
 		Resets:     s.resets.Load(),
 		Reconnects: s.reconnects.Load(),
@@ -564,10 +556,6 @@ func (s *Subscriber) receive(dec *decoder, payload string) {
 			default:
 			}
 		}
-		return
-	}
-	if s.opts.SkipOrigin != "" && m.Origin == s.opts.SkipOrigin {
-		s.skipped.Add(1)
 		return
 	}
 	select {

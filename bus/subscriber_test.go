@@ -691,23 +691,3 @@ func TestNoLossUnderLoad(t *testing.T) {
 		})
 	}
 }
-
-// Messages of SkipOrigin are counted and dropped in the read loop; the
-// handler sees the next message of another origin first.
-func TestSkipOrigin(t *testing.T) {
-	ctx := testContext(t)
-	srv := redistest.Start(t)
-	c := srv.Client(t)
-	r := newRecorder()
-	opts := r.options()
-	opts.SkipOrigin = "me"
-	s := start(t, ctx, c, r, opts)
-
-	publish(t, ctx, c, Message{Origin: "me", Keyspace: "users", Keys: []string{"mine"}})
-	other := Message{Origin: "peer", Keyspace: "users", Keys: []string{"theirs"}}
-	publish(t, ctx, c, other)
-	expect(t, ctx, r, other) // not the "mine" message
-	if got := s.Stats(); got.Skipped != 1 || got.Delivered != 1 || got.Received != 2 {
-		t.Errorf("Stats = %+v; want Skipped 1, Delivered 1, Received 2", got)
-	}
-}
