@@ -29,9 +29,10 @@ type Cache struct {
 	log    *slog.Logger
 	onInv  func(Invalidation) // optional hook, called after each applied invalidation
 
-	closed  atomic.Bool   // set first thing in Stop; read on every call
-	stopped chan struct{} // closed by Stop: cancels loads in flight
-	flights tracker       // loads in flight, waited for by Stop
+	closed   atomic.Bool        // set first thing in Stop; read on every miss
+	stopCtx  context.Context    // done once Stop began: cancels loads in flight
+	stopLoad context.CancelFunc // cancels stopCtx
+	flights  tracker            // loads in flight, waited for by Stop
 
 	mu        sync.RWMutex // protects keyspaces and started
 	keyspaces map[string]keyspace
@@ -70,8 +71,8 @@ type Invalidation struct {
 }
 
 // WithInvalidationHook calls fn after each invalidation from the bus has been
-// applied to L1, including resets. Messages of this replica's own origin are
-// dropped by the bus unseen (the writer already evicted its entries). fn runs on the bus's dispatcher goroutine:
+// applied to L1, including resets and the echoes of this replica's own
+// writes. fn runs on the bus's dispatcher goroutine:
 // it must return quickly and must not call back into the Cache. It serves
 // measurements (invalidation lag) and tests.
 func WithInvalidationHook(fn func(Invalidation)) Option {
@@ -95,9 +96,9 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		cfg:       cfg,
 		client:    client,
 		log:       slog.New(slog.DiscardHandler),
-		stopped:   make(chan struct{}),
 		keyspaces: make(map[string]keyspace),
 	}
+	c.stopCtx, c.stopLoad = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(c)
 	}
@@ -113,10 +114,6 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		Handler: c.handle,
 		OnReset: c.flushAll,
 		Logger:  c.log,
-		// A writer evicts its own L1 entries after the write: its echo
-		// needs no work, and skipping it in the read loop spares a wake-up
-		// of the dispatcher per write.
-		SkipOrigin: cfg.InstanceID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
@@ -132,7 +129,8 @@ func (c *Cache) InstanceID() string { return c.cfg.InstanceID }
 
 // Start subscribes to the invalidation channel and returns once Redis has
 // confirmed the subscription. Until then, and whenever the bus is unhealthy,
-// reads bypass L1. Start after Stop returns ErrClosed.
+// reads bypass L1. Start after Stop returns ErrClosed. A Start that fails
+// stops the Cache: build a new one to try again.
 func (c *Cache) Start(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -145,7 +143,12 @@ func (c *Cache) Start(ctx context.Context) error {
 	c.started = true
 	c.mu.Unlock()
 	if err := c.sub.Start(ctx); err != nil {
-		return fmt.Errorf("tiercache: start bus: %w", err)
+		err = fmt.Errorf("tiercache: start bus: %w", err)
+		// The bus cannot be started again; release what New set up. ctx
+		// may be done already: Stop with a fresh, bounded one.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return errors.Join(err, c.Stop(stopCtx))
 	}
 	return nil
 }
@@ -157,7 +160,7 @@ func (c *Cache) Stop(ctx context.Context) error {
 	if c.closed.Swap(true) {
 		return nil
 	}
-	close(c.stopped)
+	c.stopLoad()
 	err := c.sub.Stop(ctx)
 	if werr := c.flights.closeAndWait(ctx); werr != nil {
 		err = errors.Join(err, werr)
@@ -204,15 +207,21 @@ func (c *Cache) register(name string, ks keyspace) error {
 
 // handle applies one invalidation from the bus. It runs on the bus's
 // dispatcher goroutine and only bumps generations and deletes from L1, so it
-// never blocks for long.
+// never blocks for long. Messages of this replica's own origin are applied
+// too: the writer evicted its entries after a write that returned, but a
+// write that timed out may have reached Redis later, and only its echo then
+// evicts what a read filled meanwhile. Tags are not tracked yet (issue #4):
+// a message naming tags flushes its keyspace, so it never leaves a tagged
+// entry behind.
 func (c *Cache) handle(m bus.Message) {
 	if c.onInv != nil {
-		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: m.Flush})
+		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: m.Flush || len(m.Tags) > 0})
 	}
+	flush := m.Flush || len(m.Tags) > 0
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if m.Keyspace == "" {
-		if m.Flush {
+		if flush {
 			for _, ks := range c.keyspaces {
 				ks.flush()
 			}
@@ -223,7 +232,7 @@ func (c *Cache) handle(m bus.Message) {
 	if !ok {
 		return // a keyspace this replica does not use
 	}
-	if m.Flush {
+	if flush {
 		ks.flush()
 	}
 	if len(m.Keys) > 0 {
@@ -248,28 +257,12 @@ func (c *Cache) flushAll() {
 // ctx's values but not its cancellation, and it is cancelled by Stop.
 func (c *Cache) detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(stoppedContext{c.stopped}, cancel)
+	stop := context.AfterFunc(c.stopCtx, cancel)
 	return ctx, func() {
 		stop()
 		cancel()
 	}
 }
-
-// stoppedContext is a context done when ch is closed; it lets
-// context.AfterFunc watch Stop without a goroutine of ours.
-type stoppedContext struct{ ch chan struct{} }
-
-func (s stoppedContext) Deadline() (deadline time.Time, ok bool) { return }
-func (s stoppedContext) Done() <-chan struct{}                   { return s.ch }
-func (s stoppedContext) Err() error {
-	select {
-	case <-s.ch:
-		return context.Canceled
-	default:
-		return nil
-	}
-}
-func (s stoppedContext) Value(any) any { return nil }
 
 // tracker counts the loads in flight so Stop can wait for them.
 type tracker struct {

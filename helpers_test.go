@@ -62,11 +62,24 @@ func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config) *repl
 // waitFor consumes reported invalidations until one satisfies ok.
 func (r *replica) waitFor(t *testing.T, ok func(tiercache.Invalidation) bool) tiercache.Invalidation {
 	t.Helper()
+	return awaitInvalidation(t, r.inv, ok)
+}
+
+// waitKeys waits until an invalidation of keyspace ks naming all keys arrived.
+func (r *replica) waitKeys(t *testing.T, ks string, keys ...string) {
+	t.Helper()
+	awaitKeys(t, r.inv, ks, keys...)
+}
+
+// awaitInvalidation consumes reports from ch until one satisfies ok, failing
+// t after waitTimeout.
+func awaitInvalidation(t *testing.T, ch <-chan tiercache.Invalidation, ok func(tiercache.Invalidation) bool) tiercache.Invalidation {
+	t.Helper()
 	timer := time.NewTimer(waitTimeout)
 	defer timer.Stop()
 	for {
 		select {
-		case i := <-r.inv:
+		case i := <-ch:
 			if ok(i) {
 				return i
 			}
@@ -76,14 +89,15 @@ func (r *replica) waitFor(t *testing.T, ok func(tiercache.Invalidation) bool) ti
 	}
 }
 
-// waitKeys waits until an invalidation of keyspace ks naming all keys arrived.
-func (r *replica) waitKeys(t *testing.T, ks string, keys ...string) {
+// awaitKeys consumes reports from ch until invalidations of keyspace ks have
+// named all keys.
+func awaitKeys(t *testing.T, ch <-chan tiercache.Invalidation, ks string, keys ...string) {
 	t.Helper()
 	want := make(map[string]bool, len(keys))
 	for _, k := range keys {
 		want[k] = true
 	}
-	r.waitFor(t, func(i tiercache.Invalidation) bool {
+	awaitInvalidation(t, ch, func(i tiercache.Invalidation) bool {
 		if i.Keyspace != ks {
 			return false
 		}

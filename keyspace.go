@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/singleflight"
 
@@ -178,22 +179,30 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 	if err != nil {
 		return zero, err
 	}
-	ch := ks.group.DoChan(rkey, func() (any, error) {
-		return ks.flight(ctx, key, rkey, load)
+	// The snapshot is taken before joining a flight and keys it: a caller
+	// that comes after an invalidation of key never joins a load that began
+	// before it (and may have read the old value); it starts its own.
+	g := ks.l1.Snapshot(key)
+	gen, epoch := g.Version()
+	fkey := rkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36)
+	ch := ks.group.DoChan(fkey, func() (any, error) {
+		return ks.flight(ctx, key, rkey, g, load)
 	})
 	select {
 	case r := <-ch:
 		if r.Err != nil {
 			return zero, r.Err
 		}
-		return r.Val.(V), nil
+		v, _ := r.Val.(V) // a nil interface V comes back as a nil any
+		return v, nil
 	case <-ctx.Done():
 		return zero, ctx.Err()
 	}
 }
 
-// flight is the body of one shared load.
-func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, load Loader[K, V]) (v V, err error) {
+// flight is the body of one shared load. g was taken before any read of L2
+// or the source.
+func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g l1.Gen, load Loader[K, V]) (v V, err error) {
 	if !ks.c.flights.enter() {
 		return v, ErrClosed
 	}
@@ -201,7 +210,6 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, load L
 	ctx, cancel := ks.c.detach(ctx)
 	defer cancel()
 
-	g := ks.l1.Snapshot(key) // before any read of L2 or the source
 	if ks.c.sub.Healthy() {
 		if v, ok := ks.l1.Get(key); ok {
 			ks.st.l1Hits.add()
@@ -226,26 +234,51 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, load L
 	if err != nil {
 		return v, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
-	if _, err := ks.c.store.Fill(ctx, l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}); err != nil {
-		ks.st.l2Errors.Add(1)
-		ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
-	}
-	ks.l1.Set(key, v, int64(len(b)), ks.cfg.L1TTL, g)
+	ks.fill(ctx, key, rkey, v, b, g)
 	return v, nil
 }
 
-func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (v V, err error) {
+// fill stores a loaded value in L2 (SET NX) and L1 unless key was
+// invalidated since g: then the load may predate a Set or Delete, and storing
+// it could put back what that write replaced. A Delete whose invalidation has
+// not reached this replica yet can still be overtaken (tens of microseconds
+// on loopback, longer while the bus is down); leases (SET NX of a token that
+// writes void) close that window. When L2 already held a value, a concurrent
+// write won: L1 is left for the next read.
+func (ks *Keyspace[K, V]) fill(ctx context.Context, key K, rkey string, v V, b []byte, g l1.Gen) {
+	if ks.l1.Snapshot(key) != g {
+		return
+	}
+	stored, err := ks.c.store.Fill(ctx, l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL})
+	if err != nil {
+		ks.st.l2Errors.Add(1)
+		ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
+		return
+	}
+	if stored {
+		ks.l1.Set(key, v, int64(len(b)), ks.cfg.L1TTL, g)
+	}
+}
+
+func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, error) {
+	return guarded(ctx, ks.name, ks.cfg.LoadTimeout, func(ctx context.Context) (V, error) { return load(ctx, key) })
+}
+
+// guarded calls a loader with the keyspace's load timeout and turns a panic
+// into an error wrapping ErrLoaderPanic, so a panicking loader neither
+// crashes the flight's goroutine nor leaves its key locked.
+func guarded[T any](ctx context.Context, keyspace string, timeout time.Duration, fn func(context.Context) (T, error)) (v T, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, ks.name, r)
+			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, keyspace, r)
 		}
 	}()
-	if ks.cfg.LoadTimeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	return load(ctx, key)
+	return fn(ctx)
 }
 
 // readL2 reads key from Redis and, on a hit, fills L1 under generation g.
@@ -289,8 +322,10 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 // GetMany returns the values of keys found in L1, in Redis (one pipelined
 // round trip for all L1 misses) or, when load is not nil, by one call of load
 // for the keys found in neither tier. Keys found nowhere are absent from the
-// map. A Redis failure falls back to load, as in GetOrLoad. GetMany does not
-// share flights with concurrent calls.
+// map; duplicates are looked up once. When Redis fails, GetMany falls back to
+// load as GetOrLoad does, and returns the Redis error when load is nil. The
+// batch load runs in the caller's goroutine with the caller's ctx, is
+// cancelled by Stop, and is not shared with concurrent calls.
 func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
 	if ks.c.closed.Load() {
 		return nil, ErrClosed
@@ -321,7 +356,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		}
 		miss = append(miss, k)
 		rkeys = append(rkeys, rk)
-		gens = append(gens, ks.l1.Snapshot(k))
+		gens = append(gens, ks.l1.Snapshot(k)) // before the L2 read
 	}
 	if len(miss) == 0 {
 		return out, nil
@@ -329,11 +364,13 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 	vals, err := ks.c.store.GetMany(ctx, rkeys)
 	if err != nil {
 		ks.st.l2Errors.Add(1)
+		if load == nil {
+			return nil, fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
+		}
 		ks.c.log.Warn("tiercache: l2 multi-get failed, loading from source", "keyspace", ks.name, "err", err)
 		vals = make([][]byte, len(rkeys))
 	}
-	var toLoad []K
-	loadIdx := make(map[K]int)
+	var toLoad []int // indexes into miss
 	for i, b := range vals {
 		if b != nil {
 			var v V
@@ -347,66 +384,79 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 				continue
 			}
 		}
-		toLoad = append(toLoad, miss[i])
-		loadIdx[miss[i]] = i
+		toLoad = append(toLoad, i)
 	}
 	if len(toLoad) == 0 || load == nil {
 		ks.st.misses.Add(uint64(len(toLoad)))
 		return out, nil
 	}
-	loaded, err := ks.callBatchLoader(ctx, toLoad, load)
-	ks.st.loads.Add(1)
-	if err != nil {
-		ks.st.loadErrors.Add(1)
+	if err := ks.loadMany(ctx, miss, rkeys, gens, toLoad, load, out); err != nil {
 		return nil, err
-	}
-	fills := make([]l2.Item, 0, len(loaded))
-	type fill struct {
-		k    K
-		v    V
-		cost int64
-		g    l1.Gen
-	}
-	l1fills := make([]fill, 0, len(loaded))
-	for _, k := range toLoad {
-		v, ok := loaded[k]
-		if !ok {
-			ks.st.misses.Add(1)
-			continue
-		}
-		out[k] = v
-		i := loadIdx[k]
-		b, err := ks.codec.Marshal(v)
-		if err != nil {
-			return nil, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkeys[i], err)
-		}
-		fills = append(fills, l2.Item{Key: rkeys[i], Value: b, TTL: ks.cfg.TTL})
-		l1fills = append(l1fills, fill{k, v, int64(len(b)), gens[i]})
-	}
-	if len(fills) > 0 {
-		if err := ks.c.store.FillMany(ctx, fills); err != nil {
-			ks.st.l2Errors.Add(1)
-			ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
-		}
-	}
-	for _, f := range l1fills {
-		ks.l1.Set(f.k, f.v, f.cost, ks.cfg.L1TTL, f.g)
 	}
 	return out, nil
 }
 
-func (ks *Keyspace[K, V]) callBatchLoader(ctx context.Context, keys []K, load BatchLoader[K, V]) (m map[K]V, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, ks.name, r)
-		}
-	}()
-	if ks.cfg.LoadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
-		defer cancel()
+// loadMany loads miss[i] for i in toLoad with one call of load, adds what it
+// found to out and fills both tiers with it, key by key as flight does.
+func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gens []l1.Gen, toLoad []int, load BatchLoader[K, V], out map[K]V) error {
+	if !ks.c.flights.enter() {
+		return ErrClosed
 	}
-	return load(ctx, keys)
+	defer ks.c.flights.leave()
+	ctx, cancel := context.WithCancel(ctx)
+	defer context.AfterFunc(ks.c.stopCtx, cancel)()
+	defer cancel()
+
+	keys := make([]K, len(toLoad))
+	for j, i := range toLoad {
+		keys[j] = miss[i]
+	}
+	loaded, err := ks.callBatchLoader(ctx, keys, load)
+	ks.st.loads.Add(1)
+	if err != nil {
+		ks.st.loadErrors.Add(1)
+		return err
+	}
+	var (
+		fills []l2.Item
+		from  []int // fills[j] is for miss[from[j]]
+		vs    []V
+	)
+	for _, i := range toLoad {
+		v, ok := loaded[miss[i]]
+		if !ok {
+			ks.st.misses.Add(1)
+			continue
+		}
+		out[miss[i]] = v
+		if ks.l1.Snapshot(miss[i]) != gens[i] {
+			continue // invalidated during the load: see fill
+		}
+		b, err := ks.codec.Marshal(v)
+		if err != nil {
+			return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkeys[i], err)
+		}
+		fills = append(fills, l2.Item{Key: rkeys[i], Value: b, TTL: ks.cfg.TTL})
+		from = append(from, i)
+		vs = append(vs, v)
+	}
+	stored, err := ks.c.store.FillMany(ctx, fills)
+	if err != nil {
+		ks.st.l2Errors.Add(1)
+		ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
+		return nil
+	}
+	for j, ok := range stored {
+		if ok {
+			i := from[j]
+			ks.l1.Set(miss[i], vs[j], int64(len(fills[j].Value)), ks.cfg.L1TTL, gens[i])
+		}
+	}
+	return nil
+}
+
+func (ks *Keyspace[K, V]) callBatchLoader(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
+	return guarded(ctx, ks.name, ks.cfg.LoadTimeout, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 }
 
 // Set stores value under key in Redis and publishes its invalidation in the

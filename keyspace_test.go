@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/codec"
 	"github.com/tiercache/tiercache/internal/redistest"
@@ -297,6 +299,7 @@ func TestSetOnOneReplicaEvictsOthers(t *testing.T) {
 	if err := kss[0].Set(ctx, 1, v1); err != nil {
 		t.Fatal(err)
 	}
+	reps[0].waitKeys(t, "products", "1") // the writer's own echo
 	// B and C serve v1 from L1.
 	for i, ks := range kss[1:] {
 		reps[i+1].waitKeys(t, "products", "1") // consume v1's own invalidation
@@ -310,12 +313,21 @@ func TestSetOnOneReplicaEvictsOthers(t *testing.T) {
 	if err := kss[0].Set(ctx, 1, v2); err != nil {
 		t.Fatal(err)
 	}
+	reps[0].waitKeys(t, "products", "1") // the writer's own echo
 	for i, r := range reps[1:] {
 		r.waitKeys(t, "products", "1")
 		p, err := kss[i+1].Get(ctx, 1)
 		if err != nil || p.Version != 2 {
 			t.Errorf("replica %d after invalidation: Get = %+v, %v; want version 2", i+1, p, err)
 		}
+	}
+	// Replicas 0 and 1 hold v2 in L1 before replica 2 deletes it.
+	for _, ks := range kss[:2] {
+		waitL1(t, ks, func() bool {
+			before := ks.Stats().L1Hits
+			p, err := ks.Get(ctx, 1)
+			return err == nil && p.Version == 2 && ks.Stats().L1Hits > before
+		})
 	}
 	if err := kss[2].Delete(ctx, 1); err != nil {
 		t.Fatal(err)
@@ -329,41 +341,146 @@ func TestSetOnOneReplicaEvictsOthers(t *testing.T) {
 }
 
 // A load that began before another replica's write must not fill L1 (or L2)
-// with the old value after the invalidation arrived.
+// with the old value after the invalidation arrived: neither after a Set nor
+// after a Delete (where SET NX alone would put the old value back).
 func TestStaleLoadDoesNotLandAfterRemoteWrite(t *testing.T) {
+	tests := []struct {
+		give  string
+		write func(ctx context.Context, ks *tiercache.Keyspace[string, int]) error
+		want  int // what B must read afterwards; 0 means ErrNotFound
+	}{
+		{"Set", func(ctx context.Context, ks *tiercache.Keyspace[string, int]) error { return ks.Set(ctx, "k", 2) }, 2},
+		{"Delete", func(ctx context.Context, ks *tiercache.Keyspace[string, int]) error { return ks.Delete(ctx, "k") }, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			srv := redistest.Start(t)
+			ctx := context.Background()
+			a := newReplica(t, srv, tiercache.Config{})
+			b := newReplica(t, srv, tiercache.Config{})
+			ksA, _ := tiercache.NewKeyspace[string, int](a.c, "stale", tiercache.KeyspaceConfig{})
+			ksB, _ := tiercache.NewKeyspace[string, int](b.c, "stale", tiercache.KeyspaceConfig{})
+
+			started, release := make(chan struct{}), make(chan struct{})
+			done := make(chan int, 1)
+			go func() {
+				v, err := ksB.GetOrLoad(ctx, "k", func(context.Context, string) (int, error) {
+					close(started)
+					<-release
+					return 1, nil // what the database said before A's write
+				})
+				if err != nil {
+					t.Error(err)
+				}
+				done <- v
+			}()
+			<-started
+			if err := tt.write(ctx, ksA); err != nil {
+				t.Fatal(err)
+			}
+			b.waitKeys(t, "stale", "k")
+			close(release)
+			if v := <-done; v != 1 {
+				t.Errorf("the racing load returned %d; want its own value 1", v)
+			}
+			ksB.Wait() // a fill that slipped through would be applied now
+			for range 20 {
+				v, err := ksB.Get(ctx, "k")
+				if tt.want == 0 && !errors.Is(err, tiercache.ErrNotFound) || tt.want != 0 && (err != nil || v != tt.want) {
+					t.Fatalf("Get after the racing load = %d, %v; want %d (0: not found)", v, err, tt.want)
+				}
+			}
+		})
+	}
+}
+
+// A caller that arrives after an invalidation must not join a load that
+// began before it: it starts its own and sees the new value at once.
+func TestLateCallerDoesNotJoinStaleFlight(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	a := newReplica(t, srv, tiercache.Config{})
 	b := newReplica(t, srv, tiercache.Config{})
-	ksA, _ := tiercache.NewKeyspace[string, int](a.c, "stale", tiercache.KeyspaceConfig{})
-	ksB, _ := tiercache.NewKeyspace[string, int](b.c, "stale", tiercache.KeyspaceConfig{})
+	ksA, _ := tiercache.NewKeyspace[string, int](a.c, "join", tiercache.KeyspaceConfig{})
+	ksB, _ := tiercache.NewKeyspace[string, int](b.c, "join", tiercache.KeyspaceConfig{})
 
 	started, release := make(chan struct{}), make(chan struct{})
-	done := make(chan int, 1)
-	go func() {
-		v, err := ksB.GetOrLoad(ctx, "k", func(context.Context, string) (int, error) {
-			close(started)
-			<-release
-			return 1, nil // what the database said before A's write
-		})
-		if err != nil {
-			t.Error(err)
-		}
-		done <- v
-	}()
+	defer close(release)
+	go ksB.GetOrLoad(ctx, "k", func(context.Context, string) (int, error) {
+		close(started)
+		<-release
+		return 1, nil
+	})
 	<-started
 	if err := ksA.Set(ctx, "k", 2); err != nil {
 		t.Fatal(err)
 	}
-	b.waitKeys(t, "stale", "k")
-	close(release)
-	if v := <-done; v != 1 {
-		t.Errorf("the racing load returned %d; want its own value 1", v)
-	}
-	for range 20 { // repeated reads would reveal an L1 entry landing late
-		if v, err := ksB.Get(ctx, "k"); err != nil || v != 2 {
-			t.Fatalf("Get after the racing load = %d, %v; want 2", v, err)
+	b.waitKeys(t, "join", "k")
+	late := make(chan int, 1)
+	go func() {
+		v, err := ksB.GetOrLoad(ctx, "k", func(context.Context, string) (int, error) { return 3, nil })
+		if err != nil {
+			t.Error(err)
 		}
+		late <- v
+	}()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	select {
+	case v := <-late:
+		if v != 2 {
+			t.Errorf("late caller got %d; want 2, the value A wrote", v)
+		}
+	case <-timer.C:
+		t.Fatal("late caller is waiting on the load that began before the write")
+	}
+}
+
+// Invalidations published by hand (as another service would) evict: keys,
+// this replica's own echo (a write that timed out may be applied later),
+// tags (not tracked yet: the keyspace is flushed) and flush-all. Each case
+// changes the value in Redis behind the cache's back, so only an eviction
+// makes the replica read the new one.
+func TestRawInvalidationsEvict(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	r := newReplica(t, srv, tiercache.Config{Namespace: "raw"})
+	ks, _ := tiercache.NewKeyspace[string, string](r.c, "ks", tiercache.KeyspaceConfig{})
+	cd, _ := codec.New(codec.Options{})
+	tests := []struct {
+		give string
+		msg  map[string]any
+	}{
+		{"external keys", map[string]any{"v": 1, "ks": "ks", "k": []string{"external keys"}}},
+		{"own origin", map[string]any{"v": 1, "o": r.c.InstanceID(), "ks": "ks", "k": []string{"own origin"}}},
+		{"tags only", map[string]any{"v": 1, "ks": "ks", "t": []string{"category:7"}}},
+		{"flush all", map[string]any{"v": 1, "ks": "", "f": true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			key := tt.give
+			if err := ks.Set(ctx, key, "old"); err != nil {
+				t.Fatal(err)
+			}
+			r.waitKeys(t, "ks", key) // the echo of our own Set
+			waitL1(t, ks, func() bool {
+				before := ks.Stats().L1Hits
+				v, err := ks.Get(ctx, key)
+				return err == nil && v == "old" && ks.Stats().L1Hits > before
+			})
+			raw, _ := cd.Marshal("new")
+			if err := r.client.Set(ctx, "raw:ks:"+key, raw, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			payload, _ := msgpack.Marshal(tt.msg)
+			if err := r.client.Publish(ctx, "raw:invalidate", payload).Err(); err != nil {
+				t.Fatal(err)
+			}
+			r.waitFor(t, func(i tiercache.Invalidation) bool { return i.Flush || slices.Contains(i.Keys, key) })
+			if v, err := ks.Get(ctx, key); err != nil || v != "new" {
+				t.Errorf("Get after a raw %s invalidation = %q, %v; want new", tt.give, v, err)
+			}
+		})
 	}
 }
 

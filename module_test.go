@@ -3,7 +3,6 @@ package tiercache_test
 import (
 	"context"
 	"errors"
-	"slices"
 	"testing"
 	"time"
 
@@ -34,7 +33,13 @@ func newFxReplica(t *testing.T, srv *redistest.Server) *fxReplica {
 		Namespace: "fx",
 		Keyspaces: map[string]tiercache.KeyspaceConfig{"users": {TTL: 10 * time.Minute}},
 	}
-	hook := tiercache.WithInvalidationHook(func(i tiercache.Invalidation) { r.inv <- i })
+	hook := tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
+		select {
+		case r.inv <- i:
+		default: // never block the bus's dispatcher
+			t.Errorf("invalidation hook channel full")
+		}
+	})
 	r.app = fxtest.New(t,
 		fx.NopLogger,
 		fx.Supply(cfg),
@@ -55,18 +60,7 @@ func newFxReplica(t *testing.T, srv *redistest.Server) *fxReplica {
 // waitKey waits until the app applied an invalidation of users/key.
 func (r *fxReplica) waitKey(t *testing.T, key string) {
 	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case i := <-r.inv:
-			if i.Keyspace == "users" && slices.Contains(i.Keys, key) {
-				return
-			}
-		case <-timer.C:
-			t.Fatalf("invalidation of users/%s not applied within %v", key, waitTimeout)
-		}
-	}
+	awaitKeys(t, r.inv, "users", key)
 }
 
 // TestModuleThreeAppsInvalidate starts three fx apps on one redis-server; a
@@ -85,6 +79,7 @@ func TestModuleThreeAppsInvalidate(t *testing.T) {
 	if err := apps[0].users.Set(ctx, 42, user{42, "ada"}); err != nil {
 		t.Fatal(err)
 	}
+	apps[0].waitKey(t, "42") // the writer's own echo
 	for _, a := range apps[1:] {
 		a.waitKey(t, "42")
 		waitL1(t, a.users, func() bool {
@@ -97,11 +92,20 @@ func TestModuleThreeAppsInvalidate(t *testing.T) {
 	if err := apps[0].users.Set(ctx, 42, user{42, "grace"}); err != nil {
 		t.Fatal(err)
 	}
+	apps[0].waitKey(t, "42") // the writer's own echo
 	for i, a := range apps[1:] {
 		a.waitKey(t, "42")
 		if u, err := a.users.Get(ctx, 42); err != nil || u.Name != "grace" {
 			t.Errorf("app %d Get(42) after remote Set = %+v, %v; want grace", i+1, u, err)
 		}
+	}
+	// Apps 0 and 1 hold "grace" in L1 before app 2 deletes it.
+	for _, a := range apps[:2] {
+		waitL1(t, a.users, func() bool {
+			before := a.users.Stats().L1Hits
+			u, err := a.users.Get(ctx, 42)
+			return err == nil && u.Name == "grace" && a.users.Stats().L1Hits > before
+		})
 	}
 	if err := apps[2].users.Delete(ctx, 42); err != nil {
 		t.Fatal(err)
