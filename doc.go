@@ -17,29 +17,37 @@
 // # Consistency
 //
 // After Set or Delete returns nil on any replica, no replica's read returns the
-// old value once the invalidation has been delivered to it (tens of
+// old value from L1 once the invalidation has been delivered to it (tens of
 // microseconds on loopback). The mechanisms:
 //
 //   - A write and its invalidation reach Redis in one round trip, atomically
 //     (one Lua script doing SET or DEL and PUBLISH): no crash can leave Redis
 //     changed and the invalidation unsent.
-//   - Stale fills are impossible. Every fill of L1 (from Redis or from a
+//   - Stale fills are never served. Every fill of L1 (from Redis or from a
 //     loader) takes a generation snapshot of its key before reading; an
 //     invalidation or flush bumps the generation; L1 serves an entry only if
 //     its generation is still current. This holds even though ristretto's Set
 //     is asynchronous and may be applied after the invalidation.
-//   - Pub/sub is at-most-once. Every (re)subscription, and any queue overflow
-//     in the subscriber, flushes every L1 before L1 is used again; while the
-//     bus is not subscribed or misses its health PING, reads bypass L1 and go
-//     to Redis. A lost message cannot leave a stale L1 entry past the
-//     reconnect.
-//   - Every L1 entry's TTL is at most its keyspace's Redis TTL: a last-resort
-//     bound, not the mechanism.
+//   - Load flights are keyed by that snapshot, so a GetOrLoad that starts
+//     after an invalidation never joins a load that began before it.
+//   - Pub/sub is at-most-once. Every (re)subscription, any queue overflow in
+//     the subscriber and any message it cannot read flush every L1 before L1
+//     is used again; while the bus is not subscribed or misses its health
+//     PING, reads bypass L1 and go to Redis. A lost message cannot leave a
+//     stale L1 entry past the reconnect.
+//   - Every replica applies every invalidation, its own echoes included: a
+//     write that timed out on the client may still reach Redis later.
 //   - The writer evicts its own L1 entry after the write; it does not fill
 //     L1 with the value it wrote (another replica's concurrent write could be
 //     the newer one), so the next read goes to Redis.
-//   - Loader fills of Redis use SET NX: a load never overwrites a value that
-//     a concurrent Set stored.
+//   - Loader fills of Redis use SET NX, so a load never overwrites a value
+//     that a concurrent Set stored, and they are skipped when the key was
+//     invalidated during the load, so a load does not put back what a Delete
+//     removed. A Delete whose invalidation has not reached the loading
+//     replica yet can still be overtaken; leases (issue #4) close that.
+//   - An L1 entry's TTL is at most its keyspace's Redis TTL (a last-resort
+//     bound, not the mechanism); it is not clamped to the time its Redis
+//     entry has left.
 //
 // Values served from L1 are shared by all callers and must not be mutated.
 //
@@ -47,9 +55,13 @@
 //
 // New validates and starts nothing. Start subscribes to the channel and
 // returns once Redis confirmed the subscription; before that reads work but
-// bypass L1. Stop stops the subscriber, cancels the loads in flight and waits
-// for them, and closes every L1; afterwards every call returns ErrClosed.
-// Every goroutine the package starts is owned and waited for by Stop.
+// bypass L1; a Start that fails stops the Cache. Stop stops the subscriber,
+// cancels the loads in flight (GetOrLoad flights and GetMany batch loads) and
+// waits for them, and closes every L1; afterwards every call that would reach
+// Redis or a loader returns ErrClosed. Every goroutine the package starts is
+// owned and waited for by Stop, as long as Stop's ctx allows. Keyspaces start
+// ristretto's goroutines when they are created: a Cache that is never
+// started must still be stopped.
 //
 // # Configuration
 //

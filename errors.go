@@ -9,7 +9,8 @@ var (
 	// be returned by a loader to say the source has no such key.
 	ErrNotFound = errors.New("tiercache: not found")
 
-	// ErrClosed is returned by every call on a Cache or Keyspace after Stop.
+	// ErrClosed is returned after Stop by every call that would reach Redis
+	// or a loader (Get, GetOrLoad, GetMany, Set, Delete, NewKeyspace, Start).
 	ErrClosed = errors.New("tiercache: cache is stopped")
 
 	// ErrInvalidConfig wraps every configuration error found by New,

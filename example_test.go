@@ -47,7 +47,8 @@ type Product struct {
 // write so that every replica drops its copy.
 func Example() {
 	ctx := context.Background()
-	client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr()})
+	// ContextTimeoutEnabled lets tiercache's per-call budgets bound a slow Redis.
+	client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr(), ContextTimeoutEnabled: true})
 	defer client.Close()
 
 	cache, err := tiercache.New(client, tiercache.Config{Namespace: "shop"})

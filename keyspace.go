@@ -301,8 +301,10 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g l1.G
 	return v, nil
 }
 
-// decode decodes an L2 value into v. Tombstones are misses; corrupt values
-// are counted, deleted (with an invalidation, harmless to peers) and misses.
+// decode decodes an L2 value into v. Tombstones are misses. Values this
+// replica cannot read are counted and are misses; corrupt ones are also
+// deleted (with an invalidation, harmless to peers), while a newer format
+// version or a value over MaxValueSize is left for replicas that can read it.
 func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *V) error {
 	err := ks.codec.Unmarshal(b, v)
 	if err == nil {
@@ -312,7 +314,12 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 		return fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
 	}
 	ks.st.corrupt.Add(1)
-	ks.c.log.Warn("tiercache: undecodable value deleted", "keyspace", ks.name, "key", rkey, "err", err)
+	if errors.Is(err, codec.ErrVersion) || errors.Is(err, codec.ErrTooLarge) {
+		// Another replica may read it (a newer format during a rolling
+		// deploy, or a larger MaxValueSize): a miss here, left in place.
+		return fmt.Errorf("%w: keyspace %q key %q: unreadable value: %w", ErrNotFound, ks.name, rkey, err)
+	}
+	ks.c.log.Warn("tiercache: corrupt value deleted", "keyspace", ks.name, "key", rkey, "err", err)
 	if msg, merr := ks.message([]string{rkey}); merr == nil {
 		ks.c.store.DeleteAndPublish(ctx, []string{rkey}, ks.c.cfg.Channel, msg)
 	}

@@ -1,6 +1,7 @@
 package tiercache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -501,22 +502,41 @@ func TestGetOrLoadFallbackWhenRedisDies(t *testing.T) {
 func TestCorruptValueIsAMissAndDeleted(t *testing.T) {
 	srv := redistest.Start(t)
 	r := newReplica(t, srv, tiercache.Config{Namespace: "c"})
-	ks, _ := tiercache.NewKeyspace[string, string](r.c, "ks", tiercache.KeyspaceConfig{})
+	ks, _ := tiercache.NewKeyspace[string, string](r.c, "ks", tiercache.KeyspaceConfig{MaxValueSize: 64})
 	ctx := context.Background()
-	// An array32 header claiming 4 billion elements inside a valid envelope.
-	if err := r.client.Set(ctx, "c:ks:bomb", []byte{0x20, 0xdd, 0xff, 0xff, 0xff, 0xff}, 0).Err(); err != nil {
-		t.Fatal(err)
+	big := append([]byte{0x20, 0xc5, 0x00, 0x80}, bytes.Repeat([]byte("x"), 128)...) // a 128-byte bin
+	tests := []struct {
+		give        string
+		value       []byte
+		wantDeleted bool
+	}{
+		// An array32 header claiming 4 billion elements inside a valid envelope.
+		{"decode bomb", []byte{0x20, 0xdd, 0xff, 0xff, 0xff, 0xff}, true},
+		{"garbage body", []byte{0x20, 0xc1}, true}, // 0xc1 is never used by msgpack
+		{"newer format version", []byte{0x40, 0xa1, 'x'}, false},
+		// Text reads as a header with version bits 3: a future format, kept.
+		{"plain text", []byte("not an envelope"), false},
+		{"over this replica's max value size", big, false},
 	}
-	if _, err := ks.Get(ctx, "bomb"); !errors.Is(err, tiercache.ErrNotFound) {
-		t.Errorf("Get of a corrupt value = %v; want ErrNotFound", err)
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			rkey := "c:ks:" + tt.give
+			if err := r.client.Set(ctx, rkey, tt.value, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			before := ks.Stats().Corrupt
+			if _, err := ks.Get(ctx, tt.give); !errors.Is(err, tiercache.ErrNotFound) {
+				t.Errorf("Get = %v; want ErrNotFound", err)
+			}
+			if got := ks.Stats().Corrupt - before; got != 1 {
+				t.Errorf("Corrupt grew by %d; want 1", got)
+			}
+			if deleted := r.client.Exists(ctx, rkey).Val() == 0; deleted != tt.wantDeleted {
+				t.Errorf("deleted = %v; want %v", deleted, tt.wantDeleted)
+			}
+		})
 	}
-	if n := r.client.Exists(ctx, "c:ks:bomb").Val(); n != 0 {
-		t.Error("corrupt value was not deleted")
-	}
-	if s := ks.Stats(); s.Corrupt != 1 {
-		t.Errorf("Corrupt = %d; want 1", s.Corrupt)
-	}
-	v, err := ks.GetOrLoad(ctx, "bomb", func(context.Context, string) (string, error) { return "fresh", nil })
+	v, err := ks.GetOrLoad(ctx, "decode bomb", func(context.Context, string) (string, error) { return "fresh", nil })
 	if err != nil || v != "fresh" {
 		t.Errorf("GetOrLoad after the corrupt value = %q, %v; want fresh", v, err)
 	}
