@@ -346,6 +346,13 @@ func TestReconnectAfterClientKill(t *testing.T) {
 	if h := await(t, ctx, r.health, "unhealthy"); h {
 		t.Fatalf("health change = true; want false")
 	}
+	expectRecovery(t, ctx, c, r, s, "after-kill")
+}
+
+// expectRecovery checks what follows a lost subscription: a second reset,
+// Healthy true again, one reconnect, and delivery of a message tagged key.
+func expectRecovery(t *testing.T, ctx context.Context, c *redis.Client, r *recorder, s *Subscriber, key string) {
+	t.Helper()
 	await(t, ctx, r.resets, "second reset")
 	if h := await(t, ctx, r.health, "healthy again"); !h {
 		t.Fatalf("health change = false; want true")
@@ -353,7 +360,7 @@ func TestReconnectAfterClientKill(t *testing.T) {
 	if got := s.Stats(); got.Reconnects != 1 || got.Resets != 2 {
 		t.Errorf("Stats = %+v; want 1 reconnect, 2 resets", got)
 	}
-	want := Message{Keyspace: "users", Keys: []string{"after-kill"}}
+	want := Message{Keyspace: "users", Keys: []string{key}}
 	if n := publish(t, ctx, c, want); n != 1 {
 		t.Errorf("PUBLISH receivers = %d; want 1", n)
 	}
@@ -379,18 +386,7 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatalf("Restart: %v", err)
 	}
-	await(t, ctx, r.resets, "reset after restart")
-	if h := await(t, ctx, r.health, "healthy again"); !h {
-		t.Fatalf("health change = false; want true")
-	}
-	if got := s.Stats(); got.Reconnects != 1 || got.Resets != 2 {
-		t.Errorf("Stats = %+v; want 1 reconnect, 2 resets", got)
-	}
-	want := Message{Keyspace: "users", Keys: []string{"after-restart"}}
-	if n := publish(t, ctx, c, want); n != 1 {
-		t.Errorf("PUBLISH receivers = %d; want 1", n)
-	}
-	expect(t, ctx, r, want)
+	expectRecovery(t, ctx, c, r, s, "after-restart")
 }
 
 // A PING left unanswered (the server paused) makes the subscriber

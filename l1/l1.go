@@ -402,8 +402,10 @@ func (c *Cache[K, V]) Wait() {
 // them to exit. From the moment it begins, Get misses; afterwards Set returns
 // false and Invalidate, Flush and Wait do nothing. Close waits for the Set,
 // Invalidate, Flush and Wait calls in progress. Stop the readers first: a Get
-// still inside ristretto when Close runs is not safe (see the package
-// documentation). Calling Close again, or on a nil cache, does nothing.
+// still inside ristretto when Close runs may hit the channel ristretto closes;
+// Get recovers that and misses, but ristretto's own closed flag is a plain
+// bool the race detector reports (see the package documentation). Calling
+// Close again, or on a nil cache, does nothing.
 func (c *Cache[K, V]) Close() {
 	if c == nil {
 		return
