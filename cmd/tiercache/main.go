@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Exit codes scripts can rely on.
@@ -23,8 +25,17 @@ const (
 )
 
 func main() {
+	// go-redis logs dial failures on its own; the commands report errors
+	// once, with what to do, so its logger is silenced here (process-wide
+	// state, which a main package may set).
+	redis.SetLogger(quietLogger{})
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
+
+// quietLogger discards go-redis's internal log lines.
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
 
 type command struct {
 	name    string

@@ -20,7 +20,8 @@ func TestCLIDemoRealRedis(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("demo exit = %d; stderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
 	}
-	for _, want := range []string{"replica-a", "replica-b", "L1 hits", "No replica served the old value"} {
+	for _, want := range []string{"replica-a", "replica-b", "L1 hits", "No replica served the old value",
+		`serves  v1 "product 7" (from L1)`, `serves  v2 "product 7, now on sale" (from Redis)`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}
