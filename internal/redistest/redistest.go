@@ -1,5 +1,7 @@
 // Package redistest starts real redis-server processes on free loopback ports
-// for tests, benchmarks and the demo, and stops them by PID.
+// for tests, benchmarks and the demo, and stops them by PID: one server (New),
+// a Redis Cluster of three masters (NewCluster), or a master with a replica
+// and a sentinel (NewSentinel).
 //
 // It never fakes Redis. When redis-server is not on PATH, every constructor
 // fails loudly with the command that installs it: a missing server is a
@@ -9,6 +11,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +40,13 @@ var ErrNotInstalled = errors.New("redistest: redis-server not found on PATH; ins
 // readyTimeout bounds how long a server may take to print its ready line.
 const readyTimeout = 15 * time.Second
 
+// readyLine is what a data node prints once it accepts connections.
+const readyLine = "Ready to accept connections"
+
+// pollEvery is how long the harness waits between two checks of a condition
+// it waits for (cluster state, replication link, sentinel view).
+const pollEvery = 10 * time.Millisecond
+
 // Server is one redis-server process listening on 127.0.0.1.
 type Server struct {
 	// Addr is host:port of the server on the loopback interface.
@@ -43,8 +54,10 @@ type Server struct {
 	// Port is the TCP port of Addr.
 	Port int
 
-	args []string // extra arguments, kept for Restart
-	dir  string   // working directory (owned, removed on Stop)
+	args  []string // extra arguments, kept for Restart
+	dir   string   // working directory (owned, removed on Stop)
+	conf  string   // config file in dir, first on the command line; "" for none
+	ready string   // line the server prints once it serves
 
 	mu   sync.Mutex // protects cmd, done, log
 	cmd  *exec.Cmd
@@ -65,6 +78,24 @@ func Binary() (string, error) {
 // returns once it accepts connections. extra arguments are passed through
 // (e.g. "--requirepass", "secret"). The caller must call Stop.
 func New(extra ...string) (*Server, error) {
+	return newServer(spec{}, extra...)
+}
+
+// spec says how to run a server beyond what New does by default.
+type spec struct {
+	// conf names a config file in the server's dir that goes first on the
+	// command line; "" for none. A sentinel needs one, and rewrites it.
+	conf string
+	// ready is the line the server prints once it serves; readyLine if "".
+	ready string
+	// prepare, if not nil, runs before each start attempt once Port and the
+	// dir are set; it may write files into the dir and returns arguments
+	// that go before the caller's extra ones (and are kept for Restart).
+	prepare func(s *Server) ([]string, error)
+}
+
+// newServer is New with a spec.
+func newServer(sp spec, extra ...string) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -73,7 +104,7 @@ func New(extra ...string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redistest: temp dir: %w", err)
 	}
-	s := &Server{args: extra, dir: dir}
+	s := &Server{args: extra, dir: dir, conf: sp.conf, ready: cmp.Or(sp.ready, readyLine)}
 	// A port found free may be taken before redis binds it; try a few.
 	var lastErr error
 	for range 5 {
@@ -84,6 +115,14 @@ func New(extra ...string) (*Server, error) {
 		}
 		s.Port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if sp.prepare != nil {
+			pre, err := sp.prepare(s)
+			if err != nil {
+				lastErr = err
+				continue
+			}
+			s.args = append(pre, extra...)
+		}
 		if lastErr = s.start(bin); lastErr == nil {
 			return s, nil
 		}
@@ -142,7 +181,11 @@ func (s *Server) Log() string {
 }
 
 func (s *Server) start(bin string) error {
-	args := append([]string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, filepath.Join(s.dir, s.conf))
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -150,7 +193,8 @@ func (s *Server) start(bin string) error {
 		"--dir", s.dir,
 		"--daemonize", "no",
 		"--loglevel", "notice",
-	}, s.args...)
+	)
+	args = append(args, s.args...)
 	cmd := exec.Command(bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -174,7 +218,7 @@ func (s *Server) start(bin string) error {
 			log.WriteString(line)
 			log.WriteByte('\n')
 			s.mu.Unlock()
-			if !signalled && strings.Contains(line, "Ready to accept connections") {
+			if !signalled && strings.Contains(line, s.ready) {
 				signalled = true
 				close(ready)
 			}
@@ -261,6 +305,61 @@ func (s *Server) Ping(ctx context.Context) error {
 	return c.Ping(ctx).Err()
 }
 
+// WaitReplicaOf waits until s is a replica of master (host:port) with its
+// replication link up, as INFO replication reports it, and returns nil; or it
+// returns an error saying what it last saw once ctx ends.
+func (s *Server) WaitReplicaOf(ctx context.Context, master string) error {
+	host, port, err := net.SplitHostPort(master)
+	if err != nil {
+		return fmt.Errorf("redistest: master address: %w", err)
+	}
+	c := redis.NewClient(s.Options())
+	defer c.Close()
+	return waitUntil(ctx, s.Addr+" replicating "+master, func(ctx context.Context) error {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			return err
+		}
+		f := parseInfo(info)
+		if f["role"] != "slave" || f["master_host"] != host || f["master_port"] != port || f["master_link_status"] != "up" {
+			return fmt.Errorf("role:%s master_host:%s master_port:%s master_link_status:%s",
+				f["role"], f["master_host"], f["master_port"], f["master_link_status"])
+		}
+		return nil
+	})
+}
+
+// waitUntil calls check until it returns nil, pausing pollEvery between
+// calls, and returns nil; an error from check means "not yet". Once ctx ends
+// it returns ctx's error together with what check said last.
+func waitUntil(ctx context.Context, what string, check func(context.Context) error) error {
+	t := time.NewTicker(pollEvery)
+	defer t.Stop()
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redistest: waiting for %s: %w (last: %v)", what, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// parseInfo turns the "field:value" lines of an INFO or CLUSTER INFO reply
+// into a map.
+func parseInfo(info string) map[string]string {
+	m := make(map[string]string)
+	for line := range strings.Lines(info) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -290,4 +389,27 @@ func IsConnectionSetup(cmd redis.Cmder) bool {
 		}
 	}
 	return false
+}
+
+// freePortOtherThan returns a free loopback port other than taken, which is
+// a port just found free but not yet bound.
+func freePortOtherThan(taken int) (int, error) {
+	for range 5 {
+		p, err := freePort()
+		if err != nil {
+			return 0, err
+		}
+		if p != taken {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("redistest: find free port: kept getting %d", taken)
+}
+
+// removeIfExists removes the file at path, if there is one.
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("redistest: %w", err)
+	}
+	return nil
 }
