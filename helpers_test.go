@@ -24,7 +24,7 @@ const waitTimeout = 10 * time.Second
 // replica is one Cache with a hook that reports applied invalidations.
 type replica struct {
 	c      *tiercache.Cache
-	client *redis.Client
+	client redis.UniversalClient
 	inv    chan tiercache.Invalidation
 }
 
@@ -32,7 +32,14 @@ type replica struct {
 // t.Cleanup.
 func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config) *replica {
 	t.Helper()
-	r := &replica{client: srv.Client(t), inv: make(chan tiercache.Invalidation, 1024)}
+	return newReplicaOn(t, srv.Client(t), cfg)
+}
+
+// newReplicaOn starts a Cache on client (standalone, Cluster or Sentinel);
+// it is stopped in t.Cleanup.
+func newReplicaOn(t *testing.T, client redis.UniversalClient, cfg tiercache.Config) *replica {
+	t.Helper()
+	r := &replica{client: client, inv: make(chan tiercache.Invalidation, 1024)}
 	c, err := tiercache.New(r.client, cfg, tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
 		select {
 		case r.inv <- i:
