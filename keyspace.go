@@ -499,7 +499,10 @@ func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
 }
 
 // Delete removes keys from Redis and publishes their invalidation in the same
-// atomic round trip, then evicts them from this replica's L1.
+// atomic round trip, then evicts them from this replica's L1. On a Redis
+// Cluster, keys in different hash slots are deleted by one script per slot
+// (one round trip each, each atomic with its own invalidation); when some
+// fail, the others are still deleted and the error names the failures.
 func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 	if ks.c.closed.Load() {
 		return ErrClosed
@@ -515,14 +518,19 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 		}
 		rkeys[i] = rk
 	}
-	msg, err := ks.message(rkeys)
-	if err != nil {
-		return err
+	var errs []error
+	for _, group := range l2.SlotGroups(ks.c.client, rkeys) {
+		msg, err := ks.message(group)
+		if err != nil {
+			return err
+		}
+		if _, err := ks.c.store.DeleteAndPublish(ctx, group, ks.c.cfg.Channel, msg); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	_, err = ks.c.store.DeleteAndPublish(ctx, rkeys, ks.c.cfg.Channel, msg)
 	ks.l1.Invalidate(keys...)
 	ks.st.deletes.Add(uint64(len(keys)))
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tiercache: delete keyspace %q: %w", ks.name, err)
 	}
 	return nil

@@ -1,6 +1,10 @@
 package l2
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // slotCount is the number of hash slots of a Redis Cluster.
 const slotCount = 16384
@@ -26,4 +30,28 @@ func slot(key string) int {
 		}
 	}
 	return int(crc) % slotCount
+}
+
+// SlotGroups splits keys into the groups that one script may touch together:
+// on a *redis.ClusterClient one group per hash slot, in order of first
+// appearance and with keys in their given order; on any other client a single
+// group holding keys. A caller runs one DeleteAndPublish per group, each
+// atomic on its own.
+func SlotGroups(c Client, keys []string) [][]string {
+	if _, ok := c.(*redis.ClusterClient); !ok || len(keys) < 2 {
+		return [][]string{keys}
+	}
+	index := make(map[int]int) // slot -> index in groups
+	var groups [][]string
+	for _, k := range keys {
+		s := slot(k)
+		i, ok := index[s]
+		if !ok {
+			i = len(groups)
+			index[s] = i
+			groups = append(groups, nil)
+		}
+		groups[i] = append(groups[i], k)
+	}
+	return groups
 }

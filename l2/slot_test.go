@@ -2,6 +2,7 @@ package l2
 
 import (
 	"fmt"
+	"reflect"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -57,5 +58,27 @@ func TestSlotMatchesServer(t *testing.T) {
 		if got, want := slot(keys[i]), int(cmd.(*redis.IntCmd).Val()); got != want {
 			t.Errorf("slot(%q) = %d; want %d (CLUSTER KEYSLOT)", keys[i], got, want)
 		}
+	}
+}
+
+func TestSlotGroups(t *testing.T) {
+	standalone := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:1"}})
+	t.Cleanup(func() { standalone.Close(); cluster.Close() })
+	keys := []string{"a", "{user:1}:x", "b", "{user:1}:y", "a2"}
+	tests := []struct {
+		give string
+		c    Client
+		want [][]string
+	}{
+		{"standalone keeps one group", standalone, [][]string{keys}},
+		{"cluster groups by slot", cluster, [][]string{{"a"}, {"{user:1}:x", "{user:1}:y"}, {"b"}, {"a2"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			if got := SlotGroups(tt.c, keys); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("SlotGroups = %q; want %q", got, tt.want)
+			}
+		})
 	}
 }
