@@ -19,42 +19,42 @@ import (
 type oracleReplica struct {
 	c       *tiercache.Cache
 	ks      *tiercache.Keyspace[string, int]
-	mu      sync.Mutex     // protects applied, resets
+	mu      sync.Mutex     // protects applied, resets, changed
 	applied map[string]int // invalidations of each key applied so far
 	resets  int
-	changed chan struct{} // signalled (without blocking) after each change
+	changed chan struct{} // closed and replaced on every change: wakes every waiter
 }
 
 func (r *oracleReplica) hook(i tiercache.Invalidation) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if i.Reset || i.Flush {
 		r.resets++
 	}
 	for _, k := range i.Keys {
 		r.applied[k]++
 	}
-	r.mu.Unlock()
-	select {
-	case r.changed <- struct{}{}:
-	default:
-	}
+	close(r.changed)
+	r.changed = make(chan struct{})
 }
 
-func (r *oracleReplica) marks(key string) (applied, resets int) {
+// marks returns the counts for key and the channel closed at the next change.
+func (r *oracleReplica) marks(key string) (applied, resets int, changed <-chan struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.applied[key], r.resets
+	return r.applied[key], r.resets, r.changed
 }
 
 // waitDelivered waits until r applied an invalidation of key, or reset,
 // beyond the marks taken before the write.
 func (r *oracleReplica) waitDelivered(key string, applied0, resets0 int, deadline <-chan time.Time) bool {
 	for {
-		if a, rs := r.marks(key); a > applied0 || rs > resets0 {
+		a, rs, changed := r.marks(key)
+		if a > applied0 || rs > resets0 {
 			return true
 		}
 		select {
-		case <-r.changed:
+		case <-changed:
 		case <-deadline:
 			return false
 		}
@@ -124,7 +124,7 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 	ctx := context.Background()
 	reps := make([]*oracleReplica, 3)
 	for i := range reps {
-		r := &oracleReplica{applied: map[string]int{}, changed: make(chan struct{}, 1)}
+		r := &oracleReplica{applied: map[string]int{}, changed: make(chan struct{})}
 		client := newPlainClient(srv.Options())
 		t.Cleanup(func() { client.Close() })
 		c, err := tiercache.New(client, tiercache.Config{Namespace: "oracle", ReadTimeout: time.Second, WriteTimeout: time.Second},
@@ -172,7 +172,7 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 				key := fmt.Sprintf("w%d-%d", w, i%oracleKeysPerWriter)
 				var marks [2][2]int
 				for j, r := range readers {
-					marks[j][0], marks[j][1] = r.marks(key)
+					marks[j][0], marks[j][1], _ = r.marks(key)
 				}
 				if err := reps[w].ks.Set(ctx, key, i); err != nil {
 					continue // not acknowledged: promises nothing
@@ -180,7 +180,9 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 				deadline := time.NewTimer(waitTimeout)
 				for j, r := range readers {
 					if !r.waitDelivered(key, marks[j][0], marks[j][1], deadline.C) {
-						t.Errorf("writer %d: invalidation of %s (v%d) not delivered to a reader within %v", w, key, i, waitTimeout)
+						a, rs, _ := r.marks(key)
+						t.Errorf("writer %d: invalidation of %s (v%d) not delivered to reader %d within %v: marks before %v, now applied %d resets %d; bus %+v",
+							w, key, i, (w+1+j)%3, waitTimeout, marks[j], a, rs, r.c.Stats().Bus)
 						deadline.Stop()
 						return
 					}
