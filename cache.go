@@ -214,10 +214,10 @@ func (c *Cache) register(name string, ks keyspace) error {
 // a message naming tags flushes its keyspace, so it never leaves a tagged
 // entry behind.
 func (c *Cache) handle(m bus.Message) {
-	if c.onInv != nil {
-		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: m.Flush || len(m.Tags) > 0})
-	}
 	flush := m.Flush || len(m.Tags) > 0
+	if c.onInv != nil {
+		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: flush})
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if m.Keyspace == "" {

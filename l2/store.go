@@ -214,17 +214,11 @@ func (s *Store) Fill(ctx context.Context, it Item) (bool, error) {
 	if err := it.validate(); err != nil {
 		return false, fmt.Errorf("l2 fill: %w", err)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	var cmd *redis.Cmd
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		cmd = p.Do(cctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
-		return nil
-	})
-	if err = firstReal(cmds, err, 1); err != nil {
-		return false, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 fill %q", it.Key), err)
+	stored, err := s.setNX(ctx, []Item{it}, "l2 fill")
+	if err != nil {
+		return false, err
 	}
-	return cmd.Err() == nil, nil // redis.Nil: the key existed
+	return stored[0], nil
 }
 
 // FillMany is Fill for several items in one pipelined round trip (one per
@@ -244,6 +238,12 @@ func (s *Store) FillMany(ctx context.Context, items []Item) (stored []bool, err 
 			return nil, fmt.Errorf("l2 fill many: item %d of %d: %w", i, len(items), err)
 		}
 	}
+	return s.setNX(ctx, items, "l2 fill many")
+}
+
+// setNX sends SET key value PX ttl NX for every item in one pipelined round
+// trip and reports which were stored. op names the call in errors.
+func (s *Store) setNX(ctx context.Context, items []Item, op string) ([]bool, error) {
 	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
 	defer cancel()
 	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
@@ -254,9 +254,9 @@ func (s *Store) FillMany(ctx context.Context, items []Item) (stored []bool, err 
 		return nil
 	})
 	if err = firstReal(cmds, err, len(items)); err != nil {
-		return nil, failed(ctx, cctx, own, s.writeTimeout, describe("l2 fill many", items[0].Key, len(items)), err)
+		return nil, failed(ctx, cctx, own, s.writeTimeout, describe(op, items[0].Key, len(items)), err)
 	}
-	stored = make([]bool, len(cmds))
+	stored := make([]bool, len(cmds))
 	for i, cmd := range cmds {
 		stored[i] = cmd.Err() == nil // redis.Nil: the key existed
 	}
