@@ -75,8 +75,10 @@ func NewFromParams(p Params) (Result, error) {
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
 			if err := c.Start(ctx); err != nil {
-				// fx will not call OnStop for a hook whose OnStart failed.
-				return errors.Join(err, c.Stop(ctx), closeOwned())
+				// A failed Start has stopped the Cache already; fx will not
+				// call OnStop for a hook whose OnStart failed, so close the
+				// client we own here.
+				return errors.Join(err, closeOwned())
 			}
 			return nil
 		},
