@@ -110,10 +110,13 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	c.sub, err = bus.NewSubscriber(client, bus.Options{
-		Channel: cfg.Channel,
-		Handler: c.handle,
-		OnReset: c.flushAll,
-		Logger:  c.log,
+		Channel:      cfg.Channel,
+		Handler:      c.handle,
+		OnReset:      c.flushAll,
+		PingInterval: cfg.PingInterval,
+		PingTimeout:  cfg.PingTimeout,
+		FollowMaster: true,
+		Logger:       c.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)

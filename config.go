@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/codec"
 	"github.com/tiercache/tiercache/l2"
 )
@@ -47,6 +48,18 @@ type Config struct {
 
 	// WriteTimeout bounds each L2 write. Default DefaultWriteTimeout.
 	WriteTimeout time.Duration `yaml:"write_timeout" json:"write_timeout"`
+
+	// PingInterval is the time between health checks of the invalidation
+	// subscription: a PING on it, and a PING on the data path that lets the
+	// subscription follow a client that moved to a new master.
+	// Default bus.DefaultPingInterval (1s).
+	PingInterval time.Duration `yaml:"ping_interval" json:"ping_interval"`
+
+	// PingTimeout is how long the subscription may go silent, or lag behind
+	// Redis, before it is dropped, L1 bypassed and every L1 flushed on the
+	// next subscription. With PingInterval it bounds how long a silently
+	// dead connection goes unnoticed. Default bus.DefaultPingTimeout (1s).
+	PingTimeout time.Duration `yaml:"ping_timeout" json:"ping_timeout"`
 
 	// MaxKeyLength bounds the full Redis key of an entry, in bytes.
 	// Default DefaultMaxKeyLength.
@@ -143,6 +156,16 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative write timeout %v", ErrInvalidConfig, c.WriteTimeout)
 	case c.MaxKeyLength < 0:
 		return c, fmt.Errorf("%w: negative max key length %d", ErrInvalidConfig, c.MaxKeyLength)
+	case c.PingInterval < 0:
+		return c, fmt.Errorf("%w: negative ping interval %v", ErrInvalidConfig, c.PingInterval)
+	case c.PingTimeout < 0:
+		return c, fmt.Errorf("%w: negative ping timeout %v", ErrInvalidConfig, c.PingTimeout)
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = bus.DefaultPingInterval
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = bus.DefaultPingTimeout
 	}
 	if c.MaxKeyLength == 0 {
 		c.MaxKeyLength = DefaultMaxKeyLength

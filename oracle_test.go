@@ -3,6 +3,8 @@ package tiercache_test
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
@@ -18,6 +21,7 @@ import (
 // applied to its L1, and the resets (flushes of every L1).
 type oracleReplica struct {
 	c       *tiercache.Cache
+	client  redis.UniversalClient
 	ks      *tiercache.Keyspace[string, int]
 	mu      sync.Mutex     // protects applied, resets, changed
 	applied map[string]int // invalidations of each key applied so far
@@ -67,48 +71,81 @@ func (r *oracleReplica) waitDelivered(key string, applied0, resets0 int, deadlin
 // reader applied that key's invalidation (or a reset, which flushes all), and
 // only then raises the key's delivered floor. A read that starts after that
 // and returns a version below the floor is a stale read; there must be none,
-// while faults cut the subscribers off (CLIENT KILL TYPE pubsub: messages
-// published meanwhile are lost, and only the reconnect flush covers them) or
-// restart redis-server on the same port (writes fail meanwhile and promise
-// nothing; the readers must recover). Checked to fail when the reset does not
-// flush L1 (Reconnect) and when invalidations do not evict (steady).
+// while faults cut the subscribers off and messages published meanwhile are
+// lost, so that only the reconnect flush covers them:
+//
+//   - Reconnect: CLIENT KILL TYPE pubsub.
+//   - Restart: redis-server killed and restarted on the same port (writes
+//     fail meanwhile and promise nothing; the readers must recover).
+//   - Partition: replica 2 reaches Redis through a TCP proxy that silences
+//     its subscription for 2 s without closing it; only the PING deadline
+//     notices, while its data path keeps serving.
+//   - Cluster: on a 3-master cluster, the master that holds the
+//     subscriptions is killed and restarted.
+//   - Sentinel: a failover to the replica; go-redis leaves the
+//     subscriptions on the old master, which no longer receives what is
+//     published, until the bus follows the client. A write counts as
+//     acknowledged only once WAIT saw it replicated: one that landed on the
+//     old master after the promotion is lost by Redis, not by the cache.
+//
+// Checked to fail when the reset does not flush L1 (Reconnect), when
+// invalidations do not evict (steady) and when the bus does not follow the
+// master (Sentinel: the writer's wait for delivery runs out).
 func TestOracleNoStaleReads(t *testing.T) {
 	tests := []struct {
-		give  string
-		fault func(t *testing.T, srv *redistest.Server, admin *redisAdmin)
+		give string
+		env  func(t *testing.T) oracleEnv
 	}{
-		{"steady", nil},
-		{"Reconnect", func(t *testing.T, srv *redistest.Server, admin *redisAdmin) {
-			if err := admin.killPubSub(); err != nil {
-				t.Errorf("CLIENT KILL TYPE pubsub: %v", err)
-			}
+		{"steady", func(t *testing.T) oracleEnv { return standaloneEnv(t, nil) }},
+		{"Reconnect", func(t *testing.T) oracleEnv {
+			return standaloneEnv(t, func(t *testing.T, srv *redistest.Server, _ *redistest.Proxy) {
+				admin := newPlainClient(srv.Options())
+				defer admin.Close()
+				if err := admin.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
+					t.Errorf("CLIENT KILL TYPE pubsub: %v", err)
+				}
+			})
 		}},
-		{"Restart", func(t *testing.T, srv *redistest.Server, admin *redisAdmin) {
-			srv.Kill()
-			if err := srv.Restart(); err != nil {
-				t.Errorf("restart redis-server: %v", err)
-			}
+		{"Restart", func(t *testing.T) oracleEnv {
+			return standaloneEnv(t, func(t *testing.T, srv *redistest.Server, _ *redistest.Proxy) {
+				srv.Kill()
+				if err := srv.Restart(); err != nil {
+					t.Errorf("restart redis-server: %v", err)
+				}
+			})
 		}},
+		{"Partition", func(t *testing.T) oracleEnv { return standaloneEnv(t, partition) }},
+		{"Cluster", clusterEnv},
+		{"Sentinel", sentinelEnv},
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
-			reads, stale, faults := runOracle(t, tt.fault)
+			reads, stale, faults := runOracle(t, tt.env(t))
 			t.Logf("%s: %d reads, %d stale, %d faults injected", tt.give, reads, stale, faults)
 			if stale != 0 {
 				t.Errorf("%d stale reads of %d", stale, reads)
+			}
+			if faults == 0 && tt.give != "steady" {
+				t.Errorf("no fault injected")
 			}
 		})
 	}
 }
 
-// redisAdmin issues fault commands from a client of its own.
-type redisAdmin struct{ srv *redistest.Server }
-
-func (a *redisAdmin) killPubSub() error {
-	c := a.srv.Options()
-	client := newPlainClient(c)
-	defer client.Close()
-	return client.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err()
+// oracleEnv is a deployment for runOracle.
+type oracleEnv struct {
+	// client returns a new client for replica i.
+	client func(t *testing.T, i int) redis.UniversalClient
+	// fault, if set, is injected by writer 0 every faultEvery writes, at
+	// most maxFaults times (0: no bound).
+	fault      func(t *testing.T)
+	faultEvery int
+	maxFaults  int64
+	// durable, if set, must confirm a Set made through c before it counts
+	// as acknowledged.
+	durable func(ctx context.Context, c redis.UniversalClient) bool
+	// check, if set, checks each replica's bus at the end.
+	check func(t *testing.T, replica int, s bus.Stats)
 }
 
 const (
@@ -116,17 +153,133 @@ const (
 	oracleWrites        = 600 // per writer
 	oracleFaultEvery    = 150 // writes of writer 0 between faults
 	oracleReadsMax      = 200_000
+	oraclePartition     = 2 * time.Second
 )
 
-func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdmin)) (reads, stale, faults int64) {
+// standaloneEnv is one redis-server; replica 2 reaches it through a proxy.
+func standaloneEnv(t *testing.T, fault func(*testing.T, *redistest.Server, *redistest.Proxy)) oracleEnv {
 	srv := redistest.Start(t)
-	admin := &redisAdmin{srv}
+	proxy := redistest.StartProxy(t, srv.Addr)
+	env := oracleEnv{
+		client: func(t *testing.T, i int) redis.UniversalClient {
+			o := srv.Options()
+			if i == 2 {
+				o.Addr = proxy.Addr
+			}
+			c := newPlainClient(o)
+			t.Cleanup(func() { c.Close() })
+			return c
+		},
+		faultEvery: oracleFaultEvery,
+	}
+	if fault != nil {
+		env.fault = func(t *testing.T) { fault(t, srv, proxy) }
+	}
+	return env
+}
+
+// partition silences, for oraclePartition, the subscription that replica 2
+// holds through the proxy: the pub/sub connections the server lists that
+// come from the proxy.
+func partition(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy) {
+	admin := newPlainClient(srv.Options())
+	defer admin.Close()
+	list, err := admin.ClientList(context.Background()).Result()
+	if err != nil {
+		t.Errorf("CLIENT LIST: %v", err)
+		return
+	}
+	pubsub := map[string]bool{}
+	for line := range strings.Lines(list) {
+		fields := strings.Fields(line)
+		if !slices.Contains(fields, "flags=P") {
+			continue
+		}
+		for _, f := range fields {
+			if a, ok := strings.CutPrefix(f, "addr="); ok {
+				pubsub[a] = true
+			}
+		}
+	}
+	if n := proxy.Cut(func(a string) bool { return pubsub[a] }); n != 1 {
+		t.Errorf("partition cut %d subscriptions; want replica 2's one", n)
+	}
+	<-time.After(oraclePartition) // the fault's length, not a synchronisation
+	proxy.Heal()
+}
+
+// clusterEnv is a 3-master cluster; the fault kills and restarts the master
+// that every subscription is on (go-redis subscribes on the master of the
+// channel's slot).
+func clusterEnv(t *testing.T) oracleEnv {
+	cl := redistest.StartCluster(t)
+	return oracleEnv{
+		client: func(t *testing.T, _ int) redis.UniversalClient {
+			o := cl.Options()
+			o.ContextTimeoutEnabled = true
+			o.MaxRetries = -1
+			c := redis.NewClusterClient(o)
+			t.Cleanup(func() { c.Close() })
+			return c
+		},
+		fault: func(t *testing.T) {
+			node := cl.NodeFor(oracleChannel)
+			node.Kill()
+			if err := node.Restart(); err != nil {
+				t.Errorf("restart cluster node: %v", err)
+			}
+		},
+		faultEvery: oracleFaultEvery,
+	}
+}
+
+// sentinelEnv is a master, a replica and a sentinel; the fault is one
+// failover. Each replica's client has a single connection, so that WAIT
+// follows the replica's own Set.
+func sentinelEnv(t *testing.T) oracleEnv {
+	sn := redistest.StartSentinel(t)
+	return oracleEnv{
+		client: func(t *testing.T, _ int) redis.UniversalClient {
+			o := sn.FailoverOptions()
+			o.ContextTimeoutEnabled = true
+			o.MaxRetries = -1
+			o.PoolSize = 1
+			c := redis.NewFailoverClient(o)
+			t.Cleanup(func() { c.Close() })
+			return c
+		},
+		fault: func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := sn.Failover(ctx); err != nil {
+				t.Errorf("failover: %v", err)
+			}
+		},
+		faultEvery: oracleWrites / 3, // one failover, with writes before and after
+		maxFaults:  1,
+		// The sentinel demotes the old master soon after the switch, and
+		// kills its clients: that reconnect alone would deliver, late,
+		// what the oracle waits for. Following is seen by the moves.
+		check: func(t *testing.T, i int, s bus.Stats) {
+			if s.Moves == 0 {
+				t.Errorf("replica %d: the bus did not follow the failover: %+v", i, s)
+			}
+		},
+		durable: func(ctx context.Context, c redis.UniversalClient) bool {
+			n, err := c.(*redis.Client).Wait(ctx, 1, time.Second).Result()
+			return err == nil && n == 1
+		},
+	}
+}
+
+const oracleChannel = "oracle:invalidate"
+
+func runOracle(t *testing.T, env oracleEnv) (reads, stale, faults int64) {
 	ctx := context.Background()
 	reps := make([]*oracleReplica, 3)
 	for i := range reps {
 		r := &oracleReplica{applied: map[string]int{}, changed: make(chan struct{})}
-		client := newPlainClient(srv.Options())
-		t.Cleanup(func() { client.Close() })
+		client := env.client(t, i)
 		c, err := tiercache.New(client, tiercache.Config{Namespace: "oracle", ReadTimeout: time.Second, WriteTimeout: time.Second},
 			tiercache.WithInvalidationHook(r.hook))
 		if err != nil {
@@ -136,7 +289,7 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Stop(context.Background()) })
-		r.c = c
+		r.c, r.client = c, client
 		if r.ks, err = tiercache.NewKeyspace[string, int](c, "v", tiercache.KeyspaceConfig{}); err != nil {
 			t.Fatal(err)
 		}
@@ -165,8 +318,8 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 			}()
 			readers := []*oracleReplica{reps[(w+1)%3], reps[(w+2)%3]}
 			for i := 1; i <= oracleWrites; i++ {
-				if fault != nil && w == 0 && i%oracleFaultEvery == 0 {
-					fault(t, srv, admin)
+				if env.fault != nil && w == 0 && i%env.faultEvery == 0 && (env.maxFaults == 0 || nFaults.Load() < env.maxFaults) {
+					env.fault(t)
 					nFaults.Add(1)
 				}
 				key := fmt.Sprintf("w%d-%d", w, i%oracleKeysPerWriter)
@@ -176,6 +329,9 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 				}
 				if err := reps[w].ks.Set(ctx, key, i); err != nil {
 					continue // not acknowledged: promises nothing
+				}
+				if env.durable != nil && !env.durable(ctx, reps[w].client) {
+					continue // acknowledged but not durable: Redis may lose it
 				}
 				deadline := time.NewTimer(waitTimeout)
 				for j, r := range readers {
@@ -222,6 +378,13 @@ func runOracle(t *testing.T, fault func(*testing.T, *redistest.Server, *redisAdm
 		})
 	}
 	wg.Wait()
+	for i, r := range reps {
+		st := r.c.Stats().Bus
+		t.Logf("replica %d bus: %+v", i, st)
+		if env.check != nil {
+			env.check(t, i, st)
+		}
+	}
 	return nReads.Load(), nStale.Load(), nFaults.Load()
 }
 

@@ -74,6 +74,15 @@ type Options struct {
 	// and resets. It also bounds a connection handshake, with a floor of
 	// one second. Zero means DefaultPingTimeout (1s).
 	PingTimeout time.Duration `yaml:"pingTimeout" json:"pingTimeout"`
+	// FollowMaster makes the subscriber follow a *redis.Client (plain or
+	// Sentinel failover) to whichever server its data connections go to:
+	// when the client dials a server other than the subscription's, as a
+	// failover client does after +switch-master, the subscription is
+	// abandoned and opened again there, with the usual reset. It adds a
+	// dial hook to the client, inert after Stop, and one PING on the data
+	// path per PingInterval. Ignored for other clients (Cluster delivers
+	// every PUBLISH to every node). The cache sets it.
+	FollowMaster bool `yaml:"followMaster" json:"followMaster"`
 	// Limits bounds the messages accepted; bigger ones count as malformed.
 	Limits Limits `yaml:"limits" json:"limits"`
 	// Logger receives state changes (healthy, unhealthy) once per change,
@@ -97,6 +106,9 @@ type Stats struct {
 	Resets uint64
 	// Reconnects counts subscription confirmations after the first.
 	Reconnects uint64
+	// Moves counts subscriptions abandoned because the client moved to
+	// another server (Options.FollowMaster), each followed by a reconnect.
+	Moves uint64
 	// Healthy is Healthy() at the time of the call.
 	Healthy bool
 }
@@ -123,7 +135,8 @@ type Subscriber struct {
 
 	queue      chan event
 	wake       chan struct{} // cap 1: resetReq was set
-	pong       chan struct{} // cap 1: pongSeq advanced
+	pong       chan struct{} // cap 1: pongSeq advanced, or a probe arrived
+	probeReq   chan uint64   // cap 1: a Cluster subscription confirmed, for the epoch to reset
 	stop       chan struct{} // closed by Stop
 	firstReset chan struct{} // closed by the dispatcher when the first OnReset returned
 
@@ -149,6 +162,15 @@ type Subscriber struct {
 	epoch   uint64     // incremented at every sign of possible loss
 	closed  bool       // Stop was called: never healthy again
 
+	cluster      *redis.ClusterClient // the client, if a Cluster one: probed through every master
+	probeChannel string               // this subscriber's own probe channel, on a Cluster
+	probe        probeState
+
+	followed *redis.Client // the client FollowMaster probes and hooks; nil if none
+	routeMu  sync.Mutex    // protects subAddr, dataAddr
+	subAddr  string        // remote address of the last subscription dial
+	dataAddr string        // remote address of the client's last other dial
+
 	resetReq atomic.Uint64 // epoch an overflow asks the dispatcher to reset for; 0 = none
 	pongSeq  atomic.Uint64 // highest PING sequence answered
 	firstLog atomic.Bool   // a malformed message was logged at warn level
@@ -157,9 +179,9 @@ type Subscriber struct {
 	healthy atomic.Bool // read by every cache read: alone on its line
 	_       pad
 
-	// Written by the read loop.
-	received, malformed, overflows, reconnects atomic.Uint64
-	_                                          pad
+	// Written by the read loop (moves also by the client's dials).
+	received, malformed, overflows, reconnects, moves atomic.Uint64
+	_                                                 pad
 
 	// Written by the dispatcher.
 	delivered, resets atomic.Uint64
@@ -200,7 +222,7 @@ func NewSubscriber(c Client, opts Options) (*Subscriber, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("channel", opts.Channel)
-	return &Subscriber{
+	s := &Subscriber{
 		client:       c,
 		opts:         opts,
 		log:          log,
@@ -208,12 +230,18 @@ func NewSubscriber(c Client, opts Options) (*Subscriber, error) {
 		queue:        make(chan event, opts.QueueSize),
 		wake:         make(chan struct{}, 1),
 		pong:         make(chan struct{}, 1),
+		probeReq:     make(chan uint64, 1),
 		stop:         make(chan struct{}),
 		firstReset:   make(chan struct{}),
 		readDone:     make(chan struct{}),
 		dispatchDone: make(chan struct{}),
 		pingDone:     make(chan struct{}),
-	}, nil
+	}
+	s.followed = s.follow(c)
+	if s.cluster = clusterOf(c); s.cluster != nil {
+		s.probeChannel = newProbeChannel(opts.Channel)
+	}
+	return s, nil
 }
 
 // Start subscribes and starts the goroutines. It returns nil once Redis has
@@ -313,6 +341,7 @@ func (s *Subscriber) Stats() Stats {
 		Overflows:  s.overflows.Load(),
 		Resets:     s.resets.Load(),
 		Reconnects: s.reconnects.Load(),
+		Moves:      s.moves.Load(),
 		Healthy:    s.healthy.Load(),
 	}
 }
@@ -379,17 +408,18 @@ func (s *Subscriber) install(ps *redis.PubSub) bool {
 // fail abandons ps if it is still the current subscription: it is closed
 // (which ends a Receive in progress) and a loss is recorded; the read loop
 // then opens a new one. A ps already abandoned, or Stop, makes it a no-op,
-// so that each failure is handled once.
-func (s *Subscriber) fail(ps *redis.PubSub, reason string, err error) {
+// so that each failure is handled once; fail reports whether it abandoned ps.
+func (s *Subscriber) fail(ps *redis.PubSub, reason string, err error) bool {
 	s.mu.Lock()
 	if s.ps != ps || s.stopping {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.ps = nil
 	s.mu.Unlock()
 	s.loss(reason, err, false)
 	ps.Close()
+	return true
 }
 
 // read is the read loop. It owns every subscription it opens: it opens one,
@@ -435,15 +465,21 @@ func (s *Subscriber) read(ctx context.Context) {
 		}
 		switch msg := msg.(type) {
 		case *redis.Message:
-			if msg.Channel == s.opts.Channel {
+			switch msg.Channel {
+			case s.opts.Channel:
 				s.receive(dec, msg.Payload)
 				if s.afterReceive != nil {
 					s.afterReceive()
 				}
+			case s.probeChannel:
+				s.probed(msg.Payload)
 			}
 		case *redis.Pong:
 			s.pinged(msg.Payload)
 		case *redis.Subscription:
+			if msg.Kind == "subscribe" && msg.Channel == s.probeChannel && s.probeChannel != "" {
+				continue
+			}
 			if msg.Kind != "subscribe" || msg.Channel != s.opts.Channel {
 				s.fail(ps, "unexpected "+msg.Kind+" "+msg.Channel, nil)
 				attempt++
@@ -456,6 +492,7 @@ func (s *Subscriber) read(ctx context.Context) {
 			}
 			first = false
 			s.subscribed()
+			s.checkRoute()
 		}
 	}
 }
@@ -464,8 +501,12 @@ func (s *Subscriber) read(ctx context.Context) {
 // handshake bound. It returns nil on failure or Stop.
 func (s *Subscriber) subscribe(ctx context.Context) *redis.PubSub {
 	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
-	hctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err := ps.Subscribe(hctx, s.opts.Channel)
+	hctx, cancel := context.WithTimeout(context.WithValue(ctx, subscriptionDial{}, s), s.timeout)
+	channels := []string{s.opts.Channel}
+	if s.probeChannel != "" {
+		channels = append(channels, s.probeChannel) // one SUBSCRIBE: both at once
+	}
+	err := ps.Subscribe(hctx, channels...) // dials: the mark tells FollowMaster's hook
 	cancel()
 	if err != nil {
 		ps.Close()
@@ -518,9 +559,23 @@ func retryDelay(failures int) time.Duration {
 
 // subscribed handles a subscription confirmation: messages published before
 // it may have been missed, so a reset is queued behind the messages already
-// received and ahead of those that follow.
+// received and ahead of those that follow. On a Cluster the pinger queues
+// it, once every master's probe has arrived.
 func (s *Subscriber) subscribed() {
 	e := s.loss("subscribed", nil, false)
+	if s.cluster == nil {
+		s.queueReset(e)
+		return
+	}
+	select { // only the read loop sends: after the drain there is room
+	case <-s.probeReq:
+	default:
+	}
+	s.probeReq <- e
+}
+
+// queueReset queues a reset for epoch e behind what is queued.
+func (s *Subscriber) queueReset(e uint64) {
 	select {
 	case s.queue <- event{reset: e}:
 	default:
@@ -615,22 +670,30 @@ func (s *Subscriber) reset(e uint64, first *bool) {
 // ping is the pinger: every PingInterval it sends a numbered PING on the
 // current subscription and waits PingTimeout for the read loop to see the
 // matching PONG; if it does not, the subscription is abandoned, which makes
-// the read loop reconnect.
+// the read loop reconnect. On a Cluster it also runs the probe rounds.
 func (s *Subscriber) ping(ctx context.Context) {
 	defer close(s.pingDone)
 	t := time.NewTimer(s.opts.PingInterval)
 	defer t.Stop()
 	var seq uint64
 	for {
+		var reset uint64 // a Cluster subscription to make healthy, by its epoch
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
+		case reset = <-s.probeReq:
 		}
 		if ps := s.current(); ps != nil {
 			seq++
-			if !s.pingOnce(ctx, ps, seq) {
-				return
+			if reset == 0 {
+				if !s.pingOnce(ctx, ps, seq) {
+					return
+				}
+				s.touchData(ctx)
+			}
+			if s.cluster != nil && s.current() == ps && s.probeRound(ctx, ps, seq) && reset != 0 {
+				s.queueReset(reset)
 			}
 		}
 		t.Reset(s.opts.PingInterval)
