@@ -25,6 +25,7 @@ type Cache struct {
 	cfg    Config // defaults applied
 	client redis.UniversalClient
 	store  *l2.Store
+	writes *coalescer // Set and Delete scripts, coalesced per keyspace and slot
 	sub    *bus.Subscriber
 	log    *slog.Logger
 	onInv  func(Invalidation) // optional hook, called after each applied invalidation
@@ -109,6 +110,7 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
+	c.writes = &coalescer{store: c.store, channel: cfg.Channel, queues: make(map[batchKey]*writeQueue)}
 	c.sub, err = bus.NewSubscriber(client, bus.Options{
 		Channel:      cfg.Channel,
 		Handler:      c.handle,

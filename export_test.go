@@ -3,3 +3,17 @@ package tiercache
 // EvictLocal evicts key from this replica's L1 only, as an invalidation
 // from a peer would. Tests and benchmarks use it to force the L2 path.
 func (ks *Keyspace[K, V]) EvictLocal(key K) { ks.l1.Invalidate(key) }
+
+// HoldWrites makes the next write script of c wait, before its batch is
+// sealed, until release is closed; joined receives the size of that batch
+// after each write that joins it.
+func HoldWrites(c *Cache, release <-chan struct{}, joined chan<- int) {
+	var held bool
+	c.writes.turn = func() {
+		if !held {
+			held = true // only the leaders call turn, one at a time per queue
+			<-release
+		}
+	}
+	c.writes.joined = func(n int) { joined <- n }
+}

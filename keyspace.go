@@ -479,11 +479,8 @@ func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
 	if err != nil {
 		return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
-	msg, err := ks.message([]string{rkey})
-	if err != nil {
-		return err
-	}
-	err = ks.c.store.SetAndPublish(ctx, l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}, ks.c.cfg.Channel, msg)
+	op := l2.Op{Item: l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}}
+	err = ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message)
 	// Evict after the write: a local fill that snapshotted before this point
 	// may have read the old value and must not land.
 	ks.l1.Invalidate(key)
@@ -516,11 +513,11 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 	}
 	var errs []error
 	for _, group := range l2.SlotGroups(ks.c.client, rkeys) {
-		msg, err := ks.message(group)
-		if err != nil {
-			return err
+		ops := make([]l2.Op, len(group))
+		for i, rk := range group {
+			ops[i] = l2.Op{Item: l2.Item{Key: rk}, Delete: true}
 		}
-		if _, err := ks.c.store.DeleteAndPublish(ctx, group, ks.c.cfg.Channel, msg); err != nil {
+		if err := ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, group[0])}, ops, ks.message); err != nil {
 			errs = append(errs, err)
 		}
 	}

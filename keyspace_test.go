@@ -344,7 +344,7 @@ func TestSetOnOneReplicaEvictsOthers(t *testing.T) {
 // A load that began before another replica's write must not fill L1 (or L2)
 // with the old value after the invalidation arrived: neither after a Set nor
 // after a Delete (where SET NX alone would put the old value back).
-func TestStaleLoadDoesNotLandAfterRemoteWrite(t *testing.T) {
+func TestStaleSetLoadDoesNotLandAfterRemoteWrite(t *testing.T) {
 	tests := []struct {
 		give  string
 		write func(ctx context.Context, ks *tiercache.Keyspace[string, int]) error
@@ -397,7 +397,7 @@ func TestStaleLoadDoesNotLandAfterRemoteWrite(t *testing.T) {
 
 // A caller that arrives after an invalidation must not join a load that
 // began before it: it starts its own and sees the new value at once.
-func TestLateCallerDoesNotJoinStaleFlight(t *testing.T) {
+func TestStaleSetLateCallerDoesNotJoinStaleFlight(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	a := newReplica(t, srv, tiercache.Config{})
@@ -666,5 +666,54 @@ func TestCallsAfterStopReturnErrClosed(t *testing.T) {
 				t.Errorf("%s after Stop = %v; want %v", tt.give, tt.err, tt.want)
 			}
 		})
+	}
+}
+
+// TestStaleSetConcurrentWriters has two replicas write one key at once,
+// each reading it back between writes (so fills race with the other's
+// writes). Once each replica has seen the other's last invalidation, both
+// must read what Redis holds: neither replica's write path left its own L1
+// with a value older than L2.
+func TestStaleSetConcurrentWriters(t *testing.T) {
+	const writes = 200
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	reps := []*replica{newReplica(t, srv, tiercache.Config{}), newReplica(t, srv, tiercache.Config{})}
+	kss := make([]*tiercache.Keyspace[string, int], 2)
+	for i, r := range reps {
+		kss[i], _ = tiercache.NewKeyspace[string, int](r.c, "race", tiercache.KeyspaceConfig{})
+	}
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Go(func() {
+			for i := range writes {
+				if err := kss[w].Set(ctx, "k", w*writes+i); err != nil {
+					t.Error(err)
+					return
+				}
+				kss[w].Get(ctx, "k") // a fill racing the other writer
+			}
+			// Redis delivers in order: the other replica has applied every
+			// earlier invalidation of w once it has this one.
+			if err := kss[w].Set(ctx, fmt.Sprintf("done-%d", w), 1); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	for _, r := range reps {
+		awaitKeys(t, r.inv, "race", "done-0", "done-1")
+	}
+	cold := newReplica(t, srv, tiercache.Config{})
+	ksC, _ := tiercache.NewKeyspace[string, int](cold.c, "race", tiercache.KeyspaceConfig{})
+	want, err := ksC.Get(ctx, "k") // an empty L1: what Redis holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w, ks := range kss {
+		ks.Wait()
+		if v, err := ks.Get(ctx, "k"); err != nil || v != want {
+			t.Errorf("replica %d Get(k) after both writers = %d, %v; Redis holds %d", w, v, err, want)
+		}
 	}
 }

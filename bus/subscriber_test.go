@@ -687,3 +687,55 @@ func TestNoLossUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowConsumerCutOffResets holds the read loop on a message while
+// invalidations keep coming: Redis buffers them for the connection until its
+// pubsub output-buffer limit, then disconnects it, and everything in the
+// buffer is lost. The subscriber must see the loss, reconnect, reset (the
+// cache's flush covers what was lost) and deliver again.
+func TestSlowConsumerCutOffResets(t *testing.T) {
+	ctx := testContext(t)
+	srv := redistest.Start(t, "--client-output-buffer-limit", "pubsub 64kb 0 0")
+	c := srv.Client(t)
+	r := newRecorder()
+	opts := r.options()
+	opts.QueueSize = 1 << 16 // no overflow: the cut is the only loss
+	flood := strings.Repeat("k", 200)
+	opts.Handler = func(m Message) {
+		if m.Keys[0] != flood {
+			r.msgs <- m
+		}
+	}
+	s := newSub(t, c, r, opts)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.afterReceive = func() {
+		once.Do(func() {
+			close(held)
+			<-release
+		})
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	await(t, ctx, r.resets, "first reset")
+	await(t, ctx, r.health, "healthy")
+
+	m := Message{Keyspace: "users", Keys: []string{flood}}
+	publish(t, ctx, c, m)
+	await(t, ctx, held, "the read loop to hold")
+	// About 250 bytes a message: past the socket buffers, the 64 KiB limit
+	// is soon reached.
+	cut := false
+	for i := 0; i < 100_000 && !cut; i++ {
+		cut = publish(t, ctx, c, m) == 0 // Redis dropped the only subscriber
+	}
+	if !cut {
+		t.Fatalf("Redis never disconnected the held subscriber")
+	}
+	close(release)
+	if h := await(t, ctx, r.health, "unhealthy"); h {
+		t.Fatalf("health change = true; want false")
+	}
+	expectRecovery(t, ctx, c, r, s, "after-cut")
+}

@@ -55,3 +55,12 @@ func SlotGroups(c Client, keys []string) [][]string {
 	}
 	return groups
 }
+
+// Slot returns the hash slot of key on a *redis.ClusterClient, and 0 on any
+// other client: keys with the same Slot may share one script.
+func Slot(c Client, key string) int {
+	if _, ok := c.(*redis.ClusterClient); !ok {
+		return 0
+	}
+	return slot(key)
+}

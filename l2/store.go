@@ -72,6 +72,7 @@ type Store struct {
 	writeTimeout time.Duration // < 0: no budget of its own
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
+	writeScript  *redis.Script // SETs and DELs, then PUBLISH
 }
 
 // setAndPublishSrc sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds, then
@@ -100,6 +101,7 @@ func New(c Client, opts Options) (*Store, error) {
 		writeTimeout: opts.WriteTimeout,
 		setScript:    redis.NewScript(setAndPublishSrc),
 		delScript:    redis.NewScript(deleteAndPublishSrc),
+		writeScript:  redis.NewScript(writeAndPublishSrc),
 	}
 	if s.readTimeout == 0 {
 		s.readTimeout = DefaultReadTimeout
