@@ -40,9 +40,9 @@ type writeBatch struct {
 	ops      []l2.Op
 	keyBytes int
 	encode   func(rkeys []string) ([]byte, error) // the leader's keyspace's message
-	done     chan struct{} // closed when errs and err are set
-	errs     []error       // per op
-	err      error         // for every op
+	done     chan struct{}                        // closed when errs and err are set
+	errs     []error                              // per op
+	err      error                                // for every op
 }
 
 // writeQueue is the state of one batchKey.
