@@ -123,19 +123,35 @@ func (c *coalescer) write(ctx context.Context, key batchKey, ops []l2.Op, encode
 	return b.result(0, len(ops))
 }
 
-// run encodes one message naming every key of ops once and runs the script.
+// run encodes one message naming every key of ops once and runs the
+// script: the plain SET or DEL script when the batch is one Set or only
+// Deletes (the common, uncontended case: a cheaper script), the general one
+// otherwise.
 func (c *coalescer) run(ctx context.Context, ops []l2.Op, encode func([]string) ([]byte, error)) ([]error, error) {
 	keys := make([]string, 0, len(ops))
-	seen := make(map[string]struct{}, len(ops))
-	for _, op := range ops {
-		if _, dup := seen[op.Key]; !dup {
-			seen[op.Key] = struct{}{}
-			keys = append(keys, op.Key)
+	deletes := true
+	if len(ops) == 1 {
+		keys, deletes = append(keys, ops[0].Key), ops[0].Delete
+	} else {
+		seen := make(map[string]struct{}, len(ops))
+		for _, op := range ops {
+			deletes = deletes && op.Delete
+			if _, dup := seen[op.Key]; !dup {
+				seen[op.Key] = struct{}{}
+				keys = append(keys, op.Key)
+			}
 		}
 	}
 	msg, err := encode(keys)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case deletes:
+		_, err = c.store.DeleteAndPublish(ctx, keys, c.channel, msg)
+		return nil, err
+	case len(ops) == 1:
+		return nil, c.store.SetAndPublish(ctx, ops[0].Item, c.channel, msg)
 	}
 	return c.store.WriteAndPublish(ctx, ops, c.channel, msg)
 }
@@ -152,7 +168,7 @@ func (b *writeBatch) wait(ctx context.Context, i, n int) error {
 
 // result is the outcome of ops [i, i+n) of b, once done.
 func (b *writeBatch) result(i, n int) error {
-	if b.err != nil {
+	if b.err != nil || b.errs == nil {
 		return b.err
 	}
 	return errors.Join(b.errs[i : i+n]...)
