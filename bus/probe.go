@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"strconv"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -57,10 +56,7 @@ func (s *Subscriber) probed(payload string) {
 		return // not ours, or from a round given up
 	}
 	s.probe.seen.Add(1)
-	select {
-	case s.pong <- struct{}{}:
-	default:
-	}
+	signal(s.pong)
 }
 
 // probeRound publishes probe round n through every master and waits
@@ -82,17 +78,7 @@ func (s *Subscriber) probeRound(ctx context.Context, ps *redis.PubSub, n uint64)
 		s.fail(ps, "cluster probe", err)
 		return false
 	}
-	deadline := time.NewTimer(s.opts.PingTimeout)
-	defer deadline.Stop()
-	for s.probe.seen.Load() < masters.Load() {
-		select {
-		case <-s.pong:
-		case <-deadline.C:
-			s.fail(ps, "cluster probe timeout: a master's broadcasts do not reach this node", nil)
-			return false
-		case <-s.stop:
-			return false
-		}
-	}
-	return true
+	ok, _ := s.awaitRead(ps, func() bool { return s.probe.seen.Load() >= masters.Load() },
+		"cluster probe timeout: a master's broadcasts do not reach this node")
+	return ok
 }

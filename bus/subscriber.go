@@ -605,11 +605,7 @@ func (s *Subscriber) receive(dec *decoder, payload string) {
 		if errors.Is(err, ErrVersion) || errors.Is(err, ErrTooLarge) {
 			// It may have been an invalidation this replica cannot read:
 			// evict everything rather than risk serving what it named.
-			s.resetReq.Store(s.loss("unreadable message", err, false))
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.requestReset("unreadable message", err)
 		}
 		return
 	}
@@ -624,9 +620,21 @@ func (s *Subscriber) receive(dec *decoder, payload string) {
 // dispatcher is asked to reset after the item it is handling.
 func (s *Subscriber) overflow() {
 	s.overflows.Add(1)
-	s.resetReq.Store(s.loss("queue overflow", nil, false))
+	s.requestReset("queue overflow", nil)
+}
+
+// requestReset records a loss and asks the dispatcher to reset for it
+// after the item it is handling.
+func (s *Subscriber) requestReset(reason string, err error) {
+	s.resetReq.Store(s.loss(reason, err, false))
+	signal(s.wake)
+}
+
+// signal wakes the goroutine waiting on ch, a channel of capacity 1,
+// without blocking: a wake already pending covers this one.
+func signal(ch chan struct{}) {
 	select {
-	case s.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -709,19 +717,27 @@ func (s *Subscriber) pingOnce(ctx context.Context, ps *redis.PubSub, seq uint64)
 		s.fail(ps, "ping", err)
 		return true
 	}
+	_, stopped := s.awaitRead(ps, func() bool { return s.pongSeq.Load() >= seq }, "ping timeout")
+	return !stopped
+}
+
+// awaitRead waits up to PingTimeout for done to hold, re-checking it each
+// time the read loop signals s.pong. When time runs out it abandons ps,
+// giving reason. It reports whether done held, and whether Stop came first.
+func (s *Subscriber) awaitRead(ps *redis.PubSub, done func() bool, reason string) (ok, stopped bool) {
 	deadline := time.NewTimer(s.opts.PingTimeout)
 	defer deadline.Stop()
-	for s.pongSeq.Load() < seq {
+	for !done() {
 		select {
 		case <-s.pong:
 		case <-deadline.C:
-			s.fail(ps, "ping timeout", nil)
-			return true
+			s.fail(ps, reason, nil)
+			return false, false
 		case <-s.stop:
-			return false
+			return false, true
 		}
 	}
-	return true
+	return true, false
 }
 
 // pinged records a PONG seen by the read loop.
@@ -734,8 +750,5 @@ func (s *Subscriber) pinged(payload string) {
 	if s.onPong != nil {
 		s.onPong(seq)
 	}
-	select {
-	case s.pong <- struct{}{}:
-	default:
-	}
+	signal(s.pong)
 }
