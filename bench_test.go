@@ -448,12 +448,21 @@ type evicted struct {
 // answers, so a fast subscriber can beat the writer's own reply. Reported as
 // p50-µs and p99-µs of the per-Set samples; write-p99-µs measures from the
 // start of Set instead.
+//
+// The floor, PublishFloor, is the same measure on raw go-redis: a PUBLISH of
+// the key, and two subscribers each blocked in PubSub.Receive, handing the
+// message over to the benchmark as soon as it is read.
 func BenchmarkInvalidationPropagation(b *testing.B) {
 	srv, err := redistest.New()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Stop() })
+	b.Run("Set", func(b *testing.B) { benchPropagationSet(b, srv) })
+	b.Run("PublishFloor", func(b *testing.B) { benchPropagationFloor(b, srv) })
+}
+
+func benchPropagationSet(b *testing.B, srv *redistest.Server) {
 	ctx := context.Background()
 	var (
 		writer *tiercache.Keyspace[string, benchValue]
@@ -492,11 +501,66 @@ func BenchmarkInvalidationPropagation(b *testing.B) {
 			writer = ks
 		}
 	}
+	v := newBenchValue(1)
+	measurePropagation(b, peers, func(key string) error { return writer.Set(ctx, key, v) })
+}
+
+func benchPropagationFloor(b *testing.B, srv *redistest.Server) {
+	ctx, cancel := context.WithCancel(context.Background())
+	const channel = "bench:floor"
+	var (
+		peers []chan evicted
+		subs  []*redis.PubSub
+		done  = make(chan struct{})
+	)
+	defer func() { // Receive does not watch ctx: Close ends it
+		cancel()
+		for _, ps := range subs {
+			ps.Close()
+		}
+		for range subs {
+			<-done
+		}
+	}()
+	for range 2 {
+		client := redis.NewClient(srv.Options())
+		b.Cleanup(func() { client.Close() })
+		ps := client.Subscribe(ctx, channel)
+		if _, err := ps.Receive(ctx); err != nil { // the confirmation
+			ps.Close()
+			b.Fatal(err)
+		}
+		subs = append(subs, ps)
+		ch := make(chan evicted, 1024)
+		peers = append(peers, ch)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				msg, err := ps.Receive(ctx)
+				if err != nil {
+					return
+				}
+				if m, ok := msg.(*redis.Message); ok {
+					select {
+					case ch <- evicted{[]string{m.Payload}, time.Now()}:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	pub := redis.NewClient(srv.Options())
+	b.Cleanup(func() { pub.Close() })
+	measurePropagation(b, peers, func(key string) error { return pub.Publish(ctx, channel, key).Err() })
+}
+
+// measurePropagation calls write for one key per iteration, waits until
+// every peer has reported that key and reports the percentiles.
+func measurePropagation(b *testing.B, peers []chan evicted, write func(key string) error) {
 	keys := make([]string, benchKeys)
 	for i := range keys {
 		keys[i] = "k" + strconv.Itoa(i)
 	}
-	v := newBenchValue(1)
 	fromReturn := make([]time.Duration, 0, 1024)
 	fromStart := make([]time.Duration, 0, 1024)
 	timeout := time.NewTimer(time.Hour)
@@ -506,7 +570,7 @@ func BenchmarkInvalidationPropagation(b *testing.B) {
 		key := keys[i%benchKeys]
 		i++
 		start := time.Now()
-		if err := writer.Set(ctx, key, v); err != nil {
+		if err := write(key); err != nil {
 			b.Fatal(err)
 		}
 		returned := time.Now()
