@@ -1,9 +1,11 @@
 package codec
 
 import (
+	"encoding/binary"
 	"fmt"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/vmihailenco/msgpack/v5"
@@ -31,10 +33,19 @@ const (
 const (
 	flagCompressed = 1 << 0
 	flagTombstone  = 1 << 1
-	reservedBits   = 0x1c // bits 4..2
+	flagLease      = 1 << 2 // a load in progress: the body is the owner's token
+	flagDelta      = 1 << 3 // a uvarint load duration in µs precedes the body
+	reservedBits   = 0x10   // bit 4
 	versionShift   = 5
+	versionMask    = 0x7 << versionShift
 	headerV1       = Version << versionShift
 )
+
+// MaxLeaseToken bounds the token of a lease envelope, in bytes.
+const MaxLeaseToken = 64
+
+// maxDeltaMicros bounds a recorded load duration: about 12 days.
+const maxDeltaMicros = 1 << 40
 
 // maxPooledBuffer is the largest buffer a Codec keeps for reuse; larger ones
 // are left to the garbage collector so that one big value does not pin its
@@ -121,6 +132,38 @@ func IsTombstone(data []byte) bool {
 	return len(data) == 1 && data[0] == headerV1|flagTombstone
 }
 
+// Lease returns a lease envelope: the marker a loader stores under a key
+// while it loads it, so that other replicas wait instead of loading too.
+// token identifies the owner; it must be 1 to MaxLeaseToken bytes.
+// Unmarshal of a lease returns ErrLease.
+func Lease(token string) ([]byte, error) {
+	if len(token) == 0 || len(token) > MaxLeaseToken {
+		return nil, fmt.Errorf("codec: lease token of %d bytes, want 1 to %d", len(token), MaxLeaseToken)
+	}
+	out := make([]byte, 1+len(token))
+	out[0] = headerV1 | flagLease
+	copy(out[1:], token)
+	return out, nil
+}
+
+// IsLease reports whether data is a lease envelope as made by Lease.
+func IsLease(data []byte) bool {
+	return len(data) > 1 && len(data) <= 1+MaxLeaseToken && data[0] == headerV1|flagLease
+}
+
+// Delta returns the load duration recorded by MarshalDelta in data, and
+// false when data records none or is not a well-formed value envelope.
+func Delta(data []byte) (time.Duration, bool) {
+	if len(data) < 2 || data[0]>>versionShift != Version || data[0]&(flagDelta|flagTombstone|flagLease) != flagDelta {
+		return 0, false
+	}
+	us, n := binary.Uvarint(data[1:])
+	if n <= 0 || us > maxDeltaMicros {
+		return 0, false
+	}
+	return time.Duration(us) * time.Microsecond, true
+}
+
 // encodeState is the scratch space of one Marshal.
 type encodeState struct {
 	body limitBuffer // header byte, then the msgpack body
@@ -135,7 +178,35 @@ type encodeState struct {
 // keeps counting but stops buffering, so it does not hold an oversized body
 // in memory. Marshal does not support cyclic values.
 func (c *Codec) Marshal(v any) ([]byte, error) {
+	return c.marshal(v, -1)
+}
+
+// MarshalDelta is Marshal recording delta, the time the value took to load,
+// in the envelope (rounded to microseconds, clamped to about 12 days; a
+// negative delta counts as 0), for early refresh. Delta reads it back;
+// Unmarshal skips it.
+func (c *Codec) MarshalDelta(v any, delta time.Duration) ([]byte, error) {
+	return c.marshal(v, max(delta, 0))
+}
+
+// marshal is Marshal, recording delta when it is not negative.
+func (c *Codec) marshal(v any, delta time.Duration) ([]byte, error) {
 	compressAbove, maxSize, _ := c.options()
+	var meta [binary.MaxVarintLen64]byte
+	metaLen := 0
+	if delta >= 0 {
+		metaLen = binary.PutUvarint(meta[:], min(uint64(delta/time.Microsecond), maxDeltaMicros))
+	}
+	wrap := func(header byte, body []byte) []byte {
+		if metaLen > 0 {
+			header |= flagDelta
+		}
+		out := make([]byte, 1+metaLen+len(body))
+		out[0] = header
+		copy(out[1:], meta[:metaLen])
+		copy(out[1+metaLen:], body)
+		return out
+	}
 
 	st := c.getEncodeState()
 	defer c.putEncodeState(st)
@@ -158,16 +229,11 @@ func (c *Codec) Marshal(v any) ([]byte, error) {
 			st.z = grow(st.z, n)
 			z := s2.Encode(st.z, body)
 			if len(z) < len(body) {
-				out := make([]byte, 1+len(z))
-				out[0] = headerV1 | flagCompressed
-				copy(out[1:], z)
-				return out, nil
+				return wrap(headerV1|flagCompressed, z), nil
 			}
 		}
 	}
-	out := make([]byte, len(st.body.b))
-	copy(out, st.body.b)
-	return out, nil
+	return wrap(headerV1, body), nil
 }
 
 // decodeState is the scratch space of one Unmarshal.
@@ -207,10 +273,23 @@ func (c *Codec) Unmarshal(data []byte, v any) error {
 	}
 	body := data[1:]
 	if h&flagTombstone != 0 {
-		if h&flagCompressed != 0 || len(body) != 0 {
+		if h&^(versionMask|flagTombstone) != 0 || len(body) != 0 {
 			return fmt.Errorf("%w: tombstone with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
 		}
 		return ErrTombstone
+	}
+	if h&flagLease != 0 {
+		if h&^(versionMask|flagLease) != 0 || len(body) == 0 || len(body) > MaxLeaseToken {
+			return fmt.Errorf("%w: lease with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
+		}
+		return ErrLease
+	}
+	if h&flagDelta != 0 {
+		us, n := binary.Uvarint(body)
+		if n <= 0 || us > maxDeltaMicros {
+			return fmt.Errorf("%w: bad load duration field", ErrCorrupt)
+		}
+		body = body[n:]
 	}
 
 	_, maxSize, maxDepth := c.options()

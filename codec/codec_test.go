@@ -303,8 +303,17 @@ func TestHeader(t *testing.T) {
 		{"version 2", []byte{0x40, 0xa1, 'x'}, ErrVersion},
 		{"version 2 tombstone", []byte{0x42}, ErrVersion},
 		{"version 7 with reserved bits", []byte{0xfc, 0xa1, 'x'}, ErrVersion},
-		{"reserved bit 2", []byte{0x24, 0xa1, 'x'}, ErrCorrupt},
-		{"reserved bit 3", []byte{0x28, 0xa1, 'x'}, ErrCorrupt},
+		{"lease", []byte{0x24, 0xa1, 'x'}, ErrLease},
+		{"lease without token", []byte{0x24}, ErrCorrupt},
+		{"lease with token too long", append([]byte{0x24}, make([]byte, MaxLeaseToken+1)...), ErrCorrupt},
+		{"compressed lease", []byte{0x25, 'x'}, ErrCorrupt},
+		{"lease tombstone", []byte{0x26}, ErrCorrupt},
+		{"delta then body", []byte{0x28, 0x05, 0xa1, 'x'}, nil},
+		{"delta then compressed body", append([]byte{0x29, 0x05}, validS2...), nil},
+		{"delta, no body", []byte{0x28, 0x05}, ErrCorrupt},
+		{"delta truncated", []byte{0x28, 0xa1}, ErrCorrupt},
+		{"delta too large", []byte{0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0xa1, 'x'}, ErrCorrupt},
+		{"delta tombstone", []byte{0x2a}, ErrCorrupt},
 		{"reserved bit 4", []byte{0x30, 0xa1, 'x'}, ErrCorrupt},
 		{"tombstone", []byte{0x22}, ErrTombstone},
 		{"tombstone with body", []byte{0x22, 0xc0}, ErrCorrupt},
@@ -323,6 +332,69 @@ func TestHeader(t *testing.T) {
 				t.Errorf("Unmarshal(% x) = %v; want %v", tt.give, err, tt.want)
 			}
 		})
+	}
+}
+
+func TestLease(t *testing.T) {
+	b, err := Lease("owner-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !IsLease(b) || IsTombstone(b) {
+		t.Fatalf("IsLease(%q) = %v, IsTombstone = %v", b, IsLease(b), IsTombstone(b))
+	}
+	var s string
+	if err := newCodec(t, Options{}).Unmarshal(b, &s); !errors.Is(err, ErrLease) {
+		t.Fatalf("Unmarshal(lease) = %v, want ErrLease", err)
+	}
+	for _, bad := range []string{"", strings.Repeat("x", MaxLeaseToken+1)} {
+		if _, err := Lease(bad); err == nil {
+			t.Errorf("Lease(%d bytes) = nil error", len(bad))
+		}
+	}
+	plain, _ := newCodec(t, Options{}).Marshal("x")
+	for _, notLease := range [][]byte{nil, {0x24}, plain, Tombstone()} {
+		if IsLease(notLease) {
+			t.Errorf("IsLease(% x) = true", notLease)
+		}
+	}
+}
+
+func TestMarshalDelta(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		opts    Options
+		give    time.Duration
+		want    time.Duration
+		payload string
+	}{
+		{"zero", Options{}, 0, 0, "v"},
+		{"µs rounding", Options{}, 1500*time.Microsecond + 700, 1500 * time.Microsecond, "v"},
+		{"negative", Options{}, -time.Second, 0, "v"},
+		{"clamped", Options{}, 1000 * time.Hour, maxDeltaMicros * time.Microsecond, "v"},
+		{"compressed", Options{CompressAbove: 8}, 4 * time.Second, 4 * time.Second, strings.Repeat("abc", 100)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCodec(t, tt.opts)
+			b, err := c.MarshalDelta(tt.payload, tt.give)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := Delta(b)
+			if !ok || got != tt.want {
+				t.Fatalf("Delta = %v, %v; want %v, true", got, ok, tt.want)
+			}
+			var s string
+			if err := c.Unmarshal(b, &s); err != nil || s != tt.payload {
+				t.Fatalf("Unmarshal = %q, %v", s, err)
+			}
+		})
+	}
+	plain, _ := newCodec(t, Options{}).Marshal("v")
+	for _, none := range [][]byte{nil, plain, Tombstone(), {0x28}, {0x28, 0xff}} {
+		if d, ok := Delta(none); ok {
+			t.Errorf("Delta(% x) = %v, true", none, d)
+		}
 	}
 }
 

@@ -10,8 +10,8 @@
 //
 // The header byte is a stable wire format:
 //
-//	bit:   7  6  5   4  3  2   1           0
-//	field: version   reserved  tombstone   compressed
+//	bit:   7  6  5   4         3      2      1           0
+//	field: version   reserved  delta  lease  tombstone   compressed
 //
 // The fields mean:
 //
@@ -22,7 +22,13 @@
 //   - Bit 1 (tombstone): the envelope is a negative-cache marker; its body
 //     is empty and the compressed bit is clear, so a tombstone is exactly
 //     the single byte 0x22.
-//   - Bits 4..2 are reserved and must be zero.
+//   - Bit 2 (lease): the envelope marks a load in progress; its body is the
+//     owner's token (1 to MaxLeaseToken bytes) and no other flag is set.
+//   - Bit 3 (delta): the body is preceded by an unsigned varint (as
+//     encoding/binary writes it) holding the time the value took to load, in
+//     microseconds, at most 2^40; it feeds early refresh. It combines with
+//     compressed, never with tombstone or lease.
+//   - Bit 4 is reserved and must be zero.
 //
 // Unmarshal reports an unknown version with ErrVersion before looking at any
 // other bit, since a later version may give them a new meaning; everything

@@ -22,4 +22,8 @@ var (
 	// ErrTombstone is returned by Unmarshal when data is a tombstone, the
 	// negative-cache marker made by Tombstone.
 	ErrTombstone = errors.New("codec: tombstone")
+
+	// ErrLease is returned by Unmarshal when data is a lease, the marker a
+	// loader stores while it loads the key (see Lease).
+	ErrLease = errors.New("codec: lease")
 )

@@ -86,7 +86,7 @@ func FuzzDecodeValue(f *testing.F) {
 			err := c.Unmarshal(data, v)
 			if err != nil {
 				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) &&
-					!errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrTombstone) {
+					!errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrTombstone) && !errors.Is(err, ErrLease) {
 					t.Fatalf("Unmarshal(%T) = %v; want a documented error", v, err)
 				}
 				continue
