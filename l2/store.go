@@ -73,6 +73,9 @@ type Store struct {
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
 	writeScript  *redis.Script // SETs and DELs, then PUBLISH
+
+	acquireScript, releaseScript *redis.Script // leases
+	tagScript, untagScript       *redis.Script // tag sets
 }
 
 // setAndPublishSrc sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds, then
@@ -102,6 +105,11 @@ func New(c Client, opts Options) (*Store, error) {
 		setScript:    redis.NewScript(setAndPublishSrc),
 		delScript:    redis.NewScript(deleteAndPublishSrc),
 		writeScript:  redis.NewScript(writeAndPublishSrc),
+
+		acquireScript: redis.NewScript(acquireSrc),
+		releaseScript: redis.NewScript(releaseSrc),
+		tagScript:     redis.NewScript(tagSrc),
+		untagScript:   redis.NewScript(untagSrc),
 	}
 	if s.readTimeout == 0 {
 		s.readTimeout = DefaultReadTimeout

@@ -1,0 +1,174 @@
+package l2
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// A tag set is a sorted set whose members are the Redis keys of the values
+// that carry the tag, each scored with the Unix time in milliseconds (Redis's
+// own clock) after which its value has surely expired. Adding to a tag set
+// drops the members already past their score and keeps the set's own TTL at
+// its latest score, so the bookkeeping of expired values does not outlive
+// them.
+
+// tagSrc adds the members ARGV[2], ARGV[4], ... to the tag set KEYS[1],
+// scored now + the TTL in milliseconds that follows each (ARGV[3], ...) +
+// the slack ARGV[1], never lowering a member's score; then drops members
+// past their score and extends the set's TTL to its latest score.
+const tagSrc = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slack = tonumber(ARGV[1])
+local far = 0
+for i = 2, #ARGV, 2 do
+  local exp = now + tonumber(ARGV[i + 1]) + slack
+  redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[i])
+  if exp > far then far = exp end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('PTTL', KEYS[1]) < far - now then
+  redis.call('PEXPIRE', KEYS[1], far - now)
+end
+return 0`
+
+// untagSrc moves the tag set KEYS[1] into its pending set KEYS[2], merging
+// with members a failed earlier invalidation left there (keeping the higher
+// score), makes the pending set expire with its latest member, and returns
+// how many members are pending.
+const untagSrc = `if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('ZUNIONSTORE', KEYS[2], 2, KEYS[2], KEYS[1], 'AGGREGATE', 'MAX')
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('RENAME', KEYS[1], KEYS[2])
+  end
+end
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] then redis.call('PEXPIREAT', KEYS[2], top[2]) end
+return redis.call('ZCARD', KEYS[2])`
+
+// TagEntry records that the value under Member carries a tag.
+type TagEntry struct {
+	// Set is the tag set's Redis key.
+	Set string
+	// Member is the Redis key of the tagged value.
+	Member string
+	// TTL is the value's time to live; the member expires with it.
+	TTL time.Duration
+}
+
+// Tag adds entries to their tag sets: one script per tag set, all in one
+// pipelined round trip (one per node on a Cluster). slack is added to every
+// member's expiry, to cover the time between this call and the value's own
+// write. A tag set and the values it names may be in different hash slots.
+func (s *Store) Tag(ctx context.Context, entries []TagEntry, slack time.Duration) error {
+	if !s.usable() {
+		return fmt.Errorf("l2 tag: %w", errNoStore)
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	var (
+		order []string
+		args  = map[string][]any{}
+	)
+	for i, e := range entries {
+		if e.Set == "" || e.Member == "" || e.TTL <= 0 {
+			return fmt.Errorf("l2 tag: entry %d of %d: empty set or member, or ttl %v not positive: %w", i, len(entries), e.TTL, ErrInvalid)
+		}
+		a, ok := args[e.Set]
+		if !ok {
+			order = append(order, e.Set)
+			a = []any{int64((max(slack, 0) + time.Millisecond - 1) / time.Millisecond)}
+		}
+		args[e.Set] = append(a, e.Member, pxMillis(e.TTL))
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		for _, set := range order {
+			s.tagScript.Eval(cctx, p, []string{set}, args[set]...)
+		}
+		return nil
+	})
+	if err = firstReal(cmds, err, len(order)); err != nil {
+		return failed(ctx, cctx, own, s.writeTimeout, describe("l2 tag", order[0], len(order)), err)
+	}
+	return nil
+}
+
+// TakeTag moves the members of the tag set set into pending, where an
+// invalidation works through them with TagPage and Untag; members added to
+// set afterwards are not part of it. Members a failed earlier call left in
+// pending are kept. It returns how many members are pending. set and pending
+// must be in one hash slot (give them the same hash tag).
+func (s *Store) TakeTag(ctx context.Context, set, pending string) (int64, error) {
+	if !s.usable() {
+		return 0, fmt.Errorf("l2 take tag %q: %w", set, errNoStore)
+	}
+	if set == "" || pending == "" || set == pending {
+		return 0, fmt.Errorf("l2 take tag %q: bad set or pending key %q: %w", set, pending, ErrInvalid)
+	}
+	if err := scriptable(s.c, []string{set, pending}); err != nil {
+		return 0, fmt.Errorf("l2 take tag %q: %w", set, err)
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	n, err := s.untagScript.Run(cctx, s.c, []string{set, pending}).Int64()
+	if err != nil {
+		return 0, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 take tag %q", set), err)
+	}
+	return n, nil
+}
+
+// TagPage returns up to n members of the pending set, lowest score first.
+func (s *Store) TagPage(ctx context.Context, pending string, n int) ([]string, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 tag page %q: %w", pending, errNoStore)
+	}
+	if n <= 0 {
+		return nil, fmt.Errorf("l2 tag page %q: page size %d: %w", pending, n, ErrInvalid)
+	}
+	cctx, cancel, own := withBudget(ctx, s.readTimeout)
+	defer cancel()
+	var page *redis.StringSliceCmd
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		page = p.ZRange(cctx, pending, 0, int64(n-1))
+		return nil
+	})
+	if err = firstReal(cmds, err, 1); err != nil {
+		return nil, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 tag page %q", pending), err)
+	}
+	return page.Val(), nil
+}
+
+// Untag removes members from the pending set (ZREM, in chunks, one round
+// trip); once the last is removed Redis deletes the set.
+func (s *Store) Untag(ctx context.Context, pending string, members []string) error {
+	if !s.usable() {
+		return fmt.Errorf("l2 untag %q: %w", pending, errNoStore)
+	}
+	if len(members) == 0 {
+		return nil
+	}
+	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
+	defer cancel()
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		for i := 0; i < len(members); i += 1000 {
+			chunk := members[i:min(i+1000, len(members))]
+			args := make([]any, len(chunk))
+			for j, m := range chunk {
+				args[j] = m
+			}
+			p.ZRem(cctx, pending, args...)
+		}
+		return nil
+	})
+	if err = firstReal(cmds, err, (len(members)+999)/1000); err != nil {
+		return failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 untag %q", pending), err)
+	}
+	return nil
+}
