@@ -35,9 +35,12 @@ type Cache struct {
 	stopLoad context.CancelFunc // cancels stopCtx
 	flights  tracker            // loads in flight, waited for by Stop
 
-	mu        sync.RWMutex // protects keyspaces and started
+	mu        sync.RWMutex // protects keyspaces, started and warming
 	keyspaces map[string]keyspace
 	started   bool
+	warming   bool // Start has started the warmers: later keyspaces warm at once
+
+	now func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
 }
 
 // keyspace is what the Cache needs of a Keyspace[K, V], whatever K and V.
@@ -71,6 +74,17 @@ type Invalidation struct {
 	Reset    bool     // a bus reset (subscription (re)established or messages lost) flushed every L1
 }
 
+// WithClock sets the clock that TTLs (calendar expiry) and early refresh
+// read; the default is time.Now. Tests use it for a fixed time. Timeouts and
+// waits use the real clock whatever it is.
+func WithClock(now func() time.Time) Option {
+	return func(c *Cache) {
+		if now != nil {
+			c.now = now
+		}
+	}
+}
+
 // WithInvalidationHook calls fn after each invalidation from the bus has been
 // applied to L1, including resets and the echoes of this replica's own
 // writes. fn runs on the bus's dispatcher goroutine:
@@ -98,6 +112,7 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		client:    client,
 		log:       slog.New(slog.DiscardHandler),
 		keyspaces: make(map[string]keyspace),
+		now:       time.Now,
 	}
 	c.stopCtx, c.stopLoad = context.WithCancel(context.Background())
 	for _, o := range opts {
@@ -155,6 +170,16 @@ func (c *Cache) Start(ctx context.Context) error {
 		defer cancel()
 		return errors.Join(err, c.Stop(stopCtx))
 	}
+	c.mu.Lock()
+	c.warming = true
+	var ws []warmer
+	for _, ks := range c.keyspaces {
+		if w, ok := ks.(warmer); ok && w.hasWarmer() {
+			ws = append(ws, w)
+		}
+	}
+	c.mu.Unlock()
+	c.warmAll(ctx, ws)
 	return nil
 }
 
@@ -207,17 +232,21 @@ func (c *Cache) register(name string, ks keyspace) error {
 		return fmt.Errorf("%w: %q", ErrDuplicateKeyspace, name)
 	}
 	c.keyspaces[name] = ks
+	if w, ok := ks.(warmer); ok && c.warming && w.hasWarmer() {
+		c.startWarm(w)
+	}
 	return nil
 }
 
 // handle applies one invalidation from the bus. It runs on the bus's
-// dispatcher goroutine and only bumps generations and deletes from L1, so it
-// never blocks for long. Messages of this replica's own origin are applied
-// too: the writer evicted its entries after a write that returned, but a
-// write that timed out may have reached Redis later, and only its echo then
-// evicts what a read filled meanwhile. Tags are not tracked yet (issue #4):
-// a message naming tags flushes its keyspace, so it never leaves a tagged
-// entry behind.
+// dispatcher goroutine and only bumps generations, deletes from L1 and wakes
+// lease waiters, so it never blocks for long. Messages of this replica's own
+// origin are applied too: the writer evicted its entries after a write that
+// returned, but a write that timed out may have reached Redis later, and
+// only its echo then evicts what a read filled meanwhile. InvalidateTags
+// publishes the keys it deleted; a message naming tags (from another
+// publisher: replicas keep no local tag index) flushes its keyspace, so it
+// never leaves a tagged entry behind.
 func (c *Cache) handle(m bus.Message) {
 	flush := m.Flush || len(m.Tags) > 0
 	if c.onInv != nil {

@@ -25,6 +25,13 @@ const (
 	DefaultReadTimeout = l2.DefaultReadTimeout
 	// DefaultWriteTimeout is the per-call budget of an L2 write.
 	DefaultWriteTimeout = l2.DefaultWriteTimeout
+	// DefaultLeasePoll is the longest a replica waiting for another one's
+	// lease goes between two looks at the key.
+	DefaultLeasePoll = 20 * time.Millisecond
+	// DefaultWarmBudget is how long Start waits for a keyspace's warmer.
+	DefaultWarmBudget = 5 * time.Second
+	// DefaultWarmBatch is the number of keys a warmer handles at once.
+	DefaultWarmBatch = 100
 )
 
 // Config configures a Cache: the process-wide part shared by its keyspaces.
@@ -134,6 +141,77 @@ type KeyspaceConfig struct {
 	// caller that started them (so one caller's cancellation does not fail
 	// the others) and are cancelled by Stop. Default 0: no bound of its own.
 	LoadTimeout time.Duration `yaml:"load_timeout" json:"load_timeout"`
+
+	// MaxConcurrentLoads caps the loader calls of this keyspace running at
+	// once in this process (GetOrLoad flights, GetMany batches, refreshes and
+	// warming), so that a cold start or an outage cannot send unbounded load
+	// to the source. Loads over the cap wait for a slot. Default 0: no cap.
+	MaxConcurrentLoads int `yaml:"max_concurrent_loads" json:"max_concurrent_loads"`
+
+	// NegativeTTL caches a loader's ErrNotFound as a tombstone in both tiers
+	// for this long, so a flood of lookups for a missing key reaches the
+	// source once. Default 0: not-found is not cached.
+	NegativeTTL time.Duration `yaml:"negative_ttl" json:"negative_ttl"`
+
+	// Jitter, a fraction in [0, 1), shortens each entry's TTL by a random
+	// share of up to Jitter of it (of the slack, with ExpireAt), so that
+	// entries filled together do not expire together. Default 0.
+	Jitter float64 `yaml:"jitter" json:"jitter"`
+
+	// ExpireAt aligns expiry to the calendar: "day", "week" (ISO 8601),
+	// "month" or "year". An entry then expires at the end of the period in
+	// which it was written, in TimeZone, plus ExpirySlack; TTL is not used
+	// for L2 (L1TTL still caps L1). Default "": TTL applies.
+	ExpireAt Period `yaml:"expire_at" json:"expire_at"`
+
+	// TimeZone is the IANA zone of ExpireAt's periods, e.g. "Europe/Berlin".
+	// Default "UTC".
+	TimeZone string `yaml:"time_zone" json:"time_zone"`
+
+	// ExpirySlack is added to the end of the period with ExpireAt, so that
+	// data published just after the boundary is not missed. Default 0.
+	ExpirySlack time.Duration `yaml:"expiry_slack" json:"expiry_slack"`
+
+	// Lease makes GetOrLoad take a lease in Redis before loading a key that
+	// is in neither tier, so that concurrent cold reads on every replica run
+	// the loader once in all.
+	Lease LeaseConfig `yaml:"lease" json:"lease"`
+
+	// EarlyRefresh turns on probabilistic early recomputation (XFetch) for
+	// GetOrLoad: a hit on an entry loaded by GetOrLoad refreshes it in the
+	// background, before it expires, with a probability that rises as
+	// expiry nears and with the time the load took; callers keep getting the
+	// current value meanwhile, and one refresh per key runs at a time. The
+	// value is beta: 1 is the usual choice, larger refreshes earlier.
+	// Default 0: off.
+	EarlyRefresh float64 `yaml:"early_refresh" json:"early_refresh"`
+
+	// WarmBudget bounds how long Start waits for this keyspace's warmer
+	// (WithWarmer); warming goes on in the background past it. Default
+	// DefaultWarmBudget.
+	WarmBudget time.Duration `yaml:"warm_budget" json:"warm_budget"`
+
+	// WarmBatch is the number of keys the warmer reads and loads per batch.
+	// Default DefaultWarmBatch.
+	WarmBatch int `yaml:"warm_batch" json:"warm_batch"`
+
+	loc *time.Location // TimeZone, loaded by withDefaults
+}
+
+// LeaseConfig configures stampede protection across replicas.
+type LeaseConfig struct {
+	// Enabled turns leases on; TTL must then be positive.
+	Enabled bool `yaml:"enabled" json:"enabled"`
+
+	// TTL is how long a lease holds: the most a replica waits for another
+	// one's load before loading itself, and the time after which a crashed
+	// owner's lease frees the key. Set it above the loader's usual latency.
+	TTL time.Duration `yaml:"ttl" json:"ttl"`
+
+	// Poll is the longest a waiting replica goes between two looks at the
+	// key, in case the message that wakes it is lost. Default
+	// DefaultLeasePoll, and at most TTL.
+	Poll time.Duration `yaml:"poll" json:"poll"`
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -190,6 +268,43 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative max_value_size %d", ErrInvalidConfig, k.MaxValueSize)
 	case k.LoadTimeout < 0:
 		return k, fmt.Errorf("%w: negative load_timeout %v", ErrInvalidConfig, k.LoadTimeout)
+	case k.MaxConcurrentLoads < 0:
+		return k, fmt.Errorf("%w: negative max_concurrent_loads %d", ErrInvalidConfig, k.MaxConcurrentLoads)
+	case k.NegativeTTL < 0:
+		return k, fmt.Errorf("%w: negative negative_ttl %v", ErrInvalidConfig, k.NegativeTTL)
+	case !(k.Jitter >= 0 && k.Jitter < 1): // also refuses NaN
+		return k, fmt.Errorf("%w: jitter %v is not in [0, 1)", ErrInvalidConfig, k.Jitter)
+	case k.ExpirySlack < 0:
+		return k, fmt.Errorf("%w: negative expiry_slack %v", ErrInvalidConfig, k.ExpirySlack)
+	case k.Lease.Enabled && k.Lease.TTL <= 0:
+		return k, fmt.Errorf("%w: lease enabled with ttl %v: a lease needs a positive ttl", ErrInvalidConfig, k.Lease.TTL)
+	case k.Lease.TTL < 0 || k.Lease.Poll < 0:
+		return k, fmt.Errorf("%w: negative lease ttl %v or poll %v", ErrInvalidConfig, k.Lease.TTL, k.Lease.Poll)
+	case !(k.EarlyRefresh >= 0) || k.EarlyRefresh > 100:
+		return k, fmt.Errorf("%w: early_refresh %v is not in [0, 100]", ErrInvalidConfig, k.EarlyRefresh)
+	case k.WarmBudget < 0 || k.WarmBatch < 0:
+		return k, fmt.Errorf("%w: negative warm_budget %v or warm_batch %d", ErrInvalidConfig, k.WarmBudget, k.WarmBatch)
+	}
+	p, err := ParsePeriod(string(k.ExpireAt))
+	if err != nil {
+		return k, err
+	}
+	k.ExpireAt = p
+	if k.TimeZone == "" {
+		k.TimeZone = "UTC"
+	}
+	if k.loc, err = time.LoadLocation(k.TimeZone); err != nil {
+		return k, fmt.Errorf("%w: time_zone %q: %w", ErrInvalidConfig, k.TimeZone, err)
+	}
+	if k.Lease.Enabled && k.Lease.Poll == 0 {
+		k.Lease.Poll = DefaultLeasePoll
+	}
+	k.Lease.Poll = min(k.Lease.Poll, k.Lease.TTL)
+	if k.WarmBudget == 0 {
+		k.WarmBudget = DefaultWarmBudget
+	}
+	if k.WarmBatch == 0 {
+		k.WarmBatch = DefaultWarmBatch
 	}
 	if k.TTL == 0 {
 		k.TTL = DefaultTTL

@@ -33,3 +33,7 @@ var (
 	// panic is turned into an error for every caller waiting on that load.
 	ErrLoaderPanic = errors.New("tiercache: loader panicked")
 )
+
+// ErrInvalidTag is returned (wrapped) for a tag that is empty, too long, not
+// UTF-8, or holds ':', '{', '}', whitespace or a control character.
+var ErrInvalidTag = errors.New("tiercache: invalid tag")

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tiercache/tiercache/bus"
@@ -35,20 +37,28 @@ const MaxKeyspaceName = 128
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
 // method returns ErrClosed.
 type Keyspace[K Key, V any] struct {
-	c      *Cache
-	name   string
-	cfg    KeyspaceConfig  // defaults applied
-	prefix string          // "<namespace>:<keyspace>:"
-	l1     *l1.Cache[K, V] // nil when L1 is disabled (its methods are nil-safe)
-	codec  *codec.Codec
-	group  singleflight.Group // loads in flight, by Redis key
-	st     ksCounters
+	c          *Cache
+	name       string
+	cfg        KeyspaceConfig         // defaults applied
+	prefix     string                 // "<namespace>:<keyspace>:"
+	l1         *l1.Cache[K, V]        // nil when L1 is disabled (its methods are nil-safe)
+	neg        *l1.Cache[K, struct{}] // keys cached as missing; nil without NegativeTTL or L1
+	codec      *codec.Codec
+	group      singleflight.Group  // loads in flight, by Redis key
+	sem        *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
+	opts       keyspaceOptions[K, V]
+	leases     leaseWaits // replicas' lease releases awaited here
+	refreshing sync.Map   // Redis keys with an early refresh running
+	st         ksCounters
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
 // on c, non-empty, at most MaxKeyspaceName bytes, and free of ':' and
 // whitespace, so that no two keyspaces' Redis keys can collide.
-func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig) (*Keyspace[K, V], error) {
+//
+// Options add what configuration cannot hold: a tagger (WithTags) and a
+// warmer (WithWarmer).
+func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts ...KeyspaceOption[K, V]) (*Keyspace[K, V], error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil cache", ErrInvalidConfig)
 	}
@@ -70,14 +80,32 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig) (*Keys
 		prefix: c.cfg.Namespace + ":" + name + ":",
 		codec:  cd,
 	}
+	for _, o := range opts {
+		if o != nil {
+			o(&ks.opts)
+		}
+	}
+	if ks.opts.warmKeys != nil && ks.opts.warmLoad == nil {
+		return nil, fmt.Errorf("%w: keyspace %q: WithWarmer without a loader", ErrInvalidConfig, name)
+	}
+	if cfg.MaxConcurrentLoads > 0 {
+		ks.sem = semaphore.NewWeighted(int64(cfg.MaxConcurrentLoads))
+	}
 	if !cfg.DisableL1 {
 		ks.l1, err = l1.New[K, V](l1.Config{MaxCost: cfg.L1MaxCost})
 		if err != nil {
 			return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
 		}
+		if cfg.NegativeTTL > 0 {
+			ks.neg, err = l1.New[K, struct{}](l1.Config{MaxCost: max(cfg.L1MaxCost/8, 1<<20)})
+			if err != nil {
+				ks.l1.Close()
+				return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
+			}
+		}
 	}
 	if err := c.register(name, ks); err != nil {
-		ks.l1.Close()
+		ks.close()
 		return nil, err
 	}
 	return ks, nil
@@ -140,7 +168,11 @@ func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 		var zero V
 		return zero, err
 	}
-	v, err := ks.readL2(ctx, key, rkey, ks.l1.Snapshot(key))
+	if ks.cachedMissing(key) {
+		var zero V
+		return zero, ks.notFound(rkey)
+	}
+	v, err := ks.readL2(ctx, key, rkey, ks.snapshot(key))
 	if err != nil {
 		ks.st.misses.Add(1)
 	}
@@ -166,6 +198,9 @@ type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, err
 // failure on the read path is counted and logged, and the value is loaded.
 // A panicking loader is reported as an error wrapping ErrLoaderPanic.
 func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
+	if ks.cfg.EarlyRefresh > 0 {
+		return ks.getOrLoadRefreshing(ctx, key, load)
+	}
 	if v, ok := ks.fromL1(key); ok {
 		return v, nil
 	}
@@ -188,8 +223,8 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 	// The snapshot is taken before joining a flight and keys it: a caller
 	// that comes after an invalidation of key never joins a load that began
 	// before it (and may have read the old value); it starts its own.
-	g := ks.l1.Snapshot(key)
-	gen, epoch := g.Version()
+	g := ks.snapshot(key)
+	gen, epoch := g.main.Version()
 	fkey := rkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36)
 	ch := ks.group.DoChan(fkey, func() (any, error) {
 		return ks.flight(ctx, key, rkey, g, load)
@@ -208,7 +243,7 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 
 // flight is the body of one shared load. g was taken before any read of L2
 // or the source.
-func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g l1.Gen, load Loader[K, V]) (v V, err error) {
+func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (v V, err error) {
 	if !ks.c.flights.enter() {
 		return v, ErrClosed
 	}
@@ -219,32 +254,50 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g l1.G
 	if v, ok := ks.fromL1(key); ok { // checked again inside the flight
 		return v, nil
 	}
+	if ks.cachedMissing(key) {
+		return v, ks.notFound(rkey)
+	}
 	v, err = ks.readL2(ctx, key, rkey, g)
 	switch {
 	case err == nil:
 		return v, nil
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, errTombstone):
+		return v, err
+	case errors.Is(err, ErrNotFound): // absent, leased by another loader, or unreadable
 	default:
 		ks.c.log.Warn("tiercache: l2 read failed, loading from source", "keyspace", ks.name, "err", err)
+		return ks.loadAndFill(ctx, key, rkey, g, load) // no lease against a failing Redis
 	}
-	v, err = ks.callLoader(ctx, key, load)
-	ks.st.loads.Add(1)
+	if ks.cfg.Lease.Enabled {
+		return ks.leasedLoad(ctx, key, rkey, g, load)
+	}
+	return ks.loadAndFill(ctx, key, rkey, g, load)
+}
+
+// loadAndFill calls the loader and fills both tiers with what it returns,
+// a tombstone for ErrNotFound with NegativeTTL.
+func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (V, error) {
+	v, delta, err := ks.callLoader(ctx, key, load)
 	if err != nil {
-		ks.st.loadErrors.Add(1)
+		if errors.Is(err, ErrNotFound) {
+			ks.fillMissing(ctx, key, rkey, g)
+		}
 		return v, err
 	}
-	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g}}); err != nil {
+	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, delta}}); err != nil {
 		return v, err
 	}
 	return v, nil
 }
 
-// loaded is a value a loader returned for key, read under generation g.
+// loaded is a value a loader returned for key, read under generation g,
+// and how long the load took.
 type loaded[K Key, V any] struct {
-	key  K
-	rkey string
-	v    V
-	g    l1.Gen
+	key   K
+	rkey  string
+	v     V
+	g     gens
+	delta time.Duration
 }
 
 // fillTiers stores loaded values in L2 (SET NX, one pipelined round trip)
@@ -253,64 +306,132 @@ type loaded[K Key, V any] struct {
 // predate a Set or Delete, and storing it could put back what that write
 // replaced. A Delete whose invalidation has not reached this replica yet can
 // still be overtaken (tens of microseconds on loopback, longer while the bus
-// is down); leases (SET NX of a token that writes void) close that window. A
-// key SET NX found taken lost to a concurrent write: L1 is left for the next
-// read. An L2 failure is counted and logged, not returned.
+// is down); leases (KeyspaceConfig.Lease) close that window. A key SET NX
+// found taken lost to a concurrent write: L1 is left for the next read. An
+// L2 failure is counted and logged, not returned. Tagged values are added to
+// their tag sets before and after the write (see tagWrite).
 func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) error {
+	now := ks.c.now()
 	fills := make([]l2.Item, 0, len(ps))
 	kept := ps[:0:0] // ps[j] for fills[j]
+	var tags []l2.TagEntry
 	for _, p := range ps {
-		b, err := ks.codec.Marshal(p.v)
+		b, err := ks.marshal(p.v, p.delta)
 		if err != nil {
 			return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, p.rkey, err)
 		}
-		if ks.l1.Snapshot(p.key) != p.g {
+		if !ks.unchanged(p.key, p.g) {
 			continue
 		}
-		fills = append(fills, l2.Item{Key: p.rkey, Value: b, TTL: ks.cfg.TTL})
+		ttl, _ := ks.entryTTL(now)
+		fills = append(fills, l2.Item{Key: p.rkey, Value: b, TTL: ttl})
 		kept = append(kept, p)
+		if ks.opts.tags != nil {
+			t, err := ks.tagEntries(p.rkey, ks.opts.tags(p.key, p.v), ttl)
+			if err != nil {
+				return err
+			}
+			tags = append(tags, t...)
+		}
+	}
+	if len(fills) == 0 {
+		return nil
+	}
+	if err := ks.c.store.Tag(ctx, tags, tagSlack); err != nil {
+		ks.fillFailed(err)
+		return nil
 	}
 	stored, err := ks.c.store.FillMany(ctx, fills)
 	if err != nil {
-		ks.st.l2Errors.Add(1)
-		ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
+		ks.fillFailed(err)
 		return nil
+	}
+	if len(tags) > 0 {
+		if err := ks.c.store.Tag(ctx, tags, tagSlack); err != nil {
+			ks.fillFailed(err)
+		}
 	}
 	for j, ok := range stored {
 		if ok {
 			p := kept[j]
-			ks.l1.Set(p.key, p.v, int64(len(fills[j].Value)), ks.cfg.L1TTL, p.g)
+			ks.fillL1(p.key, p.v, len(fills[j].Value), now, fills[j].TTL, p.delta, p.g)
 		}
 	}
 	return nil
 }
 
-func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, error) {
-	return guarded(ctx, ks.name, ks.cfg.LoadTimeout, func(ctx context.Context) (V, error) { return load(ctx, key) })
+func (ks *Keyspace[K, V]) fillFailed(err error) {
+	ks.st.l2Errors.Add(1)
+	ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
 }
 
-// guarded calls a loader with the keyspace's load timeout and turns a panic
-// into an error wrapping ErrLoaderPanic, so a panicking loader neither
-// crashes the flight's goroutine nor leaves its key locked.
-func guarded[T any](ctx context.Context, keyspace string, timeout time.Duration, fn func(context.Context) (T, error)) (v T, err error) {
+// fillL1 offers v, stored in L2 at now for l2TTL, to L1 under g.
+func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, delta time.Duration, g gens) {
+	_, l1TTL := ks.entryTTL(now)
+	l1TTL = min(l1TTL, l2TTL)
+	ks.l1.SetMeta(key, v, int64(size), l1TTL, g.main, l1.Meta{Expire: now.Add(l2TTL), Delta: delta})
+}
+
+// marshal encodes v, with its load duration when early refresh needs it.
+func (ks *Keyspace[K, V]) marshal(v V, delta time.Duration) ([]byte, error) {
+	if ks.cfg.EarlyRefresh > 0 && delta > 0 {
+		return ks.codec.MarshalDelta(v, delta)
+	}
+	return ks.codec.Marshal(v)
+}
+
+// callLoader calls load under the keyspace's loader cap and load timeout,
+// and reports how long it took.
+func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, time.Duration, error) {
+	return guardedLoad(ctx, ks, func(ctx context.Context) (V, error) { return load(ctx, key) })
+}
+
+// guardedLoad calls fn, a loader call of ks, under the keyspace's loader
+// cap and load timeout, counts it, and turns a panic into an error wrapping
+// ErrLoaderPanic, so a panicking loader neither crashes the flight's
+// goroutine nor leaves its key locked. It reports how long fn took.
+func guardedLoad[K Key, V, T any](ctx context.Context, ks *Keyspace[K, V], fn func(context.Context) (T, error)) (v T, delta time.Duration, err error) {
+	if ks.sem != nil {
+		if err := ks.sem.Acquire(ctx, 1); err != nil {
+			return v, 0, fmt.Errorf("tiercache: keyspace %q: waiting for a loader slot: %w", ks.name, err)
+		}
+		defer ks.sem.Release(1)
+	}
+	ks.st.loads.Add(1)
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, keyspace, r)
+			err = fmt.Errorf("%w: keyspace %q: %v", ErrLoaderPanic, ks.name, r)
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			ks.st.loadErrors.Add(1)
 		}
 	}()
-	if timeout > 0 {
+	if ks.cfg.LoadTimeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
 		defer cancel()
 	}
-	return fn(ctx)
+	start := time.Now()
+	v, err = fn(ctx)
+	return v, time.Since(start), err
 }
 
 // readL2 reads key from Redis and, on a hit, fills L1 under generation g.
-// A corrupt or undecodable value is counted, deleted and reported as a miss.
-func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g l1.Gen) (V, error) {
-	var v V
-	b, err := ks.c.store.Get(ctx, rkey)
+// A corrupt or undecodable value is counted, deleted and reported as a miss;
+// a tombstone is a miss wrapping errTombstone (and fills the negative cache),
+// another loader's lease a miss wrapping errLeased.
+func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens) (V, error) {
+	var (
+		v   V
+		b   []byte
+		ttl time.Duration
+		err error
+	)
+	if ks.cfg.EarlyRefresh > 0 {
+		b, ttl, err = ks.c.store.GetTTL(ctx, rkey)
+	} else {
+		b, err = ks.c.store.Get(ctx, rkey)
+	}
 	if errors.Is(err, l2.ErrMiss) {
 		return v, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
 	}
@@ -318,11 +439,26 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g l1.G
 		ks.st.l2Errors.Add(1)
 		return v, fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
 	}
+	return ks.fromL2(ctx, key, rkey, b, ttl, g)
+}
+
+// fromL2 decodes b, read from L2 with ttl left to live (0: unknown), and
+// fills L1 (or the negative cache) under g.
+func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, b []byte, ttl time.Duration, g gens) (V, error) {
+	var v V
 	if err := ks.decode(ctx, rkey, b, &v); err != nil {
+		if errors.Is(err, errTombstone) {
+			ks.fillNeg(key, ttl, g)
+		}
 		return v, err
 	}
 	ks.st.l2Hits.Add(1)
-	ks.l1.Set(key, v, int64(len(b)), ks.cfg.L1TTL, g)
+	now := ks.c.now()
+	if ttl <= 0 {
+		ttl = ks.cfg.TTL
+	}
+	delta, _ := codec.Delta(b)
+	ks.fillL1(key, v, len(b), now, ttl, delta, g)
 	return v, nil
 }
 
@@ -336,7 +472,10 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 		return nil
 	}
 	if errors.Is(err, codec.ErrTombstone) {
-		return fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
+		return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
+	}
+	if errors.Is(err, codec.ErrLease) {
+		return fmt.Errorf("%w: keyspace %q key %q", errLeased, ks.name, rkey)
 	}
 	ks.st.corrupt.Add(1)
 	if errors.Is(err, codec.ErrVersion) || errors.Is(err, codec.ErrTooLarge) {
@@ -366,7 +505,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 	var (
 		miss  []K
 		rkeys []string
-		gens  []l1.Gen
+		gs    []gens
 		seen  = make(map[K]struct{}, len(keys))
 	)
 	for _, k := range keys {
@@ -382,9 +521,13 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		if err != nil {
 			return nil, err
 		}
+		if ks.cachedMissing(k) {
+			ks.st.misses.Add(1)
+			continue
+		}
 		miss = append(miss, k)
 		rkeys = append(rkeys, rk)
-		gens = append(gens, ks.l1.Snapshot(k)) // before the L2 read
+		gs = append(gs, ks.snapshot(k)) // before the L2 read
 	}
 	if len(miss) == 0 {
 		return out, nil
@@ -401,13 +544,11 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 	var toLoad []int // indexes into miss
 	for i, b := range vals {
 		if b != nil {
-			var v V
-			if err := ks.decode(ctx, rkeys[i], b, &v); err == nil {
-				ks.st.l2Hits.Add(1)
+			v, err := ks.fromL2(ctx, miss[i], rkeys[i], b, 0, gs[i])
+			if err == nil {
 				out[miss[i]] = v
-				ks.l1.Set(miss[i], v, int64(len(b)), ks.cfg.L1TTL, gens[i])
 				continue
-			} else if codec.IsTombstone(b) {
+			} else if errors.Is(err, errTombstone) {
 				ks.st.misses.Add(1)
 				continue
 			}
@@ -418,7 +559,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		ks.st.misses.Add(uint64(len(toLoad)))
 		return out, nil
 	}
-	if err := ks.loadMany(ctx, miss, rkeys, gens, toLoad, load, out); err != nil {
+	if err := ks.loadMany(ctx, miss, rkeys, gs, toLoad, load, out); err != nil {
 		return nil, err
 	}
 	return out, nil
@@ -426,7 +567,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 
 // loadMany loads miss[i] for i in toLoad with one call of load, adds what it
 // found to out and fills both tiers with it, key by key as flight does.
-func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gens []l1.Gen, toLoad []int, load BatchLoader[K, V], out map[K]V) error {
+func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, toLoad []int, load BatchLoader[K, V], out map[K]V) error {
 	if !ks.c.flights.enter() {
 		return ErrClosed
 	}
@@ -439,10 +580,8 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 	for j, i := range toLoad {
 		keys[j] = miss[i]
 	}
-	found, err := ks.callBatchLoader(ctx, keys, load)
-	ks.st.loads.Add(1)
+	found, delta, err := guardedLoad(ctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 	if err != nil {
-		ks.st.loadErrors.Add(1)
 		return err
 	}
 	ps := make([]loaded[K, V], 0, len(found))
@@ -453,21 +592,26 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 			continue
 		}
 		out[miss[i]] = v
-		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gens[i]})
+		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], delta})
 	}
 	return ks.fillTiers(ctx, ps)
-}
-
-func (ks *Keyspace[K, V]) callBatchLoader(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
-	return guarded(ctx, ks.name, ks.cfg.LoadTimeout, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 }
 
 // Set stores value under key in Redis and publishes its invalidation in the
 // same atomic round trip, then evicts key from this replica's L1. Every other
 // replica evicts it when the invalidation arrives. When Set returns an error
 // the local L1 entry is evicted all the same, and the caller must assume the
-// invalidation may not have been sent.
+// invalidation may not have been sent. The value carries the tags of the
+// keyspace's tagger (WithTags), if any.
 func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
+	return ks.SetTagged(ctx, key, value)
+}
+
+// SetTagged is Set for a value that carries tags, besides those of the
+// keyspace's tagger: InvalidateTags of any of them deletes it. A tag must be
+// non-empty, at most MaxTagLength bytes, valid UTF-8, and free of ':', '{',
+// '}', whitespace and control characters (ErrInvalidTag).
+func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ...string) error {
 	if ks.c.closed.Load() {
 		return ErrClosed
 	}
@@ -479,11 +623,21 @@ func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
 	if err != nil {
 		return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
-	op := l2.Op{Item: l2.Item{Key: rkey, Value: b, TTL: ks.cfg.TTL}}
-	err = ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message)
+	ttl, _ := ks.entryTTL(ks.c.now())
+	if ks.opts.tags != nil {
+		tags = append(ks.opts.tags(key, value), tags...)
+	}
+	entries, err := ks.tagEntries(rkey, tags, ttl)
+	if err != nil {
+		return err
+	}
+	op := l2.Op{Item: l2.Item{Key: rkey, Value: b, TTL: ttl}}
+	err = ks.tagWrite(ctx, entries, func() error {
+		return ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message)
+	})
 	// Evict after the write: a local fill that snapshotted before this point
 	// may have read the old value and must not land.
-	ks.l1.Invalidate(key)
+	ks.evict(key)
 	ks.st.sets.Add(1)
 	if err != nil {
 		return fmt.Errorf("tiercache: set keyspace %q key %q: %w", ks.name, rkey, err)
@@ -511,6 +665,19 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 		}
 		rkeys[i] = rk
 	}
+	err := ks.deleteRedisKeys(ctx, rkeys)
+	ks.evict(keys...)
+	ks.st.deletes.Add(uint64(len(keys)))
+	if err != nil {
+		return fmt.Errorf("tiercache: delete keyspace %q: %w", ks.name, err)
+	}
+	return nil
+}
+
+// deleteRedisKeys deletes rkeys, Redis keys of this keyspace, with their
+// invalidation: one script per hash slot. When some fail, the others are
+// still deleted and the error names the failures.
+func (ks *Keyspace[K, V]) deleteRedisKeys(ctx context.Context, rkeys []string) error {
 	var errs []error
 	for _, group := range l2.SlotGroups(ks.c.client, rkeys) {
 		ops := make([]l2.Op, len(group))
@@ -521,12 +688,7 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 			errs = append(errs, err)
 		}
 	}
-	ks.l1.Invalidate(keys...)
-	ks.st.deletes.Add(uint64(len(keys)))
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("tiercache: delete keyspace %q: %w", ks.name, err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Wait blocks until the L1 writes buffered so far have been applied.
@@ -567,17 +729,34 @@ func (ks *Keyspace[K, V]) invalidate(keys []string) {
 		if !ok {
 			continue // not a key of this keyspace's type: nothing to evict
 		}
-		ks.l1.Invalidate(k)
+		ks.evict(k)
 	}
 	ks.st.invalidations.Add(uint64(len(keys)))
+	if ks.cfg.Lease.Enabled {
+		ks.leases.wake(keys)
+	}
 }
 
 func (ks *Keyspace[K, V]) flush() {
 	ks.l1.Flush()
+	ks.neg.Flush()
 	ks.st.flushes.Add(1)
+	if ks.cfg.Lease.Enabled {
+		ks.leases.wakeAll()
+	}
 }
 
-func (ks *Keyspace[K, V]) close() { ks.l1.Close() }
+func (ks *Keyspace[K, V]) close() {
+	ks.l1.Close()
+	ks.neg.Close()
+}
+
+// evict drops keys from L1 and the negative cache and voids their fills in
+// flight.
+func (ks *Keyspace[K, V]) evict(keys ...K) {
+	ks.l1.Invalidate(keys...)
+	ks.neg.Invalidate(keys...)
+}
 
 func formatKey[K Key](key K) string {
 	switch k := any(key).(type) {

@@ -90,20 +90,21 @@ func NewFromParams(p Params) (Result, error) {
 }
 
 // ProvideKeyspace provides a *Keyspace[K, V] called name, configured from
-// Config.Keyspaces[name] (defaults when absent). Use ProvideNamedKeyspace when
-// two keyspaces share the same K and V types.
-func ProvideKeyspace[K Key, V any](name string) fx.Option {
-	return fx.Provide(keyspaceConstructor[K, V](name))
+// Config.Keyspaces[name] (defaults when absent), with opts (a tagger, a
+// warmer). Use ProvideNamedKeyspace when two keyspaces share the same K and
+// V types.
+func ProvideKeyspace[K Key, V any](name string, opts ...KeyspaceOption[K, V]) fx.Option {
+	return fx.Provide(keyspaceConstructor[K, V](name, opts))
 }
 
 // ProvideNamedKeyspace is ProvideKeyspace with the result tagged
 // `name:"<name>"`, for apps with several keyspaces of the same types.
-func ProvideNamedKeyspace[K Key, V any](name string) fx.Option {
-	return fx.Provide(fx.Annotate(keyspaceConstructor[K, V](name), fx.ResultTags(`name:"`+name+`"`)))
+func ProvideNamedKeyspace[K Key, V any](name string, opts ...KeyspaceOption[K, V]) fx.Option {
+	return fx.Provide(fx.Annotate(keyspaceConstructor[K, V](name, opts), fx.ResultTags(`name:"`+name+`"`)))
 }
 
-func keyspaceConstructor[K Key, V any](name string) func(*Cache) (*Keyspace[K, V], error) {
+func keyspaceConstructor[K Key, V any](name string, opts []KeyspaceOption[K, V]) func(*Cache) (*Keyspace[K, V], error) {
 	return func(c *Cache) (*Keyspace[K, V], error) {
-		return NewKeyspace[K, V](c, name, c.cfg.Keyspaces[name])
+		return NewKeyspace[K, V](c, name, c.cfg.Keyspaces[name], opts...)
 	}
 }

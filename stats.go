@@ -28,6 +28,14 @@ type KeyspaceStats struct {
 	Deletes       uint64 // keys passed to Delete
 	Invalidations uint64 // keys evicted by invalidations from other replicas
 	Flushes       uint64 // whole-L1 flushes (bus resets, flush messages)
+	NegativeHits  uint64 // reads answered not-found from the negative cache in L1
+	Leases        uint64 // leases taken to load a key (KeyspaceConfig.Lease)
+	LeaseWaits    uint64 // loads avoided: another replica's lease delivered the value
+	LeaseTimeouts uint64 // waits for another replica's lease that ran out; loaded here
+	Refreshes     uint64 // early refreshes that replaced a value
+	TagDeletes    uint64 // keys deleted by InvalidateTags
+	Warmed        uint64 // keys the warmer found or loaded
+	WarmErrors    uint64 // warm list or batch failures
 }
 
 // ksCounters are the live counters of a keyspace. l1Hits is striped because
@@ -44,6 +52,14 @@ type ksCounters struct {
 	deletes       atomic.Uint64
 	invalidations atomic.Uint64
 	flushes       atomic.Uint64
+	negativeHits  atomic.Uint64
+	leases        atomic.Uint64
+	leaseWaits    atomic.Uint64
+	leaseTimeouts atomic.Uint64
+	refreshes     atomic.Uint64
+	tagDeletes    atomic.Uint64
+	warmed        atomic.Uint64
+	warmErrors    atomic.Uint64
 }
 
 func (ks *Keyspace[K, V]) stats() KeyspaceStats {
@@ -60,6 +76,14 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		Deletes:       s.deletes.Load(),
 		Invalidations: s.invalidations.Load(),
 		Flushes:       s.flushes.Load(),
+		NegativeHits:  s.negativeHits.Load(),
+		Leases:        s.leases.Load(),
+		LeaseWaits:    s.leaseWaits.Load(),
+		LeaseTimeouts: s.leaseTimeouts.Load(),
+		Refreshes:     s.refreshes.Load(),
+		TagDeletes:    s.tagDeletes.Load(),
+		Warmed:        s.warmed.Load(),
+		WarmErrors:    s.warmErrors.Load(),
 	}
 }
 

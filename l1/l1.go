@@ -114,6 +114,15 @@ type entry[V any] struct {
 	stripe *atomic.Uint64
 	gen    uint64
 	epoch  uint64
+	meta   Meta
+}
+
+// Meta is what the caller stores beside a value for early refresh: when the
+// value's source copy expires and how long the value took to load. l1 never
+// reads it.
+type Meta struct {
+	Expire time.Time     // when the value expires at its source (L2)
+	Delta  time.Duration // how long the value took to load
 }
 
 // current reports whether e is still current: no Invalidate of its stripe
@@ -249,12 +258,30 @@ func (c *Cache[K, V]) stripe(key K) *atomic.Uint64 {
 // is not safe (see the package documentation). The value is shared: do not
 // mutate it.
 func (c *Cache[K, V]) Get(key K) (v V, ok bool) {
-	if c == nil {
+	e := c.get(key)
+	if e == nil {
 		return v, false
+	}
+	return e.v, true
+}
+
+// GetMeta is Get, also returning the Meta stored with the value by SetMeta.
+func (c *Cache[K, V]) GetMeta(key K) (v V, m Meta, ok bool) {
+	e := c.get(key)
+	if e == nil {
+		return v, m, false
+	}
+	return e.v, e.meta, true
+}
+
+// get returns the current entry of key, or nil.
+func (c *Cache[K, V]) get(key K) (got *entry[V]) {
+	if c == nil {
+		return nil
 	}
 	rc := c.rc.Load()
 	if rc == nil {
-		return v, false
+		return nil
 	}
 	// A Get that loaded rc just before Close may still be inside ristretto
 	// when ristretto's Close closes the channel its Get feeds. That panic
@@ -262,13 +289,12 @@ func (c *Cache[K, V]) Get(key K) (v V, ok bool) {
 	// call is open-coded; its cost on the hit path is within benchmark noise.
 	defer func() {
 		if recover() != nil {
-			var zero V
-			v, ok = zero, false
+			got = nil
 		}
 	}()
 	e, ok := rc.Get(key)
 	if !ok {
-		return v, false
+		return nil
 	}
 	if !e.current(&c.epoch) {
 		// Either a stripe collision or a fill ristretto applied after its
@@ -279,9 +305,9 @@ func (c *Cache[K, V]) Get(key K) (v V, ok bool) {
 		// refill cycle got 15% slower and the hit ratio fell from 0.75 to
 		// 0.67.
 		c.staleRejected.Add(1)
-		return v, false
+		return nil
 	}
-	return e.v, true
+	return e
 }
 
 // Snapshot returns the current generation of key. Call it before the fill
@@ -309,6 +335,11 @@ func (c *Cache[K, V]) Snapshot(key K) Gen {
 // policy may still reject it then. Whatever ristretto does, a value whose
 // fill was invalidated is never served.
 func (c *Cache[K, V]) Set(key K, v V, cost int64, ttl time.Duration, g Gen) bool {
+	return c.SetMeta(key, v, cost, ttl, g, Meta{})
+}
+
+// SetMeta is Set, storing m beside v for GetMeta.
+func (c *Cache[K, V]) SetMeta(key K, v V, cost int64, ttl time.Duration, g Gen, m Meta) bool {
 	if c == nil || ttl < 0 || c.rc.Load() == nil || g.stripe != c.stripe(key) {
 		return false
 	}
@@ -327,7 +358,7 @@ func (c *Cache[K, V]) Set(key K, v V, cost int64, ttl time.Duration, g Gen) bool
 	if rc == nil {
 		return false
 	}
-	e := &entry[V]{v: v, stripe: g.stripe, gen: g.gen, epoch: g.epoch}
+	e := &entry[V]{v: v, stripe: g.stripe, gen: g.gen, epoch: g.epoch, meta: m}
 	return rc.SetWithTTL(key, e, max(cost, 1), ttl)
 }
 

@@ -438,3 +438,30 @@ func failed(ctx, cctx context.Context, own bool, d time.Duration, what string, e
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// GetTTL is Get that also returns how long the key has left to live (PTTL),
+// in the same round trip; the TTL is 0 when the key has none.
+func (s *Store) GetTTL(ctx context.Context, key string) ([]byte, time.Duration, error) {
+	if !s.usable() {
+		return nil, 0, fmt.Errorf("l2 get ttl %q: %w", key, errNoStore)
+	}
+	cctx, cancel, own := withBudget(ctx, s.readTimeout)
+	defer cancel()
+	var (
+		get *redis.StringCmd
+		ttl *redis.DurationCmd
+	)
+	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
+		get = p.Get(cctx, key)
+		ttl = p.PTTL(cctx, key)
+		return nil
+	})
+	if err = firstReal(cmds, err, 2); err != nil {
+		return nil, 0, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 get ttl %q", key), err)
+	}
+	b, err := get.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, 0, ErrMiss
+	}
+	return b, max(ttl.Val(), 0), nil
+}

@@ -1,0 +1,207 @@
+package tiercache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/tiercache/tiercache/codec"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// Leases: stampede protection across replicas.
+//
+// A replica that finds a key in neither tier stores a lease under the key
+// itself (SET if absent, with the lease TTL) before loading. Other replicas
+// that then read the key find the lease, and wait: for the invalidation
+// that the owner publishes when it replaces the lease with the value, or
+// for a short poll, bounded by the lease TTL, after which they load
+// themselves rather than fail. Because the lease lives under the key, a
+// Set or Delete of the key overwrites or removes it, and the owner's
+// release (replace the lease only if it is still there) then changes
+// nothing: a load that began before a write can never store its old value.
+// A failing loader drops its lease, which wakes the waiters to try again.
+
+// leaseWaits are the replicas' lease releases a keyspace's flights wait for,
+// by key as in invalidation messages.
+type leaseWaits struct {
+	mu    sync.Mutex
+	waits map[string]*leaseWait
+}
+
+type leaseWait struct {
+	ch chan struct{} // closed by wake
+	n  int           // flights waiting on ch
+}
+
+// wait registers interest in the next invalidation of key; call done when
+// no longer waiting.
+func (w *leaseWaits) wait(key string) (ch <-chan struct{}, done func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.waits == nil {
+		w.waits = make(map[string]*leaseWait)
+	}
+	lw := w.waits[key]
+	if lw == nil {
+		lw = &leaseWait{ch: make(chan struct{})}
+		w.waits[key] = lw
+	}
+	lw.n++
+	return lw.ch, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		lw.n--
+		if lw.n == 0 && w.waits[key] == lw {
+			delete(w.waits, key)
+		}
+	}
+}
+
+// wake wakes the flights waiting on keys.
+func (w *leaseWaits) wake(keys []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.waits) == 0 {
+		return
+	}
+	for _, k := range keys {
+		if lw := w.waits[k]; lw != nil {
+			close(lw.ch)
+			delete(w.waits, k)
+		}
+	}
+}
+
+// wakeAll wakes every waiting flight: messages may have been lost.
+func (w *leaseWaits) wakeAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, lw := range w.waits {
+		close(lw.ch)
+		delete(w.waits, k)
+	}
+}
+
+func newLeaseToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// leasedLoad loads key under a lease, or waits for the replica that holds
+// one, after an L2 miss.
+func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (V, error) {
+	var zero V
+	lease, err := codec.Lease(newLeaseToken())
+	if err != nil {
+		return zero, err // unreachable: the token's size is fixed
+	}
+	ttl := ks.cfg.Lease.TTL
+	deadline := time.Now().Add(ttl)
+	msgKey := rkey[len(ks.prefix):]
+	for waited := false; ; waited = true {
+		// Register before looking, so a release between the look and the
+		// wait still wakes this flight.
+		woken, done := ks.leases.wait(msgKey)
+		cur, acquired, err := ks.c.store.Acquire(ctx, rkey, lease, ttl)
+		switch {
+		case err != nil:
+			done()
+			ks.st.l2Errors.Add(1)
+			ks.c.log.Warn("tiercache: lease failed, loading without one", "keyspace", ks.name, "err", err)
+			return ks.loadAndFill(ctx, key, rkey, g, load)
+		case acquired:
+			done()
+			ks.st.leases.Add(1)
+			return ks.loadLeased(ctx, key, rkey, g, lease, load)
+		case !codec.IsLease(cur):
+			done()
+			if waited {
+				ks.st.leaseWaits.Add(1)
+			}
+			v, err := ks.fromL2(ctx, key, rkey, cur, 0, g)
+			if err == nil || errors.Is(err, errTombstone) {
+				return v, err
+			}
+			return ks.loadAndFill(ctx, key, rkey, g, load) // unreadable: deleted, or left for others
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			done()
+			ks.st.leaseTimeouts.Add(1)
+			return ks.loadAndFill(ctx, key, rkey, g, load)
+		}
+		poll := time.NewTimer(min(ks.cfg.Lease.Poll, left))
+		select {
+		case <-woken:
+		case <-poll.C:
+		case <-ctx.Done():
+			poll.Stop()
+			done()
+			return zero, ctx.Err()
+		}
+		poll.Stop()
+		done()
+	}
+}
+
+// loadLeased runs the loader while holding lease on rkey, then replaces the
+// lease by the value (or a tombstone, with negative caching), or drops it
+// when the loader failed. The replacement happens only if the lease is still
+// there: a write or delete of the key since voided it.
+func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g gens, lease []byte, load Loader[K, V]) (V, error) {
+	v, delta, lerr := ks.callLoader(ctx, key, load)
+	now := ks.c.now()
+	it := l2.Item{Key: rkey} // TTL 0: drop the lease
+	var tags []l2.TagEntry
+	switch {
+	case lerr == nil:
+		b, err := ks.marshal(v, delta)
+		if err != nil {
+			ks.releaseLease(ctx, lease, it)
+			return v, errors.Join(ErrEncode, err)
+		}
+		ttl, _ := ks.entryTTL(now)
+		it = l2.Item{Key: rkey, Value: b, TTL: ttl}
+		if ks.opts.tags != nil {
+			if tags, err = ks.tagEntries(rkey, ks.opts.tags(key, v), ttl); err != nil {
+				ks.releaseLease(ctx, lease, l2.Item{Key: rkey})
+				return v, err
+			}
+		}
+	case errors.Is(lerr, ErrNotFound) && ks.cfg.NegativeTTL > 0:
+		it = l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}
+	}
+	var stored bool
+	err := ks.tagWrite(ctx, tags, func() (err error) {
+		stored, err = ks.releaseLease(ctx, lease, it)
+		return err
+	})
+	if err != nil {
+		ks.fillFailed(err)
+	}
+	switch {
+	case lerr != nil:
+		if stored && it.TTL > 0 {
+			ks.fillNeg(key, it.TTL, g)
+		}
+		return v, lerr
+	case stored:
+		ks.fillL1(key, v, len(it.Value), now, it.TTL, delta, g)
+	}
+	return v, nil
+}
+
+// releaseLease ends lease on it.Key (see l2.Store.Release), publishing the
+// key's invalidation to wake the replicas that wait for it.
+func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, lease []byte, it l2.Item) (bool, error) {
+	msg, err := ks.message([]string{it.Key})
+	if err != nil {
+		return false, err
+	}
+	return ks.c.store.Release(ctx, lease, it, ks.c.cfg.Channel, msg)
+}

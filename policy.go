@@ -1,0 +1,106 @@
+package tiercache
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tiercache/tiercache/codec"
+	"github.com/tiercache/tiercache/l1"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// errTombstone marks a key cached as missing (negative caching); it wraps
+// ErrNotFound, so callers see an ordinary miss.
+var errTombstone = fmt.Errorf("%w (cached as missing)", ErrNotFound)
+
+// errLeased marks a key another loader holds a lease on; it wraps
+// ErrNotFound.
+var errLeased = fmt.Errorf("%w (being loaded elsewhere)", ErrNotFound)
+
+// entryTTL returns the L2 and L1 time to live of an entry written at now:
+// TTL, or the end of the calendar period plus ExpirySlack with ExpireAt,
+// shortened by Jitter; L1's is L1TTL at most and never longer than L2's.
+func (ks *Keyspace[K, V]) entryTTL(now time.Time) (l2TTL, l1TTL time.Duration) {
+	if p := ks.cfg.ExpireAt; p != PeriodNone {
+		slack := ks.cfg.ExpirySlack - ks.jitter(ks.cfg.ExpirySlack)
+		l2TTL = p.TTLUntilEnd(now, ks.cfg.loc, slack)
+	} else {
+		l2TTL = max(ks.cfg.TTL-ks.jitter(ks.cfg.TTL), time.Millisecond)
+	}
+	return l2TTL, min(ks.cfg.L1TTL, l2TTL)
+}
+
+// jitter returns a random share of d of up to Jitter.
+func (ks *Keyspace[K, V]) jitter(d time.Duration) time.Duration {
+	if ks.cfg.Jitter == 0 || d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Float64() * ks.cfg.Jitter * float64(d))
+}
+
+// Bucket returns the label of the ExpireAt period that contains t in the
+// keyspace's time zone ("2024-06-10", "2024-W24", "2024-06", "2024"), so a
+// series keyed by period is cached once per period; "" without ExpireAt.
+func (ks *Keyspace[K, V]) Bucket(t time.Time) string {
+	return ks.cfg.ExpireAt.Bucket(t, ks.cfg.loc)
+}
+
+// gens are the generations of one key in L1 and in the negative cache, taken
+// together before a read of L2 or the source.
+type gens struct {
+	main l1.Gen
+	neg  l1.Gen
+}
+
+func (ks *Keyspace[K, V]) snapshot(key K) gens {
+	return gens{main: ks.l1.Snapshot(key), neg: ks.neg.Snapshot(key)}
+}
+
+// unchanged reports whether key saw no invalidation since g was taken.
+func (ks *Keyspace[K, V]) unchanged(key K, g gens) bool {
+	return ks.l1.Snapshot(key) == g.main
+}
+
+// cachedMissing reports whether L1 holds key as missing (and may be used).
+func (ks *Keyspace[K, V]) cachedMissing(key K) bool {
+	if ks.neg == nil || !ks.c.sub.Healthy() {
+		return false
+	}
+	_, ok := ks.neg.Get(key)
+	return ok
+}
+
+func (ks *Keyspace[K, V]) notFound(rkey string) error {
+	ks.st.negativeHits.Add(1)
+	return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
+}
+
+// fillNeg records key as missing in L1 under g, for ttl (0: NegativeTTL).
+func (ks *Keyspace[K, V]) fillNeg(key K, ttl time.Duration, g gens) {
+	if ks.neg == nil {
+		return
+	}
+	if ttl <= 0 || ttl > ks.cfg.NegativeTTL {
+		ttl = ks.cfg.NegativeTTL
+	}
+	ks.neg.Set(key, struct{}{}, 1, min(ttl, ks.cfg.L1TTL), g.neg)
+}
+
+// fillMissing caches key as missing in both tiers (negative caching), unless
+// it was invalidated since g or NegativeTTL is off. The tombstone is stored
+// with SET NX, so it never replaces a value written meanwhile.
+func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g gens) {
+	if ks.cfg.NegativeTTL <= 0 || !ks.unchanged(key, g) {
+		return
+	}
+	stored, err := ks.c.store.Fill(ctx, l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL})
+	if err != nil {
+		ks.fillFailed(err)
+		return
+	}
+	if stored {
+		ks.fillNeg(key, ks.cfg.NegativeTTL, g)
+	}
+}

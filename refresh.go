@@ -1,0 +1,111 @@
+package tiercache
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"github.com/tiercache/tiercache/codec"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// Early refresh (XFetch: Vattani, Chierichetti and Lowenstein, "Optimal
+// Probabilistic Cache Stampede Prevention", VLDB 2015).
+//
+// A value loaded by GetOrLoad records how long its load took (delta). A hit
+// at time now refreshes it when now + delta * beta * -ln(U) reaches the
+// value's L2 expiry, U uniform in (0, 1]: rarely while expiry is far, almost
+// surely in the last few deltas. The refresh runs in the background, one per
+// key at a time in a process; callers keep the current value meanwhile. It
+// rereads the value in L2 first and replaces it only if it is still that
+// value (compare and set, with the invalidation), so a refresh never
+// overwrites a newer write.
+
+// getOrLoadRefreshing is GetOrLoad with early refresh.
+func (ks *Keyspace[K, V]) getOrLoadRefreshing(ctx context.Context, key K, load Loader[K, V]) (V, error) {
+	if ks.c.sub.Healthy() {
+		if v, m, ok := ks.l1.GetMeta(key); ok {
+			ks.st.l1Hits.add()
+			if load != nil && m.Delta > 0 && ks.xfetch(m.Expire, m.Delta) {
+				ks.refresh(key, load)
+			}
+			return v, nil
+		}
+	}
+	return ks.getOrLoadSlow(ctx, key, load)
+}
+
+// xfetch reports whether a value expiring at expire, whose load took delta,
+// should be refreshed now.
+func (ks *Keyspace[K, V]) xfetch(expire time.Time, delta time.Duration) bool {
+	gap := float64(delta) * ks.cfg.EarlyRefresh * -math.Log(1-rand.Float64())
+	return !ks.c.now().Add(time.Duration(min(gap, float64(math.MaxInt64/2)))).Before(expire)
+}
+
+// refresh starts the background refresh of key unless one runs already or
+// the Cache is stopping.
+func (ks *Keyspace[K, V]) refresh(key K, load Loader[K, V]) {
+	rkey, err := ks.redisKey(key)
+	if err != nil {
+		return
+	}
+	if _, busy := ks.refreshing.LoadOrStore(rkey, struct{}{}); busy {
+		return
+	}
+	if !ks.c.flights.enter() {
+		ks.refreshing.Delete(rkey)
+		return
+	}
+	go func() {
+		defer ks.c.flights.leave()
+		defer ks.refreshing.Delete(rkey)
+		ctx, cancel := ks.c.detach(context.Background())
+		defer cancel()
+		if err := ks.runRefresh(ctx, key, rkey, load); err != nil {
+			ks.c.log.Debug("tiercache: early refresh skipped", "keyspace", ks.name, "key", rkey, "err", err)
+		}
+	}()
+}
+
+// runRefresh loads key again and replaces its L2 value if that is still
+// what it read first.
+func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, load Loader[K, V]) error {
+	old, err := ks.c.store.Get(ctx, rkey)
+	if err != nil {
+		return err // a miss too: the next GetOrLoad loads it
+	}
+	if codec.IsTombstone(old) || codec.IsLease(old) {
+		return errors.New("not a value")
+	}
+	v, delta, err := ks.callLoader(ctx, key, load)
+	if err != nil {
+		return err
+	}
+	b, err := ks.codec.MarshalDelta(v, delta)
+	if err != nil {
+		return err
+	}
+	ttl, _ := ks.entryTTL(ks.c.now())
+	var tags []l2.TagEntry
+	if ks.opts.tags != nil {
+		if tags, err = ks.tagEntries(rkey, ks.opts.tags(key, v), ttl); err != nil {
+			return err
+		}
+	}
+	var replaced bool
+	err = ks.tagWrite(ctx, tags, func() (err error) {
+		// Release is compare-and-set: old plays the lease.
+		replaced, err = ks.releaseLease(ctx, old, l2.Item{Key: rkey, Value: b, TTL: ttl})
+		return err
+	})
+	if err != nil {
+		ks.fillFailed(err)
+		return err
+	}
+	if replaced {
+		ks.st.refreshes.Add(1)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package tiercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/tiercache/tiercache/l2"
+)
+
+// Tags.
+//
+// Each tag of a keyspace is a sorted set in Redis,
+// "<namespace>::tag:{<keyspace>:<tag>}" (no keyspace is empty, so no value
+// key can take that name), naming the Redis keys of the values that carry
+// the tag, each until its value expires (see l2.Store.Tag): the bookkeeping
+// of expired entries is dropped at the next add to the set, and the set
+// itself expires with its last member. A write adds the key to its tags'
+// sets before the value is written, so that no crash leaves a tagged value
+// unnamed, and again after, so that an InvalidateTags that took the set in
+// between does not leave the new value unnamed. InvalidateTags takes the set
+// whole (members added afterwards belong to values written afterwards) and
+// deletes its keys page by page, each page one script per hash slot with its
+// invalidation, as Delete does.
+
+// MaxTagLength bounds a tag, in bytes.
+const MaxTagLength = 256
+
+// tagSlack is added to a tag member's expiry, covering the time between the
+// add and the value's write.
+const tagSlack = 5 * time.Second
+
+// tagPage is the number of keys InvalidateTags deletes per round.
+const tagPage = 1000
+
+func validTag(tag string) error {
+	switch {
+	case tag == "":
+		return fmt.Errorf("%w: empty tag", ErrInvalidTag)
+	case len(tag) > MaxTagLength:
+		return fmt.Errorf("%w: tag of %d bytes, more than %d", ErrInvalidTag, len(tag), MaxTagLength)
+	case !utf8.ValidString(tag):
+		return fmt.Errorf("%w: tag %q is not valid UTF-8", ErrInvalidTag, tag)
+	case strings.ContainsAny(tag, ":{}"):
+		return fmt.Errorf("%w: tag %q contains ':', '{' or '}'", ErrInvalidTag, tag)
+	case strings.IndexFunc(tag, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return fmt.Errorf("%w: tag %q contains whitespace or a control character", ErrInvalidTag, tag)
+	}
+	return nil
+}
+
+// tagSet returns the Redis key of tag's set; the pending set of an
+// invalidation shares its hash tag, and so its slot.
+func (ks *Keyspace[K, V]) tagSet(tag string) string {
+	return ks.c.cfg.Namespace + "::tag:{" + ks.name + ":" + tag + "}"
+}
+
+// tagEntries validates tags and returns their set entries for rkey.
+func (ks *Keyspace[K, V]) tagEntries(rkey string, tags []string, ttl time.Duration) ([]l2.TagEntry, error) {
+	if len(tags) == 0 {
+		return nil, nil
+	}
+	out := make([]l2.TagEntry, 0, len(tags))
+	for _, t := range tags {
+		if err := validTag(t); err != nil {
+			return nil, fmt.Errorf("keyspace %q key %q: %w", ks.name, rkey, err)
+		}
+		out = append(out, l2.TagEntry{Set: ks.tagSet(t), Member: rkey, TTL: ttl})
+	}
+	return out, nil
+}
+
+// tagWrite runs write between two adds of entries to their tag sets; with
+// no entries it only runs write. A failed first add fails the write before
+// it runs.
+func (ks *Keyspace[K, V]) tagWrite(ctx context.Context, entries []l2.TagEntry, write func() error) error {
+	if len(entries) == 0 {
+		return write()
+	}
+	if err := ks.c.store.Tag(ctx, entries, tagSlack); err != nil {
+		return fmt.Errorf("tag: %w", err)
+	}
+	if err := write(); err != nil {
+		return err
+	}
+	if err := ks.c.store.Tag(ctx, entries, tagSlack); err != nil {
+		return fmt.Errorf("tag after write: %w", err)
+	}
+	return nil
+}
+
+// InvalidateTags deletes every value of the keyspace that carries one of
+// tags, in Redis and in every replica's L1, each deletion with its
+// invalidation as Delete does. Values written after the call began keep
+// their tags. The work is bounded: per tag, one round trip to take its set,
+// then per page of 1000 keys one read, one delete script per hash slot
+// (one in all outside a Cluster) and one cleanup. Tags are validated first;
+// a failure stops the call, and the keys not yet deleted stay pending, so
+// calling it again finishes the job.
+func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) error {
+	if ks.c.closed.Load() {
+		return ErrClosed
+	}
+	for _, t := range tags {
+		if err := validTag(t); err != nil {
+			return fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
+		}
+	}
+	for _, t := range tags {
+		if err := ks.invalidateTag(ctx, t); err != nil {
+			return fmt.Errorf("tiercache: keyspace %q: invalidate tag %q: %w", ks.name, t, err)
+		}
+	}
+	return nil
+}
+
+func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
+	set := ks.tagSet(tag)
+	pending := set + ":pending"
+	n, err := ks.c.store.TakeTag(ctx, set, pending)
+	if err != nil {
+		return err
+	}
+	// Pages remove what they deleted; bounded all the same, since another
+	// replica's call may be working through the same pending set.
+	for range n/tagPage + 2 {
+		page, err := ks.c.store.TagPage(ctx, pending, tagPage)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		mine := page[:0:0]
+		for _, rk := range page {
+			if strings.HasPrefix(rk, ks.prefix) {
+				mine = append(mine, rk)
+			}
+		}
+		if len(mine) > 0 {
+			if err := ks.deleteRedisKeys(ctx, mine); err != nil {
+				return err
+			}
+		}
+		for _, rk := range mine {
+			if k, ok := parseKey[K](rk[len(ks.prefix):]); ok {
+				ks.evict(k)
+			}
+		}
+		ks.st.tagDeletes.Add(uint64(len(mine)))
+		if err := ks.c.store.Untag(ctx, pending, page); err != nil {
+			return err
+		}
+	}
+	if rest, err := ks.c.store.TagPage(ctx, pending, 1); err != nil || len(rest) > 0 {
+		return errors.Join(err, errors.New("keys still pending after every page: call again"))
+	}
+	return nil
+}
