@@ -17,3 +17,7 @@ func HoldWrites(c *Cache, release <-chan struct{}, joined chan<- int) {
 	}
 	c.writes.joined = func(n int) { joined <- n }
 }
+
+// OnRefreshDone calls fn each time a background refresh of ks ends. Set it
+// before the first GetOrLoad.
+func OnRefreshDone[K Key, V any](ks *Keyspace[K, V], fn func()) { ks.refreshed = fn }

@@ -30,23 +30,24 @@ type replica struct {
 
 // newReplica starts a Cache on srv with its own client; it is stopped in
 // t.Cleanup.
-func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config) *replica {
+func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config, opts ...tiercache.Option) *replica {
 	t.Helper()
-	return newReplicaOn(t, srv.Client(t), cfg)
+	return newReplicaOn(t, srv.Client(t), cfg, opts...)
 }
 
 // newReplicaOn starts a Cache on client (standalone, Cluster or Sentinel);
 // it is stopped in t.Cleanup.
-func newReplicaOn(t *testing.T, client redis.UniversalClient, cfg tiercache.Config) *replica {
+func newReplicaOn(t *testing.T, client redis.UniversalClient, cfg tiercache.Config, opts ...tiercache.Option) *replica {
 	t.Helper()
 	r := &replica{client: client, inv: make(chan tiercache.Invalidation, 1024)}
-	c, err := tiercache.New(r.client, cfg, tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
+	opts = append(opts, tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
 		select {
 		case r.inv <- i:
 		default:
 			t.Errorf("invalidation hook channel full")
 		}
 	}))
+	c, err := tiercache.New(r.client, cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

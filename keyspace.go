@@ -49,6 +49,7 @@ type Keyspace[K Key, V any] struct {
 	opts       keyspaceOptions[K, V]
 	leases     leaseWaits // replicas' lease releases awaited here
 	refreshing sync.Map   // Redis keys with an early refresh running
+	refreshed  func()     // tests: called when a refresh goroutine ends
 	st         ksCounters
 }
 
@@ -411,9 +412,9 @@ func guardedLoad[K Key, V, T any](ctx context.Context, ks *Keyspace[K, V], fn fu
 		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
 		defer cancel()
 	}
-	start := time.Now()
+	start := ks.c.now()
 	v, err = fn(ctx)
-	return v, time.Since(start), err
+	return v, ks.c.now().Sub(start), err
 }
 
 // readL2 reads key from Redis and, on a hit, fills L1 under generation g.

@@ -60,6 +60,9 @@ func (ks *Keyspace[K, V]) refresh(key K, load Loader[K, V]) {
 	}
 	go func() {
 		defer ks.c.flights.leave()
+		if ks.refreshed != nil {
+			defer ks.refreshed()
+		}
 		defer ks.refreshing.Delete(rkey)
 		ctx, cancel := ks.c.detach(context.Background())
 		defer cancel()
