@@ -13,8 +13,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -609,4 +612,400 @@ func percentile(ds []time.Duration, p int) float64 {
 	i := (len(s)*p + 99) / 100
 	i = min(max(i, 1), len(s))
 	return float64(s[i-1].Nanoseconds()) / 1e3
+}
+
+// startBenchRedis starts a redis-server of the benchmark's own, stopped in
+// b.Cleanup.
+func startBenchRedis(b *testing.B) *redistest.Server {
+	b.Helper()
+	srv, err := redistest.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Stop() })
+	return srv
+}
+
+// startBenchCache starts a Cache in namespace ns on client, stopped in
+// b.Cleanup (before the client is closed, if the client's Cleanup was
+// registered first).
+func startBenchCache(b *testing.B, client *redis.Client, ns string) *tiercache.Cache {
+	b.Helper()
+	ctx := context.Background()
+	c, err := tiercache.New(client, tiercache.Config{Namespace: ns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if err := c.Stop(ctx); err != nil {
+			b.Errorf("Stop = %v", err)
+		}
+	})
+	return c
+}
+
+// newBenchClient returns a client of srv, closed in b.Cleanup.
+func newBenchClient(b *testing.B, srv *redistest.Server) *redis.Client {
+	client := redis.NewClient(srv.Options())
+	b.Cleanup(func() { client.Close() })
+	return client
+}
+
+const (
+	stampedeCallers = 1000
+	stampedeLoad    = 2 * time.Millisecond // the slow database
+)
+
+// BenchmarkStampede sends a burst of 1000 concurrent GetOrLoad calls for one
+// cold key per iteration, spread round-robin over the replicas, with a
+// loader that takes 2ms. loads/op is the loader calls per burst: one per
+// replica without leases (singleflight is per process), one in all with
+// them. ns/op is the time for the whole burst to be answered.
+func BenchmarkStampede(b *testing.B) {
+	srv := startBenchRedis(b)
+	lease := tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: 2 * time.Second}}
+	b.Run("OneReplica", func(b *testing.B) { benchStampede(b, srv, "stampede1", 1, tiercache.KeyspaceConfig{}) })
+	b.Run("ThreeReplicasNoLease", func(b *testing.B) { benchStampede(b, srv, "stampede3", 3, tiercache.KeyspaceConfig{}) })
+	b.Run("ThreeReplicasLease", func(b *testing.B) { benchStampede(b, srv, "stampede3lease", 3, lease) })
+}
+
+func benchStampede(b *testing.B, srv *redistest.Server, ns string, replicas int, cfg tiercache.KeyspaceConfig) {
+	ctx := context.Background()
+	kss := make([]*tiercache.Keyspace[string, benchValue], replicas)
+	for i := range kss {
+		c := startBenchCache(b, newBenchClient(b, srv), ns)
+		ks, err := tiercache.NewKeyspace[string, benchValue](c, "cold", cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		kss[i] = ks
+	}
+	var loads atomic.Int64
+	load := func(_ context.Context, key string) (benchValue, error) {
+		loads.Add(1)
+		time.Sleep(stampedeLoad) // the workload: a slow database
+		i, err := strconv.Atoi(key[len("cold"):])
+		return newBenchValue(i), err
+	}
+	errs := make([]error, stampedeCallers)
+	i := 0
+	for b.Loop() {
+		key := "cold" + strconv.Itoa(i)
+		want := newBenchValue(i)
+		i++
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for j := range stampedeCallers {
+			ks := kss[j%replicas]
+			wg.Go(func() {
+				<-start
+				v, err := ks.GetOrLoad(ctx, key, load)
+				if err == nil && (v.ID != want.ID || v.Name != want.Name) {
+					err = fmt.Errorf("got %+v, want %+v", v, want)
+				}
+				errs[j] = err
+			})
+		}
+		close(start)
+		wg.Wait()
+		for j, err := range errs {
+			if err != nil {
+				b.Fatalf("GetOrLoad(%s) on replica %d: %v", key, j%replicas, err)
+			}
+		}
+	}
+	b.ReportMetric(float64(loads.Load())/float64(b.N), "loads/op")
+}
+
+const (
+	tagKeys    = 10_000
+	tagWriters = 8
+)
+
+// BenchmarkInvalidateTags10k deletes 10,000 values that carry one tag, with
+// their invalidations: InvalidateTags, beside DelFloor, the hand-written
+// equivalent on raw go-redis for a caller that already knows the keys (one
+// pipeline of ten DEL commands of 1000 keys each and one PUBLISH naming
+// them all). The values are written before each timed call, untimed.
+// round-trips/op counts the client's round trips during the timed call only,
+// less the PINGs the Cache's pinger sends on the same client once a second.
+func BenchmarkInvalidateTags10k(b *testing.B) {
+	srv := startBenchRedis(b)
+	client := newBenchClient(b, srv)
+	rt, pings := &roundTrips{}, &pingCount{}
+	client.AddHook(rt)
+	client.AddHook(pings)
+	c := startBenchCache(b, client, "tags10k")
+	ks, err := tiercache.NewKeyspace[string, benchValue](c, "tagged", tiercache.KeyspaceConfig{TTL: benchTTL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, tagKeys)
+	for i := range keys {
+		keys[i] = "item:" + strconv.Itoa(i)
+	}
+	ctx := context.Background()
+
+	// Load the scripts into Redis (EVALSHA falls back to EVAL once), so
+	// that the timed calls measure the steady state.
+	setTagged(b, ks, keys[:10], "warm")
+	if err := ks.InvalidateTags(ctx, "warm"); err != nil {
+		b.Fatal(err)
+	}
+
+	// checkGone fails b unless a sample of 100 of the keys is gone from
+	// both tiers.
+	checkGone := func(b *testing.B) {
+		for i := 0; i < tagKeys; i += tagKeys / 100 {
+			if _, err := ks.Get(ctx, keys[i]); !errors.Is(err, tiercache.ErrNotFound) {
+				b.Fatalf("Get(%s) after invalidation = %v; want ErrNotFound", keys[i], err)
+			}
+		}
+	}
+
+	b.Run("InvalidateTags", func(b *testing.B) {
+		var trips int64
+		before := ks.Stats().TagDeletes
+		for b.Loop() {
+			b.StopTimer()
+			setTagged(b, ks, keys, "cat1")
+			rt.n.Store(0)
+			pings.n.Store(0)
+			b.StartTimer()
+			if err := ks.InvalidateTags(ctx, "cat1"); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			trips += rt.n.Load() - pings.n.Load()
+			checkGone(b)
+			b.StartTimer()
+		}
+		if got, want := ks.Stats().TagDeletes-before, uint64(b.N)*tagKeys; got != want {
+			b.Fatalf("TagDeletes = %d; want %d", got, want)
+		}
+		b.ReportMetric(float64(trips)/float64(b.N), "round-trips/op")
+	})
+	b.Run("DelFloor", func(b *testing.B) {
+		rkeys := make([]string, tagKeys)
+		for i, k := range keys {
+			rkeys[i] = ks.RedisKey(k)
+		}
+		raw, err := msgpack.Marshal(newBenchValue(1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		msg, err := bus.Message{Version: bus.WireVersion, Origin: "floor", Keyspace: "tagged", Keys: keys}.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		channel := c.Config().Channel
+		var trips int64
+		for b.Loop() {
+			b.StopTimer()
+			if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, rk := range rkeys {
+					p.Set(ctx, rk, raw, benchTTL)
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			rt.n.Store(0)
+			pings.n.Store(0)
+			b.StartTimer()
+			if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := 0; i < len(rkeys); i += 1000 {
+					p.Del(ctx, rkeys[i:min(i+1000, len(rkeys))]...)
+				}
+				p.Publish(ctx, channel, msg)
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			trips += rt.n.Load() - pings.n.Load()
+			checkGone(b)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(trips)/float64(b.N), "round-trips/op")
+	})
+}
+
+// pingCount counts the PING commands a go-redis client sends.
+type pingCount struct{ n atomic.Int64 }
+
+func (h *pingCount) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *pingCount) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "ping" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *pingCount) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// setTagged writes a value tagged tag under each of keys, from tagWriters
+// goroutines.
+func setTagged(b *testing.B, ks *tiercache.Keyspace[string, benchValue], keys []string, tag string) {
+	b.Helper()
+	ctx := context.Background()
+	errs := make([]error, tagWriters)
+	var wg sync.WaitGroup
+	for w := range tagWriters {
+		wg.Go(func() {
+			for i := w; i < len(keys); i += tagWriters {
+				if err := ks.SetTagged(ctx, keys[i], newBenchValue(i), tag); err != nil {
+					errs[w] = err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatal(err)
+	}
+}
+
+const (
+	refreshReaders  = 4
+	refreshTTL      = 300 * time.Millisecond
+	refreshLoad     = 5 * time.Millisecond // the slow database
+	refreshRun      = 1200 * time.Millisecond
+	refreshMaxReads = 5_000_000 // per iteration, in all: bounds the loop and the samples
+)
+
+// span is the interval of one call.
+type span struct{ start, end time.Time }
+
+// BenchmarkRefreshAtExpiry reads one hot key with GetOrLoad from 4
+// goroutines as fast as they can for 1.2s per iteration (four TTLs of
+// 300ms, L1 and L2; at most 5,000,000 reads), with a loader that takes 5ms,
+// and records the latency of every call: p50-µs, p99-µs and max-µs.
+// load-waits/op counts the calls that were in progress for the whole of a
+// loader call: the callers that waited for a load at an expiry (or, rarely,
+// were descheduled across a background refresh). With EarlyRefresh a hit
+// shortly before expiry reloads the value in the background and no caller
+// should wait; with NoRefresh every reader waits at every expiry. p99 over
+// millions of L1 hits cannot show four stalled calls per expiry; max can,
+// but on a busy machine it also holds the longest time a reader thread was
+// descheduled, so load-waits is the measure to read. loads/op and
+// refreshes/op are the keyspace's Loads (refreshes included) and Refreshes
+// per iteration. The first load, before the loop, is not measured. Each
+// reader yields (runtime.Gosched) between calls, outside the timed part, so
+// that four readers on fewer cores hand over between calls instead of being
+// preempted inside one, which would time the scheduler's 10ms slice.
+func BenchmarkRefreshAtExpiry(b *testing.B) {
+	srv := startBenchRedis(b)
+	b.Run("EarlyRefresh", func(b *testing.B) { benchRefreshAtExpiry(b, srv, "refresh", 1) })
+	b.Run("NoRefresh", func(b *testing.B) { benchRefreshAtExpiry(b, srv, "norefresh", 0) })
+}
+
+func benchRefreshAtExpiry(b *testing.B, srv *redistest.Server, ns string, beta float64) {
+	ctx := context.Background()
+	c := startBenchCache(b, newBenchClient(b, srv), ns)
+	ks, err := tiercache.NewKeyspace[string, benchValue](c, "hot", tiercache.KeyspaceConfig{
+		TTL: refreshTTL, L1TTL: refreshTTL, EarlyRefresh: beta,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	want := newBenchValue(1)
+	var (
+		mu    sync.Mutex
+		loads []span // the loader calls of the current iteration
+	)
+	load := func(context.Context, string) (benchValue, error) {
+		start := time.Now()
+		time.Sleep(refreshLoad) // the workload: a slow database
+		mu.Lock()
+		loads = append(loads, span{start, time.Now()})
+		mu.Unlock()
+		return want, nil
+	}
+	if _, err := ks.GetOrLoad(ctx, "hot", load); err != nil {
+		b.Fatal(err)
+	}
+	ks.Wait()
+	mu.Lock()
+	loads = loads[:0]
+	mu.Unlock()
+
+	samples := make([][]time.Duration, refreshReaders)
+	for r := range samples {
+		samples[r] = make([]time.Duration, 0, refreshMaxReads/refreshReaders)
+	}
+	slow := make([][]span, refreshReaders) // calls that took refreshLoad or longer
+	errs := make([]error, refreshReaders)
+	var (
+		all       []time.Duration
+		loadWaits int
+	)
+	before := ks.Stats()
+	for b.Loop() {
+		deadline := time.Now().Add(refreshRun)
+		var wg sync.WaitGroup
+		for r := range refreshReaders {
+			wg.Go(func() {
+				s, sl := samples[r][:0], slow[r][:0]
+				for range refreshMaxReads / refreshReaders {
+					t0 := time.Now()
+					v, err := ks.GetOrLoad(ctx, "hot", load)
+					t1 := time.Now()
+					if err == nil && v.ID != want.ID {
+						err = fmt.Errorf("got %+v, want %+v", v, want)
+					}
+					if err != nil {
+						errs[r] = err
+						break
+					}
+					d := t1.Sub(t0)
+					s = append(s, d)
+					if d >= refreshLoad {
+						sl = append(sl, span{t0, t1})
+					}
+					if t1.After(deadline) {
+						break
+					}
+					runtime.Gosched()
+				}
+				samples[r], slow[r] = s, sl
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		if err := errors.Join(errs...); err != nil {
+			b.Fatal(err)
+		}
+		mu.Lock()
+		for _, sl := range slow {
+			for _, call := range sl {
+				if slices.ContainsFunc(loads, func(l span) bool {
+					return !l.start.Before(call.start) && !l.end.After(call.end)
+				}) {
+					loadWaits++
+				}
+			}
+		}
+		loads = loads[:0]
+		mu.Unlock()
+		for _, s := range samples {
+			all = append(all, s...)
+		}
+		b.StartTimer()
+	}
+	after := ks.Stats()
+	b.ReportMetric(percentile(all, 50), "p50-µs")
+	b.ReportMetric(percentile(all, 99), "p99-µs")
+	b.ReportMetric(percentile(all, 100), "max-µs")
+	b.ReportMetric(float64(loadWaits)/float64(b.N), "load-waits/op")
+	b.ReportMetric(float64(len(all))/float64(b.N), "reads/op")
+	b.ReportMetric(float64(after.Loads-before.Loads)/float64(b.N), "loads/op")
+	b.ReportMetric(float64(after.Refreshes-before.Refreshes)/float64(b.N), "refreshes/op")
 }

@@ -413,6 +413,7 @@ func TestRefreshEarly(t *testing.T) {
 	close(g)
 	gate.Store(nil)
 	<-refreshed
+	r.waitKeys(t, "xf", "hot") // the refresh's echo, which would void a fill made before it
 	if st := ks.Stats(); st.Loads != 2 || st.Refreshes != 1 {
 		t.Errorf("after one refresh: %d loads, %d refreshes; want 2 and 1", st.Loads, st.Refreshes)
 	}
@@ -424,8 +425,12 @@ func TestRefreshEarly(t *testing.T) {
 	clock.Add(2 * time.Hour)
 	g2 := make(chan struct{})
 	gate.Store(&g2)
-	ks.GetOrLoad(ctx, "hot", load) // may hit L1 (refresh) or miss (load): both held
-	<-loadStarted
+	go ks.GetOrLoad(ctx, "hot", load) // an L1 hit starts a refresh, held at the gate
+	select {
+	case <-loadStarted:
+	case <-time.After(waitTimeout):
+		t.Fatal("no refresh started at expiry (was the L1 fill dropped?)")
+	}
 	if err := ks.Set(ctx, "hot", 100); err != nil {
 		t.Fatal(err)
 	}

@@ -108,6 +108,9 @@ func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, lo
 		return err
 	}
 	if replaced {
+		// Evict here too, not only on the echo: the stale entry would
+		// start another refresh before its invalidation arrives.
+		ks.evict(key)
 		ks.st.refreshes.Add(1)
 	}
 	return nil
