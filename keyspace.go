@@ -317,40 +317,27 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 	kept := ps[:0:0] // ps[j] for fills[j]
 	var tags []l2.TagEntry
 	for _, p := range ps {
-		b, err := ks.marshal(p.v, p.delta)
+		it, t, err := ks.encodeEntry(p.key, p.rkey, p.v, p.delta, now, nil)
 		if err != nil {
-			return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, p.rkey, err)
+			return err
 		}
 		if !ks.unchanged(p.key, p.g) {
 			continue
 		}
-		ttl, _ := ks.entryTTL(now)
-		fills = append(fills, l2.Item{Key: p.rkey, Value: b, TTL: ttl})
+		fills = append(fills, it)
 		kept = append(kept, p)
-		if ks.opts.tags != nil {
-			t, err := ks.tagEntries(p.rkey, ks.opts.tags(p.key, p.v), ttl)
-			if err != nil {
-				return err
-			}
-			tags = append(tags, t...)
-		}
+		tags = append(tags, t...)
 	}
 	if len(fills) == 0 {
 		return nil
 	}
-	if err := ks.c.store.Tag(ctx, tags, tagSlack); err != nil {
-		ks.fillFailed(err)
-		return nil
-	}
-	stored, err := ks.c.store.FillMany(ctx, fills)
+	var stored []bool
+	err := ks.tagWrite(ctx, tags, func() (err error) {
+		stored, err = ks.c.store.FillMany(ctx, fills)
+		return err
+	})
 	if err != nil {
 		ks.fillFailed(err)
-		return nil
-	}
-	if len(tags) > 0 {
-		if err := ks.c.store.Tag(ctx, tags, tagSlack); err != nil {
-			ks.fillFailed(err)
-		}
 	}
 	for j, ok := range stored {
 		if ok {
@@ -371,6 +358,22 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, del
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
 	ks.l1.SetMeta(key, v, int64(size), l1TTL, g.main, l1.Meta{Expire: now.Add(l2TTL), Delta: delta})
+}
+
+// encodeEntry returns the L2 item of v, loaded in delta (0: written, not
+// loaded), as written at now, with its tag entries (the tagger's and extra).
+// A value the codec cannot encode, or a bad tag, is an error.
+func (ks *Keyspace[K, V]) encodeEntry(key K, rkey string, v V, delta time.Duration, now time.Time, extra []string) (l2.Item, []l2.TagEntry, error) {
+	b, err := ks.marshal(v, delta)
+	if err != nil {
+		return l2.Item{}, nil, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
+	}
+	ttl, _ := ks.entryTTL(now)
+	tags, err := ks.tagEntries(key, v, rkey, ttl, extra)
+	if err != nil {
+		return l2.Item{}, nil, err
+	}
+	return l2.Item{Key: rkey, Value: b, TTL: ttl}, tags, nil
 }
 
 // marshal encodes v, with its load duration when early refresh needs it.
@@ -620,19 +623,11 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 	if err != nil {
 		return err
 	}
-	b, err := ks.codec.Marshal(value)
-	if err != nil {
-		return fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
-	}
-	ttl, _ := ks.entryTTL(ks.c.now())
-	if ks.opts.tags != nil {
-		tags = append(ks.opts.tags(key, value), tags...)
-	}
-	entries, err := ks.tagEntries(rkey, tags, ttl)
+	it, entries, err := ks.encodeEntry(key, rkey, value, 0, ks.c.now(), tags)
 	if err != nil {
 		return err
 	}
-	op := l2.Op{Item: l2.Item{Key: rkey, Value: b, TTL: ttl}}
+	op := l2.Op{Item: it}
 	err = ks.tagWrite(ctx, entries, func() error {
 		return ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message)
 	})

@@ -160,18 +160,10 @@ func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g 
 	var tags []l2.TagEntry
 	switch {
 	case lerr == nil:
-		b, err := ks.marshal(v, delta)
-		if err != nil {
-			ks.releaseLease(ctx, lease, it)
-			return v, errors.Join(ErrEncode, err)
-		}
-		ttl, _ := ks.entryTTL(now)
-		it = l2.Item{Key: rkey, Value: b, TTL: ttl}
-		if ks.opts.tags != nil {
-			if tags, err = ks.tagEntries(rkey, ks.opts.tags(key, v), ttl); err != nil {
-				ks.releaseLease(ctx, lease, l2.Item{Key: rkey})
-				return v, err
-			}
+		var err error
+		if it, tags, err = ks.encodeEntry(key, rkey, v, delta, now, nil); err != nil {
+			ks.releaseLease(ctx, lease, l2.Item{Key: rkey})
+			return v, err
 		}
 	case errors.Is(lerr, ErrNotFound) && ks.cfg.NegativeTTL > 0:
 		it = l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}

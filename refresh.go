@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/tiercache/tiercache/codec"
-	"github.com/tiercache/tiercache/l2"
 )
 
 // Early refresh (XFetch: Vattani, Chierichetti and Lowenstein, "Optimal
@@ -86,21 +85,14 @@ func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, lo
 	if err != nil {
 		return err
 	}
-	b, err := ks.codec.MarshalDelta(v, delta)
+	it, tags, err := ks.encodeEntry(key, rkey, v, delta, ks.c.now(), nil)
 	if err != nil {
 		return err
-	}
-	ttl, _ := ks.entryTTL(ks.c.now())
-	var tags []l2.TagEntry
-	if ks.opts.tags != nil {
-		if tags, err = ks.tagEntries(rkey, ks.opts.tags(key, v), ttl); err != nil {
-			return err
-		}
 	}
 	var replaced bool
 	err = ks.tagWrite(ctx, tags, func() (err error) {
 		// Release is compare-and-set: old plays the lease.
-		replaced, err = ks.releaseLease(ctx, old, l2.Item{Key: rkey, Value: b, TTL: ttl})
+		replaced, err = ks.releaseLease(ctx, old, it)
 		return err
 	})
 	if err != nil {

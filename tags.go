@@ -59,8 +59,13 @@ func (ks *Keyspace[K, V]) tagSet(tag string) string {
 	return ks.c.cfg.Namespace + "::tag:{" + ks.name + ":" + tag + "}"
 }
 
-// tagEntries validates tags and returns their set entries for rkey.
-func (ks *Keyspace[K, V]) tagEntries(rkey string, tags []string, ttl time.Duration) ([]l2.TagEntry, error) {
+// tagEntries returns the tag set entries of v, stored under rkey for ttl:
+// the keyspace tagger's tags and extra, validated.
+func (ks *Keyspace[K, V]) tagEntries(key K, v V, rkey string, ttl time.Duration, extra []string) ([]l2.TagEntry, error) {
+	tags := extra
+	if ks.opts.tags != nil {
+		tags = append(ks.opts.tags(key, v), extra...)
+	}
 	if len(tags) == 0 {
 		return nil, nil
 	}

@@ -134,7 +134,7 @@ func (s *Store) TagPage(ctx context.Context, pending string, n int) ([]string, e
 	}
 	cctx, cancel, own := withBudget(ctx, s.readTimeout)
 	defer cancel()
-	var page *redis.StringSliceCmd
+	var page *redis.StringSliceCmd // Client has no ZRange: a pipeline of one
 	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
 		page = p.ZRange(cctx, pending, 0, int64(n-1))
 		return nil
