@@ -94,6 +94,9 @@ type RedisConfig struct {
 	Password string `yaml:"password" json:"-"`
 	// DB selects the database of a standalone or Sentinel deployment.
 	DB int `yaml:"db" json:"db"`
+	// TLS, when enabled, makes every connection TLS, verified against the
+	// CA given; there is no fallback to plain text.
+	TLS TLSConfig `yaml:"tls" json:"tls"`
 }
 
 // UniversalOptions returns the go-redis options for r. They enable

@@ -117,12 +117,14 @@ type entry[V any] struct {
 	meta   Meta
 }
 
-// Meta is what the caller stores beside a value for early refresh: when the
-// value's source copy expires and how long the value took to load. l1 never
-// reads it.
+// Meta is what the caller stores beside a value: when the value's source
+// copy expires and how long the value took to load (for early refresh), and
+// until when the caller counts it fresh (for serving stale values past it).
+// l1 never reads it.
 type Meta struct {
 	Expire time.Time     // when the value expires at its source (L2)
 	Delta  time.Duration // how long the value took to load
+	Fresh  time.Time     // when the value stops being fresh; zero: not recorded
 }
 
 // current reports whether e is still current: no Invalidate of its stripe
