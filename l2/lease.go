@@ -2,7 +2,6 @@ package l2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,14 +47,16 @@ func (s *Store) Acquire(ctx context.Context, key string, lease []byte, ttl time.
 	if len(lease) == 0 {
 		return nil, false, fmt.Errorf("l2 acquire %q: empty lease: %w", key, ErrInvalid)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	v, err := s.acquireScript.Run(cctx, s.c, []string{key}, lease, pxMillis(ttl)).Text()
+	var v string
+	err = s.call(ctx, s.writeTimeout, "l2 acquire", key, 1, func(ctx context.Context) (err error) {
+		v, err = s.acquireScript.Run(ctx, s.c, []string{key}, lease, pxMillis(ttl)).Text()
+		return err
+	})
 	switch {
-	case errors.Is(err, redis.Nil):
+	case err == redis.Nil:
 		return nil, true, nil
 	case err != nil:
-		return nil, false, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 acquire %q", key), err)
+		return nil, false, err
 	}
 	return []byte(v), false, nil
 }
@@ -84,11 +85,13 @@ func (s *Store) Release(ctx context.Context, lease []byte, it Item, channel stri
 	if err := scriptable(s.c, []string{it.Key}); err != nil {
 		return false, fmt.Errorf("l2 release %q: %w", it.Key, err)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	n, err := s.releaseScript.Run(cctx, s.c, []string{it.Key}, lease, it.Value, ttl, channel, msg).Int64()
+	var n int64
+	err := s.call(ctx, s.writeTimeout, "l2 release", it.Key, 1, func(ctx context.Context) (err error) {
+		n, err = s.releaseScript.Run(ctx, s.c, []string{it.Key}, lease, it.Value, ttl, channel, msg).Int64()
+		return err
+	})
 	if err != nil {
-		return false, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 release %q", it.Key), err)
+		return false, err
 	}
 	return n == 1, nil
 }

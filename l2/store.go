@@ -48,6 +48,9 @@ type Options struct {
 	// negative value means no budget of its own. The same caveat as
 	// ReadTimeout applies.
 	WriteTimeout time.Duration
+	// Breaker configures the circuit breaker every call goes through; the
+	// zero value is the default breaker (see BreakerOptions).
+	Breaker BreakerOptions
 }
 
 // Item is one value to store.
@@ -70,6 +73,7 @@ type Store struct {
 	c            Client
 	readTimeout  time.Duration // < 0: no budget of its own
 	writeTimeout time.Duration // < 0: no budget of its own
+	brk          *breaker      // nil: off
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
 	writeScript  *redis.Script // SETs and DELs, then PUBLISH
@@ -110,6 +114,10 @@ func New(c Client, opts Options) (*Store, error) {
 		releaseScript: redis.NewScript(releaseSrc),
 		tagScript:     redis.NewScript(tagSrc),
 		untagScript:   redis.NewScript(untagSrc),
+	}
+	var err error
+	if s.brk, err = newBreaker(opts.Breaker); err != nil {
+		return nil, err
 	}
 	if s.readTimeout == 0 {
 		s.readTimeout = DefaultReadTimeout
@@ -152,14 +160,16 @@ func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
 	if key == "" {
 		return nil, fmt.Errorf("l2 get: empty key: %w", ErrInvalid)
 	}
-	cctx, cancel, own := withBudget(ctx, s.readTimeout)
-	defer cancel()
-	b, err := s.c.Get(cctx, key).Bytes()
+	var b []byte
+	err := s.call(ctx, s.readTimeout, "l2 get", key, 1, func(ctx context.Context) (err error) {
+		b, err = s.c.Get(ctx, key).Bytes()
+		return err
+	})
 	if err != nil {
-		if errors.Is(err, redis.Nil) {
+		if err == redis.Nil {
 			return nil, ErrMiss
 		}
-		return nil, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 get %q", key), err)
+		return nil, err
 	}
 	if b == nil {
 		b = []byte{}
@@ -185,16 +195,18 @@ func (s *Store) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
 			return nil, fmt.Errorf("l2 get many: key %d of %d: empty key: %w", i, len(keys), ErrInvalid)
 		}
 	}
-	cctx, cancel, own := withBudget(ctx, s.readTimeout)
-	defer cancel()
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		for _, k := range keys {
-			p.Get(cctx, k)
-		}
-		return nil
+	var cmds []redis.Cmder
+	err := s.call(ctx, s.readTimeout, "l2 get many", keys[0], len(keys), func(ctx context.Context) (err error) {
+		cmds, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Get(ctx, k)
+			}
+			return nil
+		})
+		return firstReal(cmds, err, len(keys))
 	})
-	if err = firstReal(cmds, err, len(keys)); err != nil {
-		return nil, failed(ctx, cctx, own, s.readTimeout, describe("l2 get many", keys[0], len(keys)), err)
+	if err != nil {
+		return nil, err
 	}
 	vals := make([][]byte, len(keys))
 	for i, cmd := range cmds {
@@ -254,17 +266,19 @@ func (s *Store) FillMany(ctx context.Context, items []Item) (stored []bool, err 
 // setNX sends SET key value PX ttl NX for every item in one pipelined round
 // trip and reports which were stored. op names the call in errors.
 func (s *Store) setNX(ctx context.Context, items []Item, op string) ([]bool, error) {
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		for i := range items {
-			it := &items[i]
-			p.Do(cctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
-		}
-		return nil
+	var cmds []redis.Cmder
+	err := s.call(ctx, s.writeTimeout, op, items[0].Key, len(items), func(ctx context.Context) (err error) {
+		cmds, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range items {
+				it := &items[i]
+				p.Do(ctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
+			}
+			return nil
+		})
+		return firstReal(cmds, err, len(items))
 	})
-	if err = firstReal(cmds, err, len(items)); err != nil {
-		return nil, failed(ctx, cctx, own, s.writeTimeout, describe(op, items[0].Key, len(items)), err)
+	if err != nil {
+		return nil, err
 	}
 	stored := make([]bool, len(cmds))
 	for i, cmd := range cmds {
@@ -293,13 +307,9 @@ func (s *Store) SetAndPublish(ctx context.Context, it Item, channel string, msg 
 	if err := scriptable(s.c, keys); err != nil {
 		return fmt.Errorf("l2 set and publish %q: %w", it.Key, err)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	err := s.setScript.Run(cctx, s.c, keys, it.Value, pxMillis(it.TTL), channel, msg).Err()
-	if err != nil {
-		return failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 set and publish %q", it.Key), err)
-	}
-	return nil
+	return s.call(ctx, s.writeTimeout, "l2 set and publish", it.Key, 1, func(ctx context.Context) error {
+		return s.setScript.Run(ctx, s.c, keys, it.Value, pxMillis(it.TTL), channel, msg).Err()
+	})
 }
 
 // DeleteAndPublish deletes keys and publishes msg on channel, atomically and
@@ -329,11 +339,13 @@ func (s *Store) DeleteAndPublish(ctx context.Context, keys []string, channel str
 	if err := scriptable(s.c, keys); err != nil {
 		return 0, fmt.Errorf("%s: %w", describe("l2 delete and publish", keys[0], len(keys)), err)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	n, err := s.delScript.Run(cctx, s.c, keys, channel, msg).Int64()
+	var n int64
+	err := s.call(ctx, s.writeTimeout, "l2 delete and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
+		n, err = s.delScript.Run(ctx, s.c, keys, channel, msg).Int64()
+		return err
+	})
 	if err != nil {
-		return 0, failed(ctx, cctx, own, s.writeTimeout, describe("l2 delete and publish", keys[0], len(keys)), err)
+		return 0, err
 	}
 	return n, nil
 }
@@ -445,19 +457,20 @@ func (s *Store) GetTTL(ctx context.Context, key string) ([]byte, time.Duration, 
 	if !s.usable() {
 		return nil, 0, fmt.Errorf("l2 get ttl %q: %w", key, errNoStore)
 	}
-	cctx, cancel, own := withBudget(ctx, s.readTimeout)
-	defer cancel()
 	var (
 		get *redis.StringCmd
 		ttl *redis.DurationCmd
 	)
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		get = p.Get(cctx, key)
-		ttl = p.PTTL(cctx, key)
-		return nil
+	err := s.call(ctx, s.readTimeout, "l2 get ttl", key, 1, func(ctx context.Context) error {
+		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			get = p.Get(ctx, key)
+			ttl = p.PTTL(ctx, key)
+			return nil
+		})
+		return firstReal(cmds, err, 2)
 	})
-	if err = firstReal(cmds, err, 2); err != nil {
-		return nil, 0, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 get ttl %q", key), err)
+	if err != nil {
+		return nil, 0, err
 	}
 	b, err := get.Bytes()
 	if errors.Is(err, redis.Nil) {

@@ -495,9 +495,10 @@ func TestBudget(t *testing.T) {
 		wantRead  time.Duration
 		wantWrite time.Duration
 	}{
-		{name: "set", give: l2.Options{ReadTimeout: 20 * time.Millisecond, WriteTimeout: 30 * time.Millisecond},
+		// The breaker is off: it would open after a few of these timeouts.
+		{name: "set", give: l2.Options{ReadTimeout: 20 * time.Millisecond, WriteTimeout: 30 * time.Millisecond, Breaker: noBreaker},
 			wantRead: 20 * time.Millisecond, wantWrite: 30 * time.Millisecond},
-		{name: "defaults", give: l2.Options{}, wantRead: l2.DefaultReadTimeout, wantWrite: l2.DefaultWriteTimeout},
+		{name: "defaults", give: l2.Options{Breaker: noBreaker}, wantRead: l2.DefaultReadTimeout, wantWrite: l2.DefaultWriteTimeout},
 	}
 	for _, tt := range tests {
 		s := newStore(t, c, tt.give)

@@ -86,18 +86,15 @@ func (s *Store) Tag(ctx context.Context, entries []TagEntry, slack time.Duration
 		}
 		args[e.Set] = append(a, e.Member, pxMillis(e.TTL))
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		for _, set := range order {
-			s.tagScript.Eval(cctx, p, []string{set}, args[set]...)
-		}
-		return nil
+	return s.call(ctx, s.writeTimeout, "l2 tag", order[0], len(order), func(ctx context.Context) error {
+		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, set := range order {
+				s.tagScript.Eval(ctx, p, []string{set}, args[set]...)
+			}
+			return nil
+		})
+		return firstReal(cmds, err, len(order))
 	})
-	if err = firstReal(cmds, err, len(order)); err != nil {
-		return failed(ctx, cctx, own, s.writeTimeout, describe("l2 tag", order[0], len(order)), err)
-	}
-	return nil
 }
 
 // TakeTag moves the members of the tag set set into pending, where an
@@ -115,11 +112,13 @@ func (s *Store) TakeTag(ctx context.Context, set, pending string) (int64, error)
 	if err := scriptable(s.c, []string{set, pending}); err != nil {
 		return 0, fmt.Errorf("l2 take tag %q: %w", set, err)
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	n, err := s.untagScript.Run(cctx, s.c, []string{set, pending}).Int64()
+	var n int64
+	err := s.call(ctx, s.writeTimeout, "l2 take tag", set, 1, func(ctx context.Context) (err error) {
+		n, err = s.untagScript.Run(ctx, s.c, []string{set, pending}).Int64()
+		return err
+	})
 	if err != nil {
-		return 0, failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 take tag %q", set), err)
+		return 0, err
 	}
 	return n, nil
 }
@@ -132,15 +131,16 @@ func (s *Store) TagPage(ctx context.Context, pending string, n int) ([]string, e
 	if n <= 0 {
 		return nil, fmt.Errorf("l2 tag page %q: page size %d: %w", pending, n, ErrInvalid)
 	}
-	cctx, cancel, own := withBudget(ctx, s.readTimeout)
-	defer cancel()
 	var page *redis.StringSliceCmd // Client has no ZRange: a pipeline of one
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		page = p.ZRange(cctx, pending, 0, int64(n-1))
-		return nil
+	err := s.call(ctx, s.readTimeout, "l2 tag page", pending, 1, func(ctx context.Context) error {
+		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			page = p.ZRange(ctx, pending, 0, int64(n-1))
+			return nil
+		})
+		return firstReal(cmds, err, 1)
 	})
-	if err = firstReal(cmds, err, 1); err != nil {
-		return nil, failed(ctx, cctx, own, s.readTimeout, fmt.Sprintf("l2 tag page %q", pending), err)
+	if err != nil {
+		return nil, err
 	}
 	return page.Val(), nil
 }
@@ -154,21 +154,18 @@ func (s *Store) Untag(ctx context.Context, pending string, members []string) err
 	if len(members) == 0 {
 		return nil
 	}
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	cmds, err := s.c.Pipelined(cctx, func(p redis.Pipeliner) error {
-		for i := 0; i < len(members); i += 1000 {
-			chunk := members[i:min(i+1000, len(members))]
-			args := make([]any, len(chunk))
-			for j, m := range chunk {
-				args[j] = m
+	return s.call(ctx, s.writeTimeout, "l2 untag", pending, 1, func(ctx context.Context) error {
+		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := 0; i < len(members); i += 1000 {
+				chunk := members[i:min(i+1000, len(members))]
+				args := make([]any, len(chunk))
+				for j, m := range chunk {
+					args[j] = m
+				}
+				p.ZRem(ctx, pending, args...)
 			}
-			p.ZRem(cctx, pending, args...)
-		}
-		return nil
+			return nil
+		})
+		return firstReal(cmds, err, (len(members)+999)/1000)
 	})
-	if err = firstReal(cmds, err, (len(members)+999)/1000); err != nil {
-		return failed(ctx, cctx, own, s.writeTimeout, fmt.Sprintf("l2 untag %q", pending), err)
-	}
-	return nil
 }

@@ -77,11 +77,13 @@ func (s *Store) WriteAndPublish(ctx context.Context, ops []Op, channel string, m
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	args = append(args, channel, msg)
-	cctx, cancel, own := withBudget(ctx, s.writeTimeout)
-	defer cancel()
-	res, err := s.writeScript.Run(cctx, s.c, keys, args...).Slice()
+	var res []any
+	err = s.call(ctx, s.writeTimeout, "l2 write and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
+		res, err = s.writeScript.Run(ctx, s.c, keys, args...).Slice()
+		return err
+	})
 	if err != nil {
-		return nil, failed(ctx, cctx, own, s.writeTimeout, what, err)
+		return nil, err
 	}
 	if len(res) != len(ops) {
 		return nil, fmt.Errorf("%s: %d results for %d ops", what, len(res), len(ops))
