@@ -3,10 +3,13 @@ package tiercache
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,7 +43,8 @@ type Cache struct {
 	started   bool
 	warming   bool // Start has started the warmers: later keyspaces warm at once
 
-	now func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
+	now        func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
+	breakerNow func() time.Time // the clock of the breaker's cool-down; nil: time.Now (tests set it)
 }
 
 // keyspace is what the Cache needs of a Keyspace[K, V], whatever K and V.
@@ -121,7 +125,16 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	if o, ok := client.(interface{ Options() *redis.Options }); ok && !o.Options().ContextTimeoutEnabled {
 		c.log.Warn("tiercache: redis client without ContextTimeoutEnabled: read_timeout and write_timeout cannot bound a slow Redis")
 	}
-	c.store, err = l2.New(client, l2.Options{ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout})
+	c.store, err = l2.New(client, l2.Options{
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		Breaker: l2.BreakerOptions{
+			Failures: cfg.Breaker.Failures,
+			CoolDown: cfg.Breaker.CoolDown,
+			Now:      c.breakerNow,
+			OnChange: c.breakerChanged,
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
@@ -149,8 +162,17 @@ func (c *Cache) InstanceID() string { return c.cfg.InstanceID }
 
 // Start subscribes to the invalidation channel and returns once Redis has
 // confirmed the subscription. Until then, and whenever the bus is unhealthy,
-// reads bypass L1. Start after Stop returns ErrClosed. A Start that fails
-// stops the Cache: build a new one to try again.
+// reads bypass L1.
+//
+// When Redis cannot be reached (a PING within Config.PingTimeout fails),
+// Start returns nil in degraded mode unless Config.RequireRedis is set: the
+// bus subscribes in the background as soon as Redis answers, flushing every
+// L1 as on any subscription, and meanwhile reads go to the loaders and
+// writes fail; warmers do not run. A Redis that refuses the TLS handshake
+// or the credentials fails Start either way.
+//
+// Start after Stop returns ErrClosed. A Start that fails stops the Cache:
+// build a new one to try again.
 func (c *Cache) Start(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -162,13 +184,30 @@ func (c *Cache) Start(ctx context.Context) error {
 	}
 	c.started = true
 	c.mu.Unlock()
-	if err := c.sub.Start(ctx); err != nil {
-		err = fmt.Errorf("tiercache: start bus: %w", err)
-		// The bus cannot be started again; release what New set up. ctx
-		// may be done already: Stop with a fresh, bounded one.
+	// A failed start cannot be retried: release what New set up. ctx may be
+	// done already: Stop with a fresh, bounded one.
+	fail := func(err error) error {
 		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return errors.Join(err, c.Stop(stopCtx))
+	}
+	if err := c.ping(ctx); err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return fail(fmt.Errorf("tiercache: start: %w", ctx.Err()))
+		case misconfigured(err):
+			return fail(fmt.Errorf("tiercache: start: redis refused this client (check TLS and credentials): %w", err))
+		case c.cfg.RequireRedis:
+			return fail(fmt.Errorf("tiercache: start: redis unreachable and require_redis is set: %w", err))
+		}
+		if err := c.sub.Launch(ctx); err != nil {
+			return fail(fmt.Errorf("tiercache: start bus: %w", err))
+		}
+		c.log.Warn("tiercache: started degraded: redis unreachable; reads go to the loaders until it answers", "err", err)
+		return nil
+	}
+	if err := c.sub.Start(ctx); err != nil {
+		return fail(fmt.Errorf("tiercache: start bus: %w", err))
 	}
 	c.mu.Lock()
 	c.warming = true
@@ -181,6 +220,55 @@ func (c *Cache) Start(ctx context.Context) error {
 	c.mu.Unlock()
 	c.warmAll(ctx, ws)
 	return nil
+}
+
+// ping checks that Redis answers, within Config.PingTimeout.
+func (c *Cache) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.PingTimeout)
+	defer cancel()
+	return c.client.Ping(ctx).Err()
+}
+
+// misconfigured reports whether err, from a call to Redis, says that the
+// client is wrong rather than Redis down: a TLS handshake that failed
+// (unknown authority, wrong host name, TLS spoken to a plain server) or
+// credentials Redis refused.
+func misconfigured(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	if errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) {
+		return true
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password"} {
+			if strings.HasPrefix(rerr.Error(), prefix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// breakerChanged logs the changes of the breaker around Redis: an opening
+// from closed at warn level, a return to closed at info, and the probes of
+// an outage (half-open, and back to open after a failed probe) at debug.
+func (c *Cache) breakerChanged(from, to l2.BreakerState, cause error) {
+	switch {
+	case to == l2.BreakerOpen && from == l2.BreakerClosed:
+		c.log.Warn("tiercache: redis failing: circuit open, calls skip redis", "cool_down", c.cfg.Breaker.CoolDown, "err", cause)
+	case to == l2.BreakerClosed:
+		c.log.Info("tiercache: redis answers again: circuit closed")
+	default:
+		c.log.Debug("tiercache: redis circuit "+to.String(), "err", cause)
+	}
 }
 
 // Stop stops the bus, cancels and waits for the loads in flight, and closes
@@ -214,7 +302,7 @@ func (c *Cache) Healthy() bool { return c.sub.Healthy() }
 func (c *Cache) Stats() Stats {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	s := Stats{Bus: c.sub.Stats(), Keyspaces: make(map[string]KeyspaceStats, len(c.keyspaces))}
+	s := Stats{Bus: c.sub.Stats(), Breaker: c.store.Breaker(), Keyspaces: make(map[string]KeyspaceStats, len(c.keyspaces))}
 	for name, ks := range c.keyspaces {
 		s.Keyspaces[name] = ks.stats()
 	}

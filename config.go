@@ -72,6 +72,20 @@ type Config struct {
 	// Default DefaultMaxKeyLength.
 	MaxKeyLength int `yaml:"max_key_length" json:"max_key_length"`
 
+	// Breaker configures the circuit breaker around Redis: after a run of
+	// failures, calls skip Redis for a cool-down, so a dead or hung Redis
+	// adds no latency to reads (which go to the loaders) and writes fail at
+	// once.
+	Breaker BreakerConfig `yaml:"breaker" json:"breaker"`
+
+	// RequireRedis makes Start fail when Redis cannot be reached. By default
+	// Start succeeds without it, in degraded mode: reads go to the loaders,
+	// writes fail, and the bus subscribes (flushing every L1) as soon as
+	// Redis answers. A Redis that refuses the TLS handshake or the
+	// credentials fails Start either way: that is a configuration error,
+	// not an outage.
+	RequireRedis bool `yaml:"require_redis" json:"require_redis"`
+
 	// Redis says how the fx module builds its own client when the graph
 	// provides no redis.UniversalClient. New ignores it.
 	Redis RedisConfig `yaml:"redis" json:"redis"`
@@ -79,6 +93,18 @@ type Config struct {
 	// Keyspaces holds per-keyspace settings, looked up by name by
 	// ProvideKeyspace. A keyspace without an entry uses the defaults.
 	Keyspaces map[string]KeyspaceConfig `yaml:"keyspaces" json:"keyspaces"`
+}
+
+// BreakerConfig configures the circuit breaker around Redis (see
+// l2.BreakerOptions for what counts as a failure).
+type BreakerConfig struct {
+	// Failures is the number of consecutive failed Redis calls that open
+	// the breaker. Default l2.DefaultBreakerFailures (5); negative turns the
+	// breaker off.
+	Failures int `yaml:"failures" json:"failures"`
+	// CoolDown is how long the breaker stays open before one call probes
+	// Redis again. Default l2.DefaultBreakerCoolDown (1s).
+	CoolDown time.Duration `yaml:"cool_down" json:"cool_down"`
 }
 
 // RedisConfig describes a Redis deployment for the fx module's own client:
@@ -198,6 +224,21 @@ type KeyspaceConfig struct {
 	// Default DefaultWarmBatch.
 	WarmBatch int `yaml:"warm_batch" json:"warm_batch"`
 
+	// ServeStale lets reads serve L1 entries while Redis is unreachable (a
+	// read of Redis failed, or the breaker is open), even past their L1 TTL
+	// by up to this much, rather than load them from the source. Such reads
+	// count in KeyspaceStats.StaleHits. While Redis is down no replica can
+	// publish an invalidation, so what they serve may have been replaced in
+	// the source: use it where an old value beats a loaded source. Entries
+	// are kept in L1 for this much longer. Every L1 is flushed when the bus
+	// reconnects, so no stale entry outlives the outage. Default 0: off.
+	ServeStale time.Duration `yaml:"serve_stale" json:"serve_stale"`
+
+	// SurfaceL2Errors makes Get and GetMany (without a loader) return
+	// Redis failures as they are. By default they are misses: the error
+	// wraps ErrNotFound, and ErrUnavailable for callers that look.
+	SurfaceL2Errors bool `yaml:"surface_l2_errors" json:"surface_l2_errors"`
+
 	loc *time.Location // TimeZone, loaded by withDefaults
 }
 
@@ -241,6 +282,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative ping interval %v", ErrInvalidConfig, c.PingInterval)
 	case c.PingTimeout < 0:
 		return c, fmt.Errorf("%w: negative ping timeout %v", ErrInvalidConfig, c.PingTimeout)
+	case c.Breaker.CoolDown < 0:
+		return c, fmt.Errorf("%w: negative breaker cool_down %v", ErrInvalidConfig, c.Breaker.CoolDown)
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = bus.DefaultPingInterval
@@ -250,6 +293,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxKeyLength == 0 {
 		c.MaxKeyLength = DefaultMaxKeyLength
+	}
+	if c.Breaker.Failures == 0 {
+		c.Breaker.Failures = l2.DefaultBreakerFailures
+	}
+	if c.Breaker.CoolDown == 0 {
+		c.Breaker.CoolDown = l2.DefaultBreakerCoolDown
 	}
 	for name, kc := range c.Keyspaces {
 		if _, err := kc.withDefaults(); err != nil {
@@ -287,6 +336,8 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: early_refresh %v is not in [0, 100]", ErrInvalidConfig, k.EarlyRefresh)
 	case k.WarmBudget < 0 || k.WarmBatch < 0:
 		return k, fmt.Errorf("%w: negative warm_budget %v or warm_batch %d", ErrInvalidConfig, k.WarmBudget, k.WarmBatch)
+	case k.ServeStale < 0:
+		return k, fmt.Errorf("%w: negative serve_stale %v", ErrInvalidConfig, k.ServeStale)
 	}
 	p, err := ParsePeriod(string(k.ExpireAt))
 	if err != nil {

@@ -29,6 +29,19 @@ var (
 	// KeyspaceConfig.MaxValueSize. Nothing is written when it is returned.
 	ErrEncode = errors.New("tiercache: cannot encode value")
 
+	// ErrUnavailable wraps the failures of Redis on the read path: a
+	// transport error, a Config.ReadTimeout that ran out, or the circuit
+	// breaker open. Get reports them as misses (its error wraps both
+	// ErrNotFound and ErrUnavailable) unless KeyspaceConfig.SurfaceL2Errors
+	// is set; GetOrLoad loads from the source instead.
+	ErrUnavailable = errors.New("tiercache: redis unavailable")
+	// ErrNotPublished wraps the error of a Set, Delete or InvalidateTags
+	// that Redis did not carry out: the write and its invalidation were not
+	// sent (after a timeout: may not have been; other replicas may then keep
+	// the old value until their L1 TTL or the next bus reset). This
+	// replica's L1 entry is evicted all the same, so it never serves its own
+	// unpublished write.
+	ErrNotPublished = errors.New("tiercache: invalidation not sent")
 	// ErrLoaderPanic wraps the value of a panic raised by a loader. The
 	// panic is turned into an error for every caller waiting on that load.
 	ErrLoaderPanic = errors.New("tiercache: loader panicked")

@@ -1,5 +1,7 @@
 package tiercache
 
+import "time"
+
 // EvictLocal evicts key from this replica's L1 only, as an invalidation
 // from a peer would. Tests and benchmarks use it to force the L2 path.
 func (ks *Keyspace[K, V]) EvictLocal(key K) { ks.l1.Invalidate(key) }
@@ -21,3 +23,8 @@ func HoldWrites(c *Cache, release <-chan struct{}, joined chan<- int) {
 // OnRefreshDone calls fn each time a background refresh of ks ends. Set it
 // before the first GetOrLoad.
 func OnRefreshDone[K Key, V any](ks *Keyspace[K, V], fn func()) { ks.refreshed = fn }
+
+// WithBreakerClock sets the clock of the circuit breaker's cool-down.
+func WithBreakerClock(now func() time.Time) Option {
+	return func(c *Cache) { c.breakerNow = now }
+}

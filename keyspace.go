@@ -134,8 +134,10 @@ func (ks *Keyspace[K, V]) Config() KeyspaceConfig { return ks.cfg }
 func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefix + formatKey(key) }
 
 // Get returns the value of key from L1, else from Redis (filling L1). It
-// returns an error wrapping ErrNotFound when neither tier has it, and the
-// Redis error when Redis cannot be read.
+// returns an error wrapping ErrNotFound when neither tier has it. When Redis
+// cannot be read, the error wraps both ErrNotFound and ErrUnavailable (only
+// ErrUnavailable with KeyspaceConfig.SurfaceL2Errors), unless ServeStale
+// finds the key in L1.
 func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if v, ok := ks.fromL1(key); ok {
 		return v, nil
@@ -149,8 +151,34 @@ func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
 // of called, it measured the same, within noise, in a same-process A/B.)
 func (ks *Keyspace[K, V]) fromL1(key K) (V, bool) {
 	if ks.c.sub.Healthy() {
-		if v, ok := ks.l1.Get(key); ok {
+		if ks.cfg.ServeStale == 0 {
+			if v, ok := ks.l1.Get(key); ok {
+				ks.st.l1Hits.add()
+				return v, true
+			}
+		} else if v, m, ok := ks.l1.GetMeta(key); ok && ks.fresh(m) {
 			ks.st.l1Hits.add()
+			return v, true
+		}
+	}
+	var zero V
+	return zero, false
+}
+
+// fresh reports whether an L1 entry with meta m is within its L1 TTL. Only
+// ServeStale keeps entries past it.
+func (ks *Keyspace[K, V]) fresh(m l1.Meta) bool {
+	return ks.cfg.ServeStale == 0 || ks.c.now().Before(m.Fresh)
+}
+
+// stale returns key's L1 entry for a read that found Redis unreachable,
+// when ServeStale allows it: whatever the bus's health, fresh or stale by
+// up to ServeStale. An entry that was invalidated or flushed is never
+// served.
+func (ks *Keyspace[K, V]) stale(key K) (V, bool) {
+	if ks.cfg.ServeStale > 0 {
+		if v, m, ok := ks.l1.GetMeta(key); ok && ks.c.now().Before(m.Fresh.Add(ks.cfg.ServeStale)) {
+			ks.st.staleHits.Add(1)
 			return v, true
 		}
 	}
@@ -175,6 +203,14 @@ func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 	}
 	v, err := ks.readL2(ctx, key, rkey, ks.snapshot(key))
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			if v, ok := ks.stale(key); ok {
+				return v, nil
+			}
+			if !ks.cfg.SurfaceL2Errors {
+				err = fmt.Errorf("%w: %w", ErrNotFound, err)
+			}
+		}
 		ks.st.misses.Add(1)
 	}
 	return v, err
@@ -195,8 +231,10 @@ type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, err
 // caller's load serves them all, and the cache is checked again inside the
 // flight. Each caller waits only as long as its own ctx allows; the load runs
 // detached from the caller that started it, so one caller's cancellation does
-// not fail the others (bound it with KeyspaceConfig.LoadTimeout). A Redis
-// failure on the read path is counted and logged, and the value is loaded.
+// not fail the others (bound it with KeyspaceConfig.LoadTimeout). When
+// Redis cannot be read (an error, Config.ReadTimeout, the breaker open), the
+// value is loaded, or served from L1 with KeyspaceConfig.ServeStale, and no
+// error is returned for it; the failure is counted in Stats.
 // A panicking loader is reported as an error wrapping ErrLoaderPanic.
 func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
 	if ks.cfg.EarlyRefresh > 0 {
@@ -265,9 +303,14 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens
 	case errors.Is(err, errTombstone):
 		return v, err
 	case errors.Is(err, ErrNotFound): // absent, leased by another loader, or unreadable
-	default:
-		ks.c.log.Warn("tiercache: l2 read failed, loading from source", "keyspace", ks.name, "err", err)
-		return ks.loadAndFill(ctx, key, rkey, g, load) // no lease against a failing Redis
+	default: // Redis unavailable
+		if v, ok := ks.stale(key); ok {
+			return v, nil
+		}
+		// No lease and no fill against a failing Redis: either would add
+		// a write budget to the caller's wait.
+		v, _, err := ks.callLoader(ctx, key, load)
+		return v, err
 	}
 	if ks.cfg.Lease.Enabled {
 		return ks.leasedLoad(ctx, key, rkey, g, load)
@@ -348,16 +391,19 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 	return nil
 }
 
-func (ks *Keyspace[K, V]) fillFailed(err error) {
+// fillFailed counts a failed L2 fill. Like failed reads, it is not logged:
+// an outage fails every call, and the breaker logs the outage once.
+func (ks *Keyspace[K, V]) fillFailed(error) {
 	ks.st.l2Errors.Add(1)
-	ks.c.log.Warn("tiercache: l2 fill failed", "keyspace", ks.name, "err", err)
 }
 
 // fillL1 offers v, stored in L2 at now for l2TTL, to L1 under g.
 func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, delta time.Duration, g gens) {
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
-	ks.l1.SetMeta(key, v, int64(size), l1TTL, g.main, l1.Meta{Expire: now.Add(l2TTL), Delta: delta})
+	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
+	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
+	ks.l1.SetMeta(key, v, int64(size), l1TTL+ks.cfg.ServeStale, g.main, m)
 }
 
 // encodeEntry returns the L2 item of v, loaded in delta (0: written, not
@@ -441,7 +487,7 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens
 	}
 	if err != nil {
 		ks.st.l2Errors.Add(1)
-		return v, fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
+		return v, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
 	}
 	return ks.fromL2(ctx, key, rkey, b, ttl, g)
 }
@@ -497,9 +543,10 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 // GetMany returns the values of keys found in L1, in Redis (one pipelined
 // round trip for all L1 misses) or, when load is not nil, by one call of load
 // for the keys found in neither tier. Keys found nowhere are absent from the
-// map; duplicates are looked up once. When Redis fails, GetMany falls back to
-// load as GetOrLoad does, and returns the Redis error when load is nil. The
-// batch load runs in the caller's goroutine with the caller's ctx, is
+// map; duplicates are looked up once. When Redis fails, GetMany serves from
+// L1 what KeyspaceConfig.ServeStale allows and loads the rest, as GetOrLoad
+// does; without load, those keys are misses (absent, no error) unless
+// KeyspaceConfig.SurfaceL2Errors asks for the error. The batch load runs in the caller's goroutine with the caller's ctx, is
 // cancelled by Stop, and is not shared with concurrent calls.
 func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
 	if ks.c.closed.Load() {
@@ -537,13 +584,23 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		return out, nil
 	}
 	vals, err := ks.c.store.GetMany(ctx, rkeys)
+	l2ok := err == nil // no fill against a failing Redis
 	if err != nil {
 		ks.st.l2Errors.Add(1)
-		if load == nil {
-			return nil, fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
+		if load == nil && ks.cfg.SurfaceL2Errors {
+			return nil, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
 		}
-		ks.c.log.Warn("tiercache: l2 multi-get failed, loading from source", "keyspace", ks.name, "err", err)
-		vals = make([][]byte, len(rkeys))
+		n := 0
+		for i, k := range miss {
+			if v, ok := ks.stale(k); ok {
+				out[k] = v
+				continue
+			}
+			miss[n], rkeys[n], gs[n] = k, rkeys[i], gs[i]
+			n++
+		}
+		miss, rkeys, gs = miss[:n], rkeys[:n], gs[:n]
+		vals = make([][]byte, n)
 	}
 	var toLoad []int // indexes into miss
 	for i, b := range vals {
@@ -563,15 +620,16 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		ks.st.misses.Add(uint64(len(toLoad)))
 		return out, nil
 	}
-	if err := ks.loadMany(ctx, miss, rkeys, gs, toLoad, load, out); err != nil {
+	if err := ks.loadMany(ctx, miss, rkeys, gs, toLoad, load, out, l2ok); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 // loadMany loads miss[i] for i in toLoad with one call of load, adds what it
-// found to out and fills both tiers with it, key by key as flight does.
-func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, toLoad []int, load BatchLoader[K, V], out map[K]V) error {
+// found to out and, with fill, fills both tiers with it, key by key as
+// flight does.
+func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, toLoad []int, load BatchLoader[K, V], out map[K]V, fill bool) error {
 	if !ks.c.flights.enter() {
 		return ErrClosed
 	}
@@ -598,14 +656,18 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 		out[miss[i]] = v
 		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], delta})
 	}
+	if !fill {
+		return nil
+	}
 	return ks.fillTiers(ctx, ps)
 }
 
 // Set stores value under key in Redis and publishes its invalidation in the
 // same atomic round trip, then evicts key from this replica's L1. Every other
-// replica evicts it when the invalidation arrives. When Set returns an error
-// the local L1 entry is evicted all the same, and the caller must assume the
-// invalidation may not have been sent. The value carries the tags of the
+// replica evicts it when the invalidation arrives. When Redis does not carry
+// the write out (it is down, the breaker is open, it refused the script),
+// the error wraps ErrNotPublished, and the local L1 entry is evicted all the
+// same, so this replica never serves the unpublished value. The value carries the tags of the
 // keyspace's tagger (WithTags), if any.
 func (ks *Keyspace[K, V]) Set(ctx context.Context, key K, value V) error {
 	return ks.SetTagged(ctx, key, value)
@@ -636,7 +698,7 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 	ks.evict(key)
 	ks.st.sets.Add(1)
 	if err != nil {
-		return fmt.Errorf("tiercache: set keyspace %q key %q: %w", ks.name, rkey, err)
+		return fmt.Errorf("tiercache: set keyspace %q key %q: %w: %w", ks.name, rkey, ErrNotPublished, err)
 	}
 	return nil
 }
@@ -665,7 +727,7 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 	ks.evict(keys...)
 	ks.st.deletes.Add(uint64(len(keys)))
 	if err != nil {
-		return fmt.Errorf("tiercache: delete keyspace %q: %w", ks.name, err)
+		return fmt.Errorf("tiercache: delete keyspace %q: %w: %w", ks.name, ErrNotPublished, err)
 	}
 	return nil
 }

@@ -25,7 +25,7 @@ import (
 // getOrLoadRefreshing is GetOrLoad with early refresh.
 func (ks *Keyspace[K, V]) getOrLoadRefreshing(ctx context.Context, key K, load Loader[K, V]) (V, error) {
 	if ks.c.sub.Healthy() {
-		if v, m, ok := ks.l1.GetMeta(key); ok {
+		if v, m, ok := ks.l1.GetMeta(key); ok && ks.fresh(m) {
 			ks.st.l1Hits.add()
 			if load != nil && m.Delta > 0 && ks.xfetch(m.Expire, m.Delta) {
 				ks.refresh(key, load)

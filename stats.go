@@ -5,12 +5,16 @@ import (
 	"unsafe"
 
 	"github.com/tiercache/tiercache/bus"
+	"github.com/tiercache/tiercache/l2"
 )
 
 // Stats is a snapshot of a Cache's counters.
 type Stats struct {
 	// Bus holds the invalidation bus counters and health.
 	Bus bus.Stats
+	// Breaker holds the state and counters of the circuit breaker around
+	// Redis (Config.Breaker).
+	Breaker l2.BreakerStats
 	// Keyspaces holds each keyspace's counters, by name.
 	Keyspaces map[string]KeyspaceStats
 }
@@ -36,6 +40,7 @@ type KeyspaceStats struct {
 	TagDeletes    uint64 // keys deleted by InvalidateTags
 	Warmed        uint64 // keys the warmer found or loaded
 	WarmErrors    uint64 // warm list or batch failures
+	StaleHits     uint64 // reads served from L1 while Redis was unreachable (KeyspaceConfig.ServeStale)
 }
 
 // ksCounters are the live counters of a keyspace. l1Hits is striped because
@@ -60,6 +65,7 @@ type ksCounters struct {
 	tagDeletes    atomic.Uint64
 	warmed        atomic.Uint64
 	warmErrors    atomic.Uint64
+	staleHits     atomic.Uint64
 }
 
 func (ks *Keyspace[K, V]) stats() KeyspaceStats {
@@ -84,6 +90,7 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		TagDeletes:    s.tagDeletes.Load(),
 		Warmed:        s.warmed.Load(),
 		WarmErrors:    s.warmErrors.Load(),
+		StaleHits:     s.staleHits.Load(),
 	}
 }
 

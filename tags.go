@@ -117,7 +117,11 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 	}
 	for _, t := range tags {
 		if err := ks.invalidateTag(ctx, t); err != nil {
-			return fmt.Errorf("tiercache: keyspace %q: invalidate tag %q: %w", ks.name, t, err)
+			// This replica keeps no index of its tagged entries: flush
+			// them all, so that it does not serve what it failed to
+			// invalidate.
+			ks.flush()
+			return fmt.Errorf("tiercache: keyspace %q: invalidate tag %q: %w: %w", ks.name, t, ErrNotPublished, err)
 		}
 	}
 	return nil

@@ -255,24 +255,9 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("bus: start: %w", err)
 	}
-	s.mu.Lock()
-	switch {
-	case s.stopping:
-		s.mu.Unlock()
-		return ErrStopped
-	case s.started:
-		s.mu.Unlock()
-		return ErrStarted
+	if err := s.Launch(ctx); err != nil {
+		return err
 	}
-	s.started = true
-	// The goroutines outlive Start's ctx but keep its values.
-	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.cancel = cancel
-	go s.read(run)
-	go s.dispatch()
-	go s.ping(run)
-	s.mu.Unlock()
-
 	var err error
 	select {
 	case <-s.firstReset:
@@ -287,6 +272,35 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	_ = s.Stop(context.WithoutCancel(ctx))
 	return err
 }
+
+// Launch is Start without the wait: it starts the goroutines and returns at
+// once. The subscription is made in the background, and retried while Redis
+// is unreachable; Healthy turns true, and Ready is closed, once it is
+// confirmed and the first OnReset has returned. ctx gives its values to the
+// goroutines, not its cancellation: only Stop ends them. Launch returns
+// ErrStarted when the Subscriber was started already and ErrStopped after
+// Stop.
+func (s *Subscriber) Launch(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.stopping:
+		return ErrStopped
+	case s.started:
+		return ErrStarted
+	}
+	s.started = true
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.cancel = cancel
+	go s.read(run)
+	go s.dispatch()
+	go s.ping(run)
+	return nil
+}
+
+// Ready returns a channel closed once the first subscription has been
+// confirmed and its OnReset has returned.
+func (s *Subscriber) Ready() <-chan struct{} { return s.firstReset }
 
 // Stop closes the subscription, stops every goroutine and waits for them,
 // or returns an error wrapping ctx.Err() if ctx ends first (the goroutines
