@@ -18,6 +18,9 @@ const (
 	DefaultStripes = 4096
 	// DefaultBufferItems is the size of ristretto's per-stripe Get buffers.
 	DefaultBufferItems = 64
+	// DefaultClearInterval is the least time between two storage clears
+	// by Flush.
+	DefaultClearInterval = 100 * time.Millisecond
 )
 
 const (
@@ -60,6 +63,18 @@ type Config struct {
 	// caused by invalidating a key that shares a stripe.
 	// Default DefaultStripes. It must not be negative.
 	Stripes int `yaml:"stripes" json:"stripes"`
+
+	// ClearInterval is the least time between two clears of the storage by
+	// Flush, measured from the end of one clear to the start of the next.
+	// Every Flush kills every entry at once, whatever this is; a Flush
+	// within ClearInterval of the last clear only skips releasing the dead
+	// entries' memory early (counted in Stats.ClearsSkipped): they stay
+	// within MaxCost and are evicted, overwritten or cleared by a later
+	// Flush. This bounds the time a storm of flushes (from a flood of flush
+	// messages or bus resets) spends clearing, which grows with the number
+	// of entries. Default DefaultClearInterval; a negative value clears on
+	// every Flush.
+	ClearInterval time.Duration `yaml:"clear_interval" json:"clear_interval"`
 }
 
 // withDefaults returns cfg with its zero fields set to their defaults, or an
@@ -83,6 +98,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Stripes == 0 {
 		cfg.Stripes = DefaultStripes
+	}
+	if cfg.ClearInterval == 0 {
+		cfg.ClearInterval = DefaultClearInterval
 	}
 	return cfg, nil
 }
@@ -148,6 +166,10 @@ type Stats struct {
 	Invalidations uint64
 	// Flushes counts the calls to Flush.
 	Flushes uint64
+	// ClearsSkipped counts the calls to Flush that killed every entry but
+	// did not clear the storage, because a clear ended less than
+	// Config.ClearInterval before or was still running.
+	ClearsSkipped uint64
 	// Cost is the total cost of the entries ristretto holds, including dead
 	// entries not yet deleted or evicted, in the unit of MaxCost.
 	Cost int64
@@ -163,8 +185,11 @@ type hooks struct {
 	// that goroutine.
 	onReject func()
 	// beforeClear runs in Flush after the epoch moved and before ristretto's
-	// Clear, which waits for ristretto's goroutine.
+	// Clear, which waits for ristretto's goroutine; it does not run when
+	// Flush skips the clear.
 	beforeClear func()
+	// now replaces time.Now as the clock that spaces Flush's clears.
+	now func() time.Time
 }
 
 // Cache is a typed, cost-bounded, in-process cache with a generation guard:
@@ -183,8 +208,9 @@ type Cache[K Key, V any] struct {
 	gens  []atomic.Uint64
 	shift uint // 64 - log2(len(gens))
 
-	maxCost int64
-	hooks   hooks
+	maxCost       int64
+	clearInterval time.Duration
+	hooks         hooks
 
 	// Written by Set, Invalidate and Flush: kept off the cache line(s) Get reads.
 	_ [64]byte
@@ -194,11 +220,14 @@ type Cache[K Key, V any] struct {
 	// Flush, Wait), because ristretto panics if Close runs under them, and
 	// for writing by Close, which sets rc to nil.
 	mu      sync.RWMutex
-	flushMu sync.Mutex // serializes ristretto's Clear calls
+	flushMu sync.Mutex // serializes ristretto's Clear calls; guards lastClear
+	// lastClear is when the last Clear by Flush ended; zero before the first.
+	lastClear time.Time
 
 	staleRejected atomic.Uint64
 	invalidations atomic.Uint64
 	flushes       atomic.Uint64
+	clearsSkipped atomic.Uint64
 }
 
 // New returns an empty cache configured by cfg, or an error wrapping
@@ -213,10 +242,11 @@ func newCache[K Key, V any](cfg Config, h hooks) (*Cache[K, V], error) {
 		return nil, err
 	}
 	c := &Cache[K, V]{
-		gens:    make([]atomic.Uint64, cfg.Stripes),
-		shift:   uint(64 - bits.TrailingZeros(uint(cfg.Stripes))),
-		maxCost: cfg.MaxCost,
-		hooks:   h,
+		gens:          make([]atomic.Uint64, cfg.Stripes),
+		shift:         uint(64 - bits.TrailingZeros(uint(cfg.Stripes))),
+		maxCost:       cfg.MaxCost,
+		clearInterval: cfg.ClearInterval,
+		hooks:         h,
 	}
 	rcfg := &ristretto.Config[K, *entry[V]]{
 		NumCounters:        cfg.NumCounters,
@@ -395,7 +425,15 @@ func (c *Cache[K, V]) Invalidate(keys ...K) {
 // Flush kills every entry and every fill in flight at once, then clears the
 // storage to release its memory. Clearing takes time proportional to the
 // number of entries, during which Set and Invalidate keep working (their
-// writes may wait in ristretto's buffer). It is a no-op on a nil or closed
+// writes may wait in ristretto's buffer).
+//
+// To keep a storm of flushes from spending its caller's time clearing, Flush
+// clears at most once per Config.ClearInterval: a Flush within that interval
+// of the end of the last clear, or while another Flush is clearing, kills
+// every entry all the same but leaves the dead entries' memory to eviction,
+// to the refills of their keys or to a later Flush, and counts in
+// Stats.ClearsSkipped. With a negative ClearInterval, every Flush clears,
+// waiting for a clear in progress first. Flush is a no-op on a nil or closed
 // cache.
 func (c *Cache[K, V]) Flush() {
 	if c == nil {
@@ -407,14 +445,34 @@ func (c *Cache[K, V]) Flush() {
 	if rc == nil {
 		return
 	}
+	// The epoch alone makes every entry and fill a miss (entry.current): the
+	// clear below only releases memory, so skipping it is always safe.
 	c.epoch.Add(1)
 	c.flushes.Add(1)
+	if c.clearInterval < 0 {
+		c.flushMu.Lock()
+	} else if !c.flushMu.TryLock() {
+		c.clearsSkipped.Add(1) // another Flush is clearing
+		return
+	}
+	defer c.flushMu.Unlock()
+	if c.clearInterval >= 0 && !c.lastClear.IsZero() && c.now().Sub(c.lastClear) < c.clearInterval {
+		c.clearsSkipped.Add(1)
+		return
+	}
 	if c.hooks.beforeClear != nil {
 		c.hooks.beforeClear()
 	}
-	c.flushMu.Lock()
-	defer c.flushMu.Unlock()
 	rc.Clear()
+	c.lastClear = c.now()
+}
+
+// now returns the time from the clock that spaces Flush's clears.
+func (c *Cache[K, V]) now() time.Time {
+	if c.hooks.now != nil {
+		return c.hooks.now()
+	}
+	return time.Now()
 }
 
 // Wait blocks until every value accepted by Set before the call has been
@@ -472,6 +530,7 @@ func (c *Cache[K, V]) Stats() Stats {
 		StaleRejected: c.staleRejected.Load(),
 		Invalidations: c.invalidations.Load(),
 		Flushes:       c.flushes.Load(),
+		ClearsSkipped: c.clearsSkipped.Load(),
 	}
 	if rc := c.rc.Load(); rc != nil {
 		s.Cost = c.maxCost - rc.RemainingCost()

@@ -509,8 +509,8 @@ func TestNilAndClosed(t *testing.T) {
 		give *Cache[string, string]
 		want string
 	}{
-		{name: "nil", give: nil, want: "miss false - 0 {0 0 0 0}"},
-		{name: "closed", give: closed, want: "miss false - 100 {0 0 0 0}"},
+		{name: "nil", give: nil, want: "miss false - 0 {0 0 0 0 0}"},
+		{name: "closed", give: closed, want: "miss false - 100 {0 0 0 0 0}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -580,27 +580,32 @@ func TestConfigDefaults(t *testing.T) {
 		{
 			name: "small MaxCost: minimum counters",
 			give: Config{MaxCost: 1 << 20},
-			want: Config{MaxCost: 1 << 20, NumCounters: 10_240, BufferItems: DefaultBufferItems, Stripes: DefaultStripes},
+			want: Config{MaxCost: 1 << 20, NumCounters: 10_240, BufferItems: DefaultBufferItems, Stripes: DefaultStripes, ClearInterval: DefaultClearInterval},
 		},
 		{
 			name: "tiny MaxCost: minimum counters",
 			give: Config{MaxCost: 1},
-			want: Config{MaxCost: 1, NumCounters: 10_000, BufferItems: DefaultBufferItems, Stripes: DefaultStripes},
+			want: Config{MaxCost: 1, NumCounters: 10_000, BufferItems: DefaultBufferItems, Stripes: DefaultStripes, ClearInterval: DefaultClearInterval},
 		},
 		{
 			name: "64 MiB: 10x the 1 KiB items",
 			give: Config{MaxCost: 64 << 20},
-			want: Config{MaxCost: 64 << 20, NumCounters: 655_360, BufferItems: DefaultBufferItems, Stripes: DefaultStripes},
+			want: Config{MaxCost: 64 << 20, NumCounters: 655_360, BufferItems: DefaultBufferItems, Stripes: DefaultStripes, ClearInterval: DefaultClearInterval},
 		},
 		{
 			name: "huge MaxCost: maximum counters",
 			give: Config{MaxCost: 1 << 40},
-			want: Config{MaxCost: 1 << 40, NumCounters: 10_000_000, BufferItems: DefaultBufferItems, Stripes: DefaultStripes},
+			want: Config{MaxCost: 1 << 40, NumCounters: 10_000_000, BufferItems: DefaultBufferItems, Stripes: DefaultStripes, ClearInterval: DefaultClearInterval},
 		},
 		{
 			name: "explicit values kept",
-			give: Config{MaxCost: 1, NumCounters: 5, BufferItems: 7, Stripes: 8},
-			want: Config{MaxCost: 1, NumCounters: 5, BufferItems: 7, Stripes: 8},
+			give: Config{MaxCost: 1, NumCounters: 5, BufferItems: 7, Stripes: 8, ClearInterval: time.Second},
+			want: Config{MaxCost: 1, NumCounters: 5, BufferItems: 7, Stripes: 8, ClearInterval: time.Second},
+		},
+		{
+			name: "negative ClearInterval kept: clear on every Flush",
+			give: Config{MaxCost: 1, ClearInterval: -1},
+			want: Config{MaxCost: 1, NumCounters: 10_000, BufferItems: DefaultBufferItems, Stripes: DefaultStripes, ClearInterval: -1},
 		},
 	}
 	for _, tt := range tests {
@@ -638,3 +643,237 @@ func TestGenVersion(t *testing.T) {
 
 // fmt2 returns g's Version as one comparable value.
 func fmt2(g Gen) [2]uint64 { a, b := g.Version(); return [2]uint64{a, b} }
+
+// fakeClock is a clock for the now hook that moves only when a test
+// advances it.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// clearCounter returns hooks that count the clears Flush runs, on clock.
+func clearCounter(clock *fakeClock) (hooks, *atomic.Int64) {
+	var clears atomic.Int64
+	return hooks{now: clock.now, beforeClear: func() { clears.Add(1) }}, &clears
+}
+
+// fill stores n entries of cost 1 under keys prefix-0..prefix-(n-1) and waits
+// until ristretto holds them.
+func fill(t *testing.T, c *Cache[string, int], prefix string, n int) []string {
+	t.Helper()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("%s-%d", prefix, i)
+		if !c.Set(keys[i], i, 1, 0, c.Snapshot(keys[i])) {
+			t.Fatalf("Set(%s) = false; want true", keys[i])
+		}
+	}
+	c.Wait()
+	for i, k := range keys {
+		wantHit(t, c, k, i)
+	}
+	return keys
+}
+
+// A storm of flushes clears the storage once per ClearInterval; every Flush
+// still kills every entry, and a fill snapshotted after the storm is served.
+func TestFlushStorm(t *testing.T) {
+	const storm = 10_000
+	clock := newFakeClock()
+	h, clears := clearCounter(clock)
+	c := newTestCache[string, int](t, Config{MaxCost: 1 << 20}, h)
+	keys := fill(t, c, "before", 1000)
+
+	for i := range storm {
+		c.Flush()
+		if i == 0 {
+			for _, k := range keys {
+				wantMiss(t, c, k)
+			}
+		} else {
+			wantMiss(t, c, keys[i%len(keys)])
+		}
+	}
+	for _, k := range keys {
+		wantMiss(t, c, k)
+	}
+	if got, want := clears.Load(), int64(1); got != want {
+		t.Errorf("clears in a storm of %d flushes = %d; want %d", storm, got, want)
+	}
+	st := c.Stats()
+	if got, want := st.Flushes, uint64(storm); got != want {
+		t.Errorf("Flushes = %d; want %d", got, want)
+	}
+	if got, want := st.ClearsSkipped, uint64(storm-1); got != want {
+		t.Errorf("ClearsSkipped = %d; want %d", got, want)
+	}
+
+	// A fill snapshotted after the storm is stored and served.
+	if !c.Set("after", 1, 1, 0, c.Snapshot("after")) {
+		t.Fatal("Set(after) after the storm = false; want true")
+	}
+	c.Wait()
+	wantHit(t, c, "after", 1)
+
+	// Within the interval the storage keeps the dead entries: only the epoch
+	// makes them misses.
+	clock.advance(DefaultClearInterval - time.Nanosecond)
+	c.Flush()
+	wantStored(t, c, "after")
+	wantMiss(t, c, "after")
+	if got, want := clears.Load(), int64(1); got != want {
+		t.Errorf("clears just before the interval ended = %d; want %d", got, want)
+	}
+
+	// Once the interval has passed, the next Flush clears.
+	clock.advance(time.Nanosecond)
+	c.Flush()
+	if got, want := clears.Load(), int64(2); got != want {
+		t.Errorf("clears after the interval = %d; want %d", got, want)
+	}
+	c.Wait()
+	if _, ok := c.rc.Load().Get("after"); ok {
+		t.Error("ristretto still holds an entry after a Flush past the interval; want it cleared")
+	}
+	if got := c.Stats().Cost; got != 0 {
+		t.Errorf("Stats().Cost after the clear = %d; want 0", got)
+	}
+	if got, want := c.Stats().ClearsSkipped, uint64(storm); got != want {
+		t.Errorf("ClearsSkipped = %d; want %d", got, want)
+	}
+}
+
+// The interval runs from the end of the last clear, so a clear slower than
+// the interval cannot make the next Flush clear again at once.
+func TestFlushIntervalFromClearEnd(t *testing.T) {
+	clock := newFakeClock()
+	var clears atomic.Int64
+	c := newTestCache[string, int](t, Config{MaxCost: 1 << 20, ClearInterval: time.Second}, hooks{
+		now: clock.now,
+		beforeClear: func() {
+			clears.Add(1)
+			clock.advance(5 * time.Second) // a slow clear
+		},
+	})
+	c.Flush()
+	clock.advance(time.Second - time.Nanosecond)
+	c.Flush()
+	if got, want := clears.Load(), int64(1); got != want {
+		t.Errorf("clears = %d; want %d", got, want)
+	}
+}
+
+// With a negative ClearInterval every Flush clears.
+func TestFlushNegativeIntervalAlwaysClears(t *testing.T) {
+	clock := newFakeClock()
+	h, clears := clearCounter(clock)
+	c := newTestCache[string, int](t, Config{MaxCost: 1 << 20, ClearInterval: -1}, h)
+	const n = 10
+	for range n {
+		fill(t, c, "k", 10)
+		c.Flush()
+		c.Wait()
+		if _, ok := c.rc.Load().Get("k-0"); ok {
+			t.Fatal("ristretto holds k-0 after Flush; want every Flush to clear")
+		}
+	}
+	if got, want := clears.Load(), int64(n); got != want {
+		t.Errorf("clears = %d; want %d", got, want)
+	}
+	if got := c.Stats().ClearsSkipped; got != 0 {
+		t.Errorf("ClearsSkipped = %d; want 0", got)
+	}
+}
+
+// A Flush that comes while another Flush is clearing kills every entry and
+// returns without waiting for that clear.
+func TestFlushDuringClearDoesNotWait(t *testing.T) {
+	clock := newFakeClock()
+	clearing := make(chan struct{})
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	var once sync.Once
+	c := newTestCache[string, int](t, Config{MaxCost: 1 << 20}, hooks{
+		now:         clock.now,
+		beforeClear: func() { once.Do(func() { close(clearing); <-release }) },
+	})
+	t.Cleanup(releaseOnce) // before Close, if the test stops early
+	fill(t, c, "k", 10)
+	var wg sync.WaitGroup
+	wg.Go(c.Flush)
+	<-clearing
+	if !c.Set("during", 1, 1, 0, c.Snapshot("during")) {
+		t.Fatal("Set(during) = false; want true")
+	}
+	c.Flush() // returns although the first Flush is still clearing
+	if got, want := c.Stats().ClearsSkipped, uint64(1); got != want {
+		t.Errorf("ClearsSkipped = %d; want %d", got, want)
+	}
+	releaseOnce()
+	wg.Wait()
+	c.Wait()
+	wantMiss(t, c, "during")
+	wantMiss(t, c, "k-0")
+}
+
+// L1's memory stays within MaxCost through rounds of fills and flushes whose
+// clears are skipped: dead entries are evicted like live ones.
+func TestFlushStormMemory(t *testing.T) {
+	const (
+		maxCost = 64 << 10
+		rounds  = 50
+		perFill = 2_000 // about 4x MaxCost per round
+	)
+	clock := newFakeClock() // never advanced: every Flush but the first skips its clear
+	h, clears := clearCounter(clock)
+	c := newTestCache[string, int](t, Config{MaxCost: maxCost}, h)
+	cost := func(i int) int64 { return int64(100 + i%50) }
+	var maxSeen int64
+	var hits int
+	check := func(when string, round int) {
+		t.Helper()
+		got := c.Stats().Cost
+		maxSeen = max(maxSeen, got)
+		if got > maxCost*11/10 {
+			t.Fatalf("round %d, %s: Stats().Cost = %d; want <= 1.1 x MaxCost = %d", round, when, got, maxCost*11/10)
+		}
+	}
+	for r := range rounds {
+		keys := make([]string, perFill)
+		for i := range keys {
+			keys[i] = fmt.Sprintf("r%d-%d", r, i)
+			c.Set(keys[i], i, cost(i), 0, c.Snapshot(keys[i]))
+		}
+		c.Wait()
+		check("after the fill", r)
+		for i, k := range keys {
+			if v, ok := c.Get(k); ok {
+				hits++
+				if v != i {
+					t.Fatalf("Get(%s) = %d; want %d", k, v, i)
+				}
+			}
+		}
+		c.Flush()
+		c.Wait()
+		check("after the flush", r)
+		for _, k := range keys {
+			wantMiss(t, c, k)
+		}
+	}
+	st := c.Stats()
+	t.Logf("max cost seen %d (%.3fx MaxCost), %d hits in %d rounds, %d clears, %+v",
+		maxSeen, float64(maxSeen)/maxCost, hits, rounds, clears.Load(), st)
+	if got, want := clears.Load(), int64(1); got != want {
+		t.Errorf("clears = %d; want %d", got, want)
+	}
+	if got, want := st.ClearsSkipped, uint64(rounds-1); got != want {
+		t.Errorf("ClearsSkipped = %d; want %d", got, want)
+	}
+}
