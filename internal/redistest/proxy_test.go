@@ -1,13 +1,20 @@
 package redistest
 
 import (
+	"bufio"
 	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
 
 // A cut connection neither delivers nor fails; a heal delivers what was
@@ -78,4 +85,396 @@ func clientAddr(list, name string) string {
 		}
 	}
 	return ""
+}
+
+// proxyOptions returns options for a client of srv that goes through p, with
+// one connection, no retries and no timeouts but ctx's, so that each fault
+// shows in the command it hits.
+func proxyOptions(srv *Server, p *Proxy) *redis.Options {
+	o := srv.Options()
+	o.Addr = p.Addr
+	o.PoolSize = 1
+	o.MaxRetries = -1
+	o.DialTimeout = 10 * time.Second
+	o.ReadTimeout = 10 * time.Second
+	o.WriteTimeout = 10 * time.Second
+	o.ContextTimeoutEnabled = true
+	return o
+}
+
+// isTimeout reports whether err is a deadline: the context's or the
+// connection's.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// A round trip through the proxy pays the latency once each way, on an
+// open connection and on a new one, and order is kept.
+func TestProxyLatency(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	c := redis.NewClient(proxyOptions(srv, p))
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+
+	const d = 50 * time.Millisecond
+	p.SetLatency(d)
+	start := time.Now()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING with latency: %v", err)
+	}
+	if got := time.Since(start); got < 2*d || got > 5*time.Second {
+		t.Errorf("PING on an open connection with latency %v took %v; want at least %v", d, got, 2*d)
+	}
+
+	fresh := redis.NewClient(proxyOptions(srv, p))
+	defer fresh.Close()
+	start = time.Now()
+	if err := fresh.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING on a new connection with latency: %v", err)
+	}
+	if got := time.Since(start); got < 2*d || got > 5*time.Second {
+		t.Errorf("PING on a new connection with latency %v took %v; want at least %v", d, got, 2*d)
+	}
+
+	const n = 100
+	cmds, err := c.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for range n {
+			pipe.Incr(ctx, "counter")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("pipelined INCR with latency: %v", err)
+	}
+	for i, cmd := range cmds {
+		if got, want := cmd.(*redis.IntCmd).Val(), int64(i+1); got != want {
+			t.Fatalf("INCR #%d = %d; want %d (replies out of order)", i, got, want)
+		}
+	}
+
+	p.SetLatency(0)
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after SetLatency(0): %v", err)
+	}
+}
+
+// Chunks that follow each other on one connection are delayed together,
+// not d each in turn: the replies to commands sent a few milliseconds apart
+// come back a few milliseconds apart, where a proxy that slept d per chunk
+// would space them d apart.
+func TestProxyLatencyDoesNotSerialise(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	const d, n = 1500 * time.Millisecond, 3
+	p.SetLatency(d)
+	start := time.Now()
+	for i := range n {
+		if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		// Each PING is its own chunk: the next goes once the proxy holds it.
+		if err := waitUntil(ctx, "the proxy to hold the PINGs", func(context.Context) error {
+			if got := p.Pending(); got < i+1 {
+				return fmt.Errorf("%d chunks pending", got)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd := bufio.NewReader(conn)
+	var first, last time.Time
+	for i := range n {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+		if line != "+PONG\r\n" {
+			t.Fatalf("reply %d = %q; want +PONG", i, line)
+		}
+		last = time.Now()
+		if i == 0 {
+			first = last
+		}
+	}
+	if got := first.Sub(start); got < 2*d {
+		t.Errorf("first reply after %v; want at least %v", got, 2*d)
+	}
+	if got, limit := last.Sub(first), (n-1)*d*5/6; got >= limit {
+		t.Errorf("replies spread over %v; want less than %v (a proxy that waits d per chunk spreads them over at least %v)",
+			got, limit, (n-1)*d)
+	}
+}
+
+// A partition silences open connections and holds new ones off the server
+// until Heal.
+func TestProxyPartition(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	admin := srv.Client(t)
+	open := redis.NewClient(proxyOptions(srv, p))
+	defer open.Close()
+	if err := open.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+	connected := func() string {
+		t.Helper()
+		info, err := admin.Info(ctx, "clients").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return parseInfo(info)["connected_clients"]
+	}
+	before := connected()
+
+	p.Partition()
+	pingCtx, pingCancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := open.Ping(pingCtx).Err()
+	pingCancel()
+	if !isTimeout(err) {
+		t.Errorf("PING on an open connection during the partition = %v; want a deadline error", err)
+	}
+
+	fresh := redis.NewClient(proxyOptions(srv, p))
+	defer fresh.Close()
+	accepted := p.Accepted()
+	pingCtx, pingCancel = context.WithTimeout(ctx, 200*time.Millisecond)
+	err = fresh.Ping(pingCtx).Err()
+	pingCancel()
+	if !isTimeout(err) {
+		t.Errorf("PING on a new connection during the partition = %v; want a deadline error", err)
+	}
+	if got, want := p.Accepted(), accepted+1; got != want {
+		t.Errorf("Accepted = %d; want %d (the new connection reaches the proxy)", got, want)
+	}
+	if got := connected(); got != before {
+		t.Errorf("connected_clients during the partition = %s; want %s (the new connection is held off the server)", got, before)
+	}
+
+	p.Heal()
+	if err := open.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after the heal: %v", err)
+	}
+	if err := fresh.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING on the new client after the heal: %v", err)
+	}
+}
+
+// Reset fails a command in flight with a TCP RST; the next command dials
+// again and succeeds.
+func TestProxyResetInFlight(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	admin := srv.Client(t)
+	c := redis.NewClient(proxyOptions(srv, p))
+	defer c.Close()
+	if err := c.Do(ctx, "CLIENT", "SETNAME", "blocked").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- c.BLPop(ctx, 0, "never").Err() }()
+	if err := waitUntil(ctx, "BLPOP to block on the server", func(ctx context.Context) error {
+		list, err := admin.ClientList(ctx).Result()
+		if err != nil {
+			return err
+		}
+		for line := range strings.Lines(list) {
+			if fields := strings.Fields(line); slices.Contains(fields, "name=blocked") && slices.Contains(fields, "cmd=blpop") {
+				return nil
+			}
+		}
+		return errors.New("no blocked client named blocked")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Conns(), 1; got != want {
+		t.Errorf("Conns = %d; want %d", got, want)
+	}
+	if got, want := p.Reset(), 1; got != want {
+		t.Errorf("Reset = %d; want %d", got, want)
+	}
+	// The socket read returns "connection reset by peer"; go-redis v9.23
+	// reads again and reports the io.EOF that follows.
+	if err := <-errc; !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("BLPOP across Reset = %v; want io.EOF or connection reset by peer", err)
+	}
+	if got := p.Conns(); got != 0 {
+		t.Errorf("Conns after Reset = %d; want 0", got)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after Reset: %v", err)
+	}
+}
+
+// Reset closes the client's side with a TCP RST, not a FIN.
+func TestProxyResetSendsRST(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(15 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(conn)
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := rd.ReadString('\n'); err != nil || line != "+PONG\r\n" {
+		t.Fatalf("PING = %q, %v; want +PONG", line, err)
+	}
+	if got, want := p.Reset(), 1; got != want {
+		t.Errorf("Reset = %d; want %d", got, want)
+	}
+	if _, err := rd.ReadByte(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("read after Reset = %v; want connection reset by peer", err)
+	}
+}
+
+// Reset of an idle pooled connection is caught by go-redis's health check
+// when it takes the connection from the pool: the next command dials again
+// and succeeds, even without retries.
+func TestProxyResetIdle(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	c := redis.NewClient(proxyOptions(srv, p))
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+	accepted := p.Accepted()
+	if got, want := p.Reset(), 1; got != want {
+		t.Errorf("Reset = %d; want %d", got, want)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING after Reset: %v", err)
+	}
+	if got, want := p.Accepted(), accepted+1; got != want {
+		t.Errorf("Accepted after Reset and PING = %d; want %d (one new connection)", got, want)
+	}
+	if got, want := p.Reset(), 1; got != want {
+		t.Errorf("second Reset = %d; want %d", got, want)
+	}
+}
+
+// Refuse fails new connections at once, not by timeout, and leaves open
+// ones alone; Refuse(false) accepts again.
+func TestProxyRefuse(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	open := redis.NewClient(proxyOptions(srv, p))
+	defer open.Close()
+	if err := open.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+
+	p.Refuse(true)
+	fresh := redis.NewClient(proxyOptions(srv, p))
+	defer fresh.Close()
+	accepted := p.Accepted()
+	start := time.Now()
+	// Depending on when the RST arrives, go-redis sees io.EOF reading the
+	// HELLO reply, "connection reset by peer" writing it, or the same from
+	// connect, which it retries with backoff up to DialerRetries times.
+	err := fresh.Ping(ctx).Err()
+	if err == nil || isTimeout(err) {
+		t.Errorf("PING on a new connection while refusing = %v; want an error other than a timeout", err)
+	}
+	if got := time.Since(start); got > 5*time.Second {
+		t.Errorf("PING on a new connection while refusing took %v; want it to fail at once", got)
+	}
+	if got := p.Accepted(); got <= accepted {
+		t.Errorf("Accepted = %d; want more than %d (the connection reached the proxy)", got, accepted)
+	}
+	if err := open.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING on an open connection while refusing: %v", err)
+	}
+	if got, want := p.Conns(), 1; got != want {
+		t.Errorf("Conns while refusing = %d; want %d", got, want)
+	}
+
+	p.Refuse(false)
+	if err := fresh.Ping(ctx).Err(); err != nil {
+		t.Errorf("PING on a new connection after Refuse(false): %v", err)
+	}
+}
+
+// Close returns promptly with a long latency set and chunks waiting on it,
+// and leaves no goroutine behind.
+func TestProxyCloseWithLatency(t *testing.T) {
+	srv := Start(t)
+	ignore := goleak.IgnoreCurrent()
+	p, err := NewProxy(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	c := redis.NewClient(proxyOptions(srv, p))
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+	p.SetLatency(10 * time.Second)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Ping(ctx).Err() }()
+	if err := waitUntil(ctx, "the PING to wait on the latency", func(context.Context) error {
+		if p.Pending() == 0 {
+			return errors.New("nothing pending")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	closeCtx, closeCancel := context.WithTimeout(ctx, 2*time.Second)
+	defer closeCancel()
+	select {
+	case <-closed:
+	case <-closeCtx.Done():
+		t.Fatalf("Close with a 10s latency did not return within 2s")
+	}
+	if err := <-errc; !errors.Is(err, io.EOF) {
+		t.Errorf("PING across Close = %v; want io.EOF", err)
+	}
+	if got := p.Conns(); got != 0 {
+		t.Errorf("Conns after Close = %d; want 0", got)
+	}
+	p.Close() // twice is fine
+	c.Close()
+	goleak.VerifyNone(t, ignore)
 }
