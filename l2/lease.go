@@ -17,17 +17,18 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false`
 
 // releaseSrc replaces the lease ARGV[1] under KEYS[1] by ARGV[2] for ARGV[3]
-// milliseconds, or deletes it when ARGV[3] is "0", and publishes ARGV[5] on
-// channel ARGV[4]; it returns 1. When the key no longer holds the lease (a
-// write or a delete voided it, or it expired) it changes nothing, publishes
-// nothing and returns 0.
+// milliseconds, or deletes it when ARGV[3] is "0", after it publishes
+// ARGV[5] on channel ARGV[4] (see setAndPublishSrc for why first); it
+// returns 1. When the key no longer holds the lease (a write or a delete
+// voided it, or it expired) it changes nothing, publishes nothing and
+// returns 0.
 const releaseSrc = `if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
 if ARGV[3] == '0' then
   redis.call('DEL', KEYS[1])
 else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1`
 
 // Acquire stores lease under key for ttl unless the key exists, in one

@@ -82,19 +82,26 @@ type Store struct {
 	tagScript, untagScript       *redis.Script // tag sets
 }
 
-// setAndPublishSrc sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds, then
-// publishes ARGV[4] on channel ARGV[3]. It returns the number of receivers.
-const setAndPublishSrc = `redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return redis.call('PUBLISH', ARGV[3], ARGV[4])`
+// Every write script publishes first and writes after. A script runs
+// atomically, so no subscriber can read the key between the two; but a
+// PUBLISH that Redis refuses (an ACL without the channel) stops the script
+// before it changes anything, where a write made first would stay, with no
+// replica told of it.
 
-// deleteAndPublishSrc deletes every key of KEYS, then publishes ARGV[2] on
-// channel ARGV[1], and returns the number of keys deleted. It deletes in
+// setAndPublishSrc publishes ARGV[4] on channel ARGV[3], then sets KEYS[1]
+// to ARGV[1] for ARGV[2] milliseconds. It returns the number of receivers.
+const setAndPublishSrc = `local n = redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return n`
+
+// deleteAndPublishSrc publishes ARGV[2] on channel ARGV[1], then deletes
+// every key of KEYS, and returns the number of keys deleted. It deletes in
 // chunks because unpack fails on a few thousand values.
-const deleteAndPublishSrc = `local n = 0
+const deleteAndPublishSrc = `redis.call('PUBLISH', ARGV[1], ARGV[2])
+local n = 0
 for i = 1, #KEYS, 1000 do
   n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, #KEYS)))
 end
-redis.call('PUBLISH', ARGV[1], ARGV[2])
 return n`
 
 // New returns a Store that uses c. It fails with ErrInvalid when c is nil.

@@ -14,10 +14,12 @@ type Op struct {
 
 // writeAndPublishSrc applies one op per key, in order: ARGV[2i-1] is the
 // value and ARGV[2i] the TTL in milliseconds of KEYS[i], or "" and "" for a
-// DEL. Each op runs under pcall, so that one refused op neither stops the
-// others nor the PUBLISH of ARGV[#ARGV] on channel ARGV[#ARGV-1], which
-// always runs last. It returns, per op, 1 or the error message.
-const writeAndPublishSrc = `local res = {}
+// DEL, after the PUBLISH of ARGV[#ARGV] on channel ARGV[#ARGV-1] (see
+// setAndPublishSrc for why first). Each op runs under pcall, so that one
+// refused op does not stop the others. It returns, per op, 1 or the error
+// message.
+const writeAndPublishSrc = `redis.call('PUBLISH', ARGV[#ARGV-1], ARGV[#ARGV])
+local res = {}
 for i = 1, #KEYS do
   local r
   if ARGV[2*i] == '' then
@@ -27,7 +29,6 @@ for i = 1, #KEYS do
   end
   if type(r) == 'table' and r.err then res[i] = r.err else res[i] = 1 end
 end
-redis.call('PUBLISH', ARGV[#ARGV-1], ARGV[#ARGV])
 return res`
 
 // OpError is the error of one op of WriteAndPublish that Redis refused
@@ -39,7 +40,7 @@ type OpError struct {
 
 func (e *OpError) Error() string { return fmt.Sprintf("l2 write %q: %s", e.Key, e.Msg) }
 
-// WriteAndPublish applies ops in order and then publishes msg on channel,
+// WriteAndPublish publishes msg on channel and applies ops in order,
 // atomically and in one round trip (two when the server does not have the
 // script yet). It returns one error per op: nil, or an *OpError for an op
 // Redis refused (out of memory, a wrong type); the PUBLISH runs in any case.
