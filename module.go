@@ -54,7 +54,11 @@ func NewFromParams(p Params) (Result, error) {
 		if len(p.Config.Redis.Addrs) == 0 {
 			return Result{}, fmt.Errorf("%w: no redis.UniversalClient in the graph and no Config.Redis.Addrs", ErrInvalidConfig)
 		}
-		client, owned = redis.NewUniversalClient(p.Config.Redis.UniversalOptions()), true
+		opts, err := p.Config.Redis.ClientOptions()
+		if err != nil {
+			return Result{}, err
+		}
+		client, owned = redis.NewUniversalClient(opts), true
 	}
 	c, err := New(client, p.Config, append([]Option{WithLogger(p.Logger)}, p.Options...)...)
 	if err != nil {

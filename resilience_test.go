@@ -511,3 +511,37 @@ func TestDegraded(t *testing.T) {
 		t.Errorf("Stats = %+v; want one L2 hit then one L1 hit", s)
 	}
 }
+
+// TestCorruptOversizeValue checks MaxValueSize on both sides: a Set of a
+// larger value fails with ErrEncode, saying so, and writes nothing; a larger
+// value found in Redis (written by a replica with a larger MaxValueSize) is
+// a miss, counted, and left in place for the replicas that can read it.
+func TestCorruptOversizeValue(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{Namespace: "ov"})
+	small := mustKeyspace[string, []byte](t, r.c, "ks", tiercache.KeyspaceConfig{MaxValueSize: 64, CompressAbove: -1})
+	ctx := t.Context()
+	big := bytes.Repeat([]byte("x"), 1024)
+	err := small.Set(ctx, "k", big)
+	if !errors.Is(err, tiercache.ErrEncode) || !strings.Contains(err.Error(), "64") {
+		t.Fatalf("Set of 1 KiB with MaxValueSize 64 = %v; want ErrEncode naming the limit", err)
+	}
+	if n := r.client.Exists(ctx, "ov:ks:k").Val(); n != 0 {
+		t.Fatalf("the refused Set wrote the key")
+	}
+
+	r2 := newReplica(t, srv, tiercache.Config{Namespace: "ov"})
+	large := mustKeyspace[string, []byte](t, r2.c, "ks", tiercache.KeyspaceConfig{CompressAbove: -1})
+	if err := large.Set(ctx, "k", big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := small.Get(ctx, "k"); !errors.Is(err, tiercache.ErrNotFound) {
+		t.Errorf("Get of an oversize value = %v; want a miss", err)
+	}
+	if got := small.Stats().Corrupt; got != 1 {
+		t.Errorf("Corrupt = %d; want 1", got)
+	}
+	if v, err := large.Get(ctx, "k"); err != nil || !bytes.Equal(v, big) {
+		t.Errorf("the larger replica's Get = %d bytes, %v; want its value, left in place", len(v), err)
+	}
+}

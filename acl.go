@@ -1,0 +1,76 @@
+package tiercache
+
+import "strings"
+
+// ACLRules returns the rules of a Redis ACL user that can run tiercache
+// with the given namespace and channel (Config.Namespace and Config.Channel;
+// empty takes the same defaults as New), and nothing else: the keys under
+// "<namespace>:", the invalidation channel and the probe channels of a
+// Cluster subscriber, and the commands below. It is what follows
+// "ACL SETUSER <name> on >password", as one line:
+//
+//	resetkeys ~tiercache:* resetchannels &tiercache:invalidate ... -@all +get ...
+//
+// Redis checks the commands a Lua script calls against the rules of the user
+// that runs it, so the list holds those of tiercache's scripts too. AUTH and
+// HELLO need no rule. On Redis 7.2 and later, go-redis sends CLIENT SETINFO
+// on every new connection: append "+client|setinfo" (Redis 7.0 refuses that
+// rule), or build the client with DisableIdentity; otherwise go-redis
+// ignores the refusal but ACL LOG records one entry per connection.
+//
+// Glob characters in namespace and channel are escaped; neither may hold
+// whitespace, which would split the rules. The rules do not cover the
+// tiercache CLI, nor the sentinels of a Sentinel deployment (which have
+// users of their own).
+func ACLRules(namespace, channel string) string {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	if channel == "" {
+		channel = namespace + ":invalidate"
+	}
+	rules := []string{
+		"resetkeys", "~" + aclGlobEscape(namespace) + ":*", // values, leases, tombstones and tag sets
+		"resetchannels",
+		"&" + aclGlobEscape(channel),              // invalidations
+		"&" + aclGlobEscape(channel) + ":probe:*", // a Cluster subscriber's probes of every master
+		"-@all",
+		"+get",              // Get, GetMany (pipelined), early refresh's read; the lease scripts
+		"+set",              // fills and tombstones (SET NX PX); the write and lease scripts
+		"+del",              // the delete, write and lease scripts; the tag invalidation script
+		"+pttl",             // reads of a keyspace with early refresh; the tag script
+		"+publish",          // every write script; a Cluster subscriber's probes
+		"+evalsha",          // every script, first by its hash
+		"+eval",             // a script Redis does not hold yet (NOSCRIPT); tag scripts in pipelines
+		"+subscribe",        // the invalidation bus
+		"+ping",             // Start's check; the bus's health checks, on its subscription and on the data path
+		"+select",           // a client with a DB other than 0 (RedisConfig.DB)
+		"+time",             // the tag script scores members by Redis's clock
+		"+zadd",             // the tag script
+		"+zremrangebyscore", // the tag script drops expired members
+		"+pexpire",          // the tag script keeps the tag set's TTL at its last member
+		"+exists",           // InvalidateTags takes the tag set
+		"+rename",           // ... into its pending set
+		"+zunionstore",      // ... or merges it with what a failed call left there
+		"+zrange",           // ... reads the pending set's last score, and its pages
+		"+pexpireat",        // ... makes the pending set expire with its last member
+		"+zcard",            // ... counts it
+		"+zrem",             // ... and removes each page once deleted
+		"+cluster|slots",    // a Cluster client's view of the slots
+		"+command",          // a Cluster client's table of key positions (COMMAND)
+	}
+	return strings.Join(rules, " ")
+}
+
+// aclGlobEscape escapes the characters that Redis ACL patterns read as
+// glob syntax.
+func aclGlobEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
