@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -817,5 +818,18 @@ func TestNoSecretsInLogs(t *testing.T) {
 				t.Errorf("a password is in a returned error: %v", err)
 			}
 		}
+	}
+}
+
+// TestACLReadme checks that the README's ACL line is what ACLRules returns,
+// so the two cannot drift apart.
+func TestACLReadme(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ACL SETUSER tiercache on >PASSWORD " + tiercache.ACLRules("", "")
+	if !strings.Contains(string(b), want+"\n") {
+		t.Errorf("README.md does not hold the ACL line\n%s", want)
 	}
 }
