@@ -525,8 +525,11 @@ func TestACLRulesPatterns(t *testing.T) {
 // CA file's roots and the server name asked for.
 func TestTLSConfigBuild(t *testing.T) {
 	srv := redistest.StartTLS(t)
-	if cfg, err := (tiercache.TLSConfig{CAFile: srv.CAFile}).Build(); cfg != nil || err != nil {
-		t.Errorf("Build of a disabled TLSConfig = %v, %v; want nil, nil", cfg, err)
+	if cfg, err := (tiercache.TLSConfig{}).Build(); cfg != nil || err != nil {
+		t.Errorf("Build of the zero TLSConfig = %v, %v; want nil, nil", cfg, err)
+	}
+	if _, err := (tiercache.TLSConfig{CAFile: srv.CAFile}).Build(); !errors.Is(err, tiercache.ErrInvalidConfig) {
+		t.Errorf("Build of a CA file without enabled = %v; want ErrInvalidConfig, not a plain-text client", err)
 	}
 	cfg, err := tiercache.TLSConfig{Enabled: true, CAFile: srv.CAFile, ServerName: "localhost"}.Build()
 	if err != nil {

@@ -27,13 +27,17 @@ type TLSConfig struct {
 }
 
 // Build returns the crypto/tls configuration that t describes, or nil, nil
-// when t is not Enabled. The server is always verified (TLS 1.2 at least),
+// for the zero TLSConfig. Fields set without Enabled are an error, not a
+// silent plain-text client. The server is always verified (TLS 1.2 at least),
 // against the CAs of CAFile or else the system roots. It reads the files
 // now: an unreadable CAFile, one holding no certificate, a client key pair
 // that does not load, or only one of CertFile and KeyFile is an error
 // wrapping ErrInvalidConfig.
 func (t TLSConfig) Build() (*tls.Config, error) {
 	if !t.Enabled {
+		if t != (TLSConfig{}) {
+			return nil, fmt.Errorf("%w: tls fields set but tls.enabled is false: the client would speak plain text", ErrInvalidConfig)
+		}
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
