@@ -546,8 +546,9 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 // map; duplicates are looked up once. When Redis fails, GetMany serves from
 // L1 what KeyspaceConfig.ServeStale allows and loads the rest, as GetOrLoad
 // does; without load, those keys are misses (absent, no error) unless
-// KeyspaceConfig.SurfaceL2Errors asks for the error. The batch load runs in the caller's goroutine with the caller's ctx, is
-// cancelled by Stop, and is not shared with concurrent calls.
+// KeyspaceConfig.SurfaceL2Errors asks for the error. The batch load runs in
+// the caller's goroutine with the caller's ctx, is cancelled by Stop, and is
+// not shared with concurrent calls.
 func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
 	if ks.c.closed.Load() {
 		return nil, ErrClosed
