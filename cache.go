@@ -37,6 +37,7 @@ type Cache struct {
 	stopCtx  context.Context    // done once Stop began: cancels loads in flight
 	stopLoad context.CancelFunc // cancels stopCtx
 	flights  tracker            // loads in flight, waited for by Stop
+	jobs     jobs               // keyspaces' background jobs (flushers), stopped and drained by Stop
 
 	mu        sync.RWMutex // protects keyspaces, started and warming
 	keyspaces map[string]keyspace
@@ -204,11 +205,13 @@ func (c *Cache) Start(ctx context.Context) error {
 			return fail(fmt.Errorf("tiercache: start bus: %w", err))
 		}
 		c.log.Warn("tiercache: started degraded: redis unreachable; reads go to the loaders until it answers", "err", err)
+		c.jobs.start()
 		return nil
 	}
 	if err := c.sub.Start(ctx); err != nil {
 		return fail(fmt.Errorf("tiercache: start bus: %w", err))
 	}
+	c.jobs.start()
 	c.mu.Lock()
 	c.warming = true
 	var ws []warmer
@@ -271,15 +274,18 @@ func (c *Cache) breakerChanged(from, to l2.BreakerState, cause error) {
 	}
 }
 
-// Stop stops the bus, cancels and waits for the loads in flight, and closes
-// every keyspace's L1. Calls made after Stop return ErrClosed. Stop is safe to
-// call more than once; it returns ctx.Err() if ctx ends before the wait does.
+// Stop stops the keyspaces' background jobs and finishes their work (the
+// write-behind and counter flushes), stops the bus, cancels and waits for
+// the loads in flight, and closes every keyspace's L1. Calls made after Stop
+// return ErrClosed. Stop is safe to call more than once; it returns
+// ctx.Err() if ctx ends before the wait does.
 func (c *Cache) Stop(ctx context.Context) error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	err := c.jobs.stop(ctx)
 	c.stopLoad()
-	err := c.sub.Stop(ctx)
+	err = errors.Join(err, c.sub.Stop(ctx))
 	if werr := c.flights.closeAndWait(ctx); werr != nil {
 		err = errors.Join(err, werr)
 	}

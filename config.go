@@ -239,6 +239,14 @@ type KeyspaceConfig struct {
 	// wraps ErrNotFound, and ErrUnavailable for callers that look.
 	SurfaceL2Errors bool `yaml:"surface_l2_errors" json:"surface_l2_errors"`
 
+	// WriteBehind configures the flushing of WriteBehind's records
+	// (WithWriteBehind).
+	WriteBehind WriteBehindConfig `yaml:"write_behind" json:"write_behind"`
+
+	// Counter configures when Incr's counts reach the CounterFlusher
+	// (WithCounter).
+	Counter CounterConfig `yaml:"counter" json:"counter"`
+
 	loc *time.Location // TimeZone, loaded by withDefaults
 }
 
@@ -341,6 +349,12 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 	}
 	p, err := ParsePeriod(string(k.ExpireAt))
 	if err != nil {
+		return k, err
+	}
+	if k.WriteBehind, err = k.WriteBehind.withDefaults(); err != nil {
+		return k, err
+	}
+	if k.Counter, err = k.Counter.withDefaults(); err != nil {
 		return k, err
 	}
 	k.ExpireAt = p

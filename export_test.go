@@ -1,6 +1,9 @@
 package tiercache
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // EvictLocal evicts key from this replica's L1 only, as an invalidation
 // from a peer would. Tests and benchmarks use it to force the L2 path.
@@ -23,6 +26,10 @@ func HoldWrites(c *Cache, release <-chan struct{}, joined chan<- int) {
 // OnRefreshDone calls fn each time a background refresh of ks ends. Set it
 // before the first GetOrLoad.
 func OnRefreshDone[K Key, V any](ks *Keyspace[K, V], fn func()) { ks.refreshed = fn }
+
+// Crash stops c's background jobs (write-behind and counter flushers) as a
+// crash would: without the flush of Stop, which then finishes nothing.
+func Crash(c *Cache) { c.jobs.halt(context.Background()) }
 
 // WithBreakerClock sets the clock of the circuit breaker's cool-down.
 func WithBreakerClock(now func() time.Time) Option {

@@ -6,9 +6,44 @@ import "context"
 type KeyspaceOption[K Key, V any] func(*keyspaceOptions[K, V])
 
 type keyspaceOptions[K Key, V any] struct {
-	tags     func(key K, v V) []string
-	warmKeys func(ctx context.Context) ([]K, error)
-	warmLoad BatchLoader[K, V]
+	tags         func(key K, v V) []string
+	warmKeys     func(ctx context.Context) ([]K, error)
+	warmLoad     BatchLoader[K, V]
+	writer       Writer[K, V]      // write-through (Keyspace.Write)
+	batchWriter  BatchWriter[K, V] // write-behind (Keyspace.WriteBehind)
+	counterFlush CounterFlusher[K] // counters (Keyspace.Incr)
+}
+
+// Writer writes one value to the source of truth, for write-through.
+type Writer[K Key, V any] func(ctx context.Context, key K, v V) error
+
+// BatchWriter writes values to the source of truth, each key with its last
+// value written, for write-behind. It must be idempotent: after a crash, a
+// batch it wrote may be written again.
+type BatchWriter[K Key, V any] func(ctx context.Context, values map[K]V) error
+
+// CounterFlusher adds counted increments to the source of truth, by key.
+type CounterFlusher[K Key] func(ctx context.Context, deltas map[K]int64) error
+
+// WithWriter makes the keyspace write-through: Keyspace.Write runs w, then
+// updates the cache.
+func WithWriter[K Key, V any](w Writer[K, V]) KeyspaceOption[K, V] {
+	return func(o *keyspaceOptions[K, V]) { o.writer = w }
+}
+
+// WithWriteBehind makes the keyspace write-behind: Keyspace.WriteBehind
+// updates the cache at once and records the write durably in Redis, and
+// the replicas' flushers hand the records to w in batches
+// (KeyspaceConfig.WriteBehind).
+func WithWriteBehind[K Key, V any](w BatchWriter[K, V]) KeyspaceOption[K, V] {
+	return func(o *keyspaceOptions[K, V]) { o.batchWriter = w }
+}
+
+// WithCounter gives the keyspace counters: Keyspace.Incr counts in Redis at
+// once, and f receives the increments every KeyspaceConfig.Counter.Every
+// increments of a key or every Counter.Interval, whichever comes first.
+func WithCounter[K Key, V any](f CounterFlusher[K]) KeyspaceOption[K, V] {
+	return func(o *keyspaceOptions[K, V]) { o.counterFlush = f }
 }
 
 // WithTags tags every value the keyspace stores (by Set, by a load, by a
