@@ -56,6 +56,9 @@ func ACLRules(namespace, channel string) string {
 		"+pexpireat",        // ... makes the pending set expire with its last member
 		"+zcard",            // ... counts it
 		"+zrem",             // ... and removes each page once deleted
+		"+hincrby",          // Write (write-through) counts writes in flight on a marker
+		"+hset",             // ... marks overlapping ones
+		"+hget",             // ... and reads that mark
 		"+cluster|slots",    // a Cluster client's view of the slots
 		"+command",          // a Cluster client's table of key positions (COMMAND)
 	}

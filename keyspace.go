@@ -50,6 +50,7 @@ type Keyspace[K Key, V any] struct {
 	leases     leaseWaits // replicas' lease releases awaited here
 	refreshing sync.Map   // Redis keys with an early refresh running
 	refreshed  func()     // tests: called when a refresh goroutine ends
+	repairs    repairs    // write-through deletions left to retry
 	st         ksCounters
 }
 

@@ -320,6 +320,17 @@ func TestACL(t *testing.T) {
 		t.Errorf("%d tag sets left after InvalidateTags; want 0", n)
 	}
 
+	// Write-through: the write marker (HINCRBY, HSET, HGET, PEXPIRE), then
+	// the value with its invalidation.
+	src := newDB()
+	wtA := mustKeyspace[string, string](t, a.c, "wt", tiercache.KeyspaceConfig{}, tiercache.WithWriter(src.write))
+	if err := wtA.Write(ctx, "w", "v1"); err != nil {
+		t.Fatalf("Write as the ACL user: %v", err)
+	}
+	if n := exists("tiercache:wt:w"); n != 1 || src.rows["w"] != "v1" {
+		t.Errorf("after Write: key in Redis %d, source %q; want 1, v1", n, src.rows["w"])
+	}
+
 	// Early refresh: a hit at expiry refreshes in the background (GET, load,
 	// compare-and-set script); the other replica reads with PTTL.
 	xfCfg := tiercache.KeyspaceConfig{TTL: time.Hour, EarlyRefresh: 1}

@@ -80,6 +80,8 @@ type Store struct {
 
 	acquireScript, releaseScript *redis.Script // leases
 	tagScript, untagScript       *redis.Script // tag sets
+
+	beginWriteScript, endWriteScript *redis.Script // write-through
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -121,6 +123,9 @@ func New(c Client, opts Options) (*Store, error) {
 		releaseScript: redis.NewScript(releaseSrc),
 		tagScript:     redis.NewScript(tagSrc),
 		untagScript:   redis.NewScript(untagSrc),
+
+		beginWriteScript: redis.NewScript(beginWriteSrc),
+		endWriteScript:   redis.NewScript(endWriteSrc),
 	}
 	var err error
 	if s.brk, err = newBreaker(opts.Breaker); err != nil {
