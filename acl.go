@@ -58,7 +58,10 @@ func ACLRules(namespace, channel string) string {
 		"+zrem",             // ... and removes each page once deleted
 		"+hincrby",          // Write (write-through) counts writes in flight on a marker
 		"+hset",             // ... marks overlapping ones
-		"+hget",             // ... and reads that mark
+		"+hget",             // ... and reads that mark; Count reads a counter
+		"+hvals",            // Incr's flush looks for a count that is due
+		"+hgetall",          // ... and reads the counts it takes
+		"+zrangebyscore",    // ... and finds counts a dead replica took
 		"+cluster|slots",    // a Cluster client's view of the slots
 		"+command",          // a Cluster client's table of key positions (COMMAND)
 	}

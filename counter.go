@@ -1,7 +1,10 @@
 package tiercache
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -35,4 +38,172 @@ func (c CounterConfig) withDefaults() (CounterConfig, error) {
 		c.Interval = DefaultCounterInterval
 	}
 	return c, nil
+}
+
+// Counters (WithCounter) live in three Redis hashes per keyspace, under one
+// hash tag so that a script can move counts between them on a Cluster:
+// totals (what Count reads), pending (increments not yet flushed) and, while
+// a flush runs, a taken hash of the deltas handed to the CounterFlusher,
+// listed in an index scored by when it was taken. A flush renames pending
+// to a taken hash in one step, so an increment counted after it goes to the
+// next flush; the taken hash is deleted only after the flusher succeeded,
+// so a replica that dies in between loses nothing: another replica finds
+// the taken hash in the index after CounterConfig.Interval and flushes it.
+
+// counterKeys are the Redis keys of a keyspace's counters.
+type counterKeys struct {
+	totals, pending, index, takenPrefix string
+}
+
+func (ks *Keyspace[K, V]) counterKeys() counterKeys {
+	base := ks.c.cfg.Namespace + "::cnt:{" + ks.name + "}"
+	return counterKeys{totals: base + ":totals", pending: base + ":pending", index: base + ":taken", takenPrefix: base + ":taken:"}
+}
+
+// Incr adds n to key's counter in Redis and returns the new count, which
+// readers see at once (Count). The increments reach the keyspace's
+// CounterFlusher (WithCounter) in batches across keys: as soon as a key has
+// CounterConfig.Every increments not yet flushed, and every
+// CounterConfig.Interval. The pending increments live in Redis, and are
+// taken from it atomically, so a replica that dies loses none: another
+// one flushes what it had taken. n may be negative, not zero.
+func (ks *Keyspace[K, V]) Incr(ctx context.Context, key K, n int64) (int64, error) {
+	if ks.c.closed.Load() {
+		return 0, ErrClosed
+	}
+	if ks.opts.counterFlush == nil {
+		return 0, fmt.Errorf("%w: keyspace %q: Incr without WithCounter", ErrInvalidConfig, ks.name)
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%w: keyspace %q: Incr by 0", ErrInvalidConfig, ks.name)
+	}
+	if _, err := ks.redisKey(key); err != nil {
+		return 0, err
+	}
+	ck := ks.counterKeys()
+	total, pending, err := ks.c.store.Incr(ctx, ck.totals, ck.pending, formatKey(key), n)
+	if err != nil {
+		return 0, fmt.Errorf("tiercache: keyspace %q: incr: %w", ks.name, err)
+	}
+	if pending >= ks.cfg.Counter.Every || -pending >= ks.cfg.Counter.Every {
+		select {
+		case ks.counterWake <- struct{}{}:
+		default:
+		}
+	}
+	return total, nil
+}
+
+// Count returns key's counter as Incr left it (0 for a key never counted).
+func (ks *Keyspace[K, V]) Count(ctx context.Context, key K) (int64, error) {
+	if ks.c.closed.Load() {
+		return 0, ErrClosed
+	}
+	n, err := ks.c.store.Count(ctx, ks.counterKeys().totals, formatKey(key))
+	if err != nil {
+		return 0, fmt.Errorf("tiercache: keyspace %q: count: %w", ks.name, err)
+	}
+	return n, nil
+}
+
+// startCounter registers the counter flusher of a keyspace with
+// WithCounter.
+func (ks *Keyspace[K, V]) startCounter() error {
+	if ks.opts.counterFlush == nil {
+		return nil
+	}
+	ks.counterWake = make(chan struct{}, 1)
+	return ks.c.jobs.add(job{
+		name:  fmt.Sprintf("keyspace %q counters", ks.name),
+		run:   ks.runCounter,
+		drain: ks.flushCounts,
+	})
+}
+
+// runCounter flushes every Interval, and when Incr wakes it, until ctx
+// ends.
+func (ks *Keyspace[K, V]) runCounter(ctx context.Context) {
+	t := time.NewTimer(ks.cfg.Counter.Interval)
+	defer t.Stop()
+	var min int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			min = 0
+		case <-ks.counterWake:
+			min = ks.cfg.Counter.Every // a wake may be stale: take only what is due
+		}
+		if err := ks.takeAndFlush(ctx, min); err != nil && ctx.Err() == nil {
+			ks.st.counterErrors.Add(1)
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(ks.cfg.Counter.Interval)
+	}
+}
+
+// flushCounts is the flush on Stop: everything pending.
+func (ks *Keyspace[K, V]) flushCounts(ctx context.Context) error { return ks.takeAndFlush(ctx, 0) }
+
+// takeAndFlush hands to the CounterFlusher, first, the taken counts that a
+// flush left for longer than twice the Interval (a dead replica's, or a
+// failed flush's), then what is pending now, if some key has min
+// increments pending (0: whatever is pending).
+func (ks *Keyspace[K, V]) takeAndFlush(ctx context.Context, min int64) error {
+	ck := ks.counterKeys()
+	now := time.Now()
+	stale, err := ks.c.store.ClaimCounts(ctx, ck.index, now.Add(-2*ks.cfg.Counter.Interval), now, 100)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, taken := range stale {
+		counts, err := ks.c.store.Counts(ctx, taken)
+		if err == nil {
+			err = ks.deliverCounts(ctx, ck, taken, counts)
+		}
+		errs = append(errs, err)
+	}
+	taken := ck.takenPrefix + ks.c.cfg.InstanceID + ":" + strconv.FormatUint(ks.counterSeq.Add(1), 10)
+	counts, err := ks.c.store.TakeCounts(ctx, ck.pending, ck.index, taken, now, min)
+	if err == nil && len(counts) > 0 {
+		err = ks.deliverCounts(ctx, ck, taken, counts)
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// deliverCounts calls the CounterFlusher with counts, taken under taken,
+// and deletes them from Redis once it succeeded. A failure leaves them for
+// a later flush, of any replica.
+func (ks *Keyspace[K, V]) deliverCounts(ctx context.Context, ck counterKeys, taken string, counts map[string]int64) error {
+	deltas := make(map[K]int64, len(counts))
+	for f, n := range counts {
+		if k, ok := parseKey[K](f); ok && n != 0 {
+			deltas[k] += n
+		}
+	}
+	if len(deltas) > 0 {
+		if err := ks.callCounterFlush(ctx, deltas); err != nil {
+			return err
+		}
+		ks.st.counterFlushes.Add(1)
+	}
+	return ks.c.store.DoneCounts(ctx, ck.index, taken)
+}
+
+// callCounterFlush runs the CounterFlusher, a panic turned into an error
+// wrapping ErrWriterPanic.
+func (ks *Keyspace[K, V]) callCounterFlush(ctx context.Context, deltas map[K]int64) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: keyspace %q counter flush: %v", ErrWriterPanic, ks.name, r)
+		}
+	}()
+	return ks.opts.counterFlush(ctx, deltas)
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
@@ -51,7 +52,10 @@ type Keyspace[K Key, V any] struct {
 	refreshing sync.Map   // Redis keys with an early refresh running
 	refreshed  func()     // tests: called when a refresh goroutine ends
 	repairs    repairs    // write-through deletions left to retry
-	st         ksCounters
+
+	counterWake chan struct{} // cap 1: a key reached CounterConfig.Every
+	counterSeq  atomic.Uint64 // names this replica's taken counts
+	st          ksCounters
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
@@ -108,6 +112,9 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 	}
 	if err := c.register(name, ks); err != nil {
 		ks.close()
+		return nil, err
+	}
+	if err := ks.startCounter(); err != nil {
 		return nil, err
 	}
 	return ks, nil

@@ -331,6 +331,20 @@ func TestACL(t *testing.T) {
 		t.Errorf("after Write: key in Redis %d, source %q; want 1, v1", n, src.rows["w"])
 	}
 
+	// Counters: Incr, a flush when a count is due, and Count.
+	views := newCounterDB()
+	cnt := mustKeyspace[string, struct{}](t, a.c, "cnt", tiercache.KeyspaceConfig{
+		Counter: tiercache.CounterConfig{Every: 2, Interval: 10 * time.Millisecond}}, tiercache.WithCounter[string, struct{}](views.flush))
+	for range 2 {
+		if _, err := cnt.Incr(ctx, "p", 1); err != nil {
+			t.Fatalf("Incr as the ACL user: %v", err)
+		}
+	}
+	views.awaitSum(t, "p", 2)
+	if n, err := cnt.Count(ctx, "p"); err != nil || n != 2 {
+		t.Errorf("Count as the ACL user = %d, %v; want 2", n, err)
+	}
+
 	// Early refresh: a hit at expiry refreshes in the background (GET, load,
 	// compare-and-set script); the other replica reads with PTTL.
 	xfCfg := tiercache.KeyspaceConfig{TTL: time.Hour, EarlyRefresh: 1}

@@ -41,6 +41,9 @@ type KeyspaceStats struct {
 	Warmed        uint64 // keys the warmer found or loaded
 	WarmErrors    uint64 // warm list or batch failures
 	StaleHits     uint64 // reads served from L1 while Redis was unreachable (KeyspaceConfig.ServeStale)
+
+	CounterFlushes uint64 // CounterFlusher calls that succeeded
+	CounterErrors  uint64 // counter flushes that failed (retried later)
 }
 
 // ksCounters are the live counters of a keyspace. l1Hits is striped because
@@ -66,6 +69,9 @@ type ksCounters struct {
 	warmed        atomic.Uint64
 	warmErrors    atomic.Uint64
 	staleHits     atomic.Uint64
+
+	counterFlushes atomic.Uint64
+	counterErrors  atomic.Uint64
 }
 
 func (ks *Keyspace[K, V]) stats() KeyspaceStats {
@@ -91,6 +97,9 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		Warmed:        s.warmed.Load(),
 		WarmErrors:    s.warmErrors.Load(),
 		StaleHits:     s.staleHits.Load(),
+
+		CounterFlushes: s.counterFlushes.Load(),
+		CounterErrors:  s.counterErrors.Load(),
 	}
 }
 

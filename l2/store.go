@@ -82,6 +82,8 @@ type Store struct {
 	tagScript, untagScript       *redis.Script // tag sets
 
 	beginWriteScript, endWriteScript *redis.Script // write-through
+
+	incrScript, takeCountsScript, claimCountsScript *redis.Script // counters
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -126,6 +128,10 @@ func New(c Client, opts Options) (*Store, error) {
 
 		beginWriteScript: redis.NewScript(beginWriteSrc),
 		endWriteScript:   redis.NewScript(endWriteSrc),
+
+		incrScript:        redis.NewScript(incrSrc),
+		takeCountsScript:  redis.NewScript(takeCountsSrc),
+		claimCountsScript: redis.NewScript(claimCountsSrc),
 	}
 	var err error
 	if s.brk, err = newBreaker(opts.Breaker); err != nil {

@@ -1,0 +1,208 @@
+package tiercache_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+)
+
+// counterDB records what a CounterFlusher received.
+type counterDB struct {
+	mu     sync.Mutex
+	sums   map[string]int64
+	writes int // calls that succeeded
+	fail   func(deltas map[string]int64) error
+	calls  chan map[string]int64 // every call, if not nil
+}
+
+func newCounterDB() *counterDB {
+	return &counterDB{sums: make(map[string]int64), calls: make(chan map[string]int64, 1024)}
+}
+
+func (d *counterDB) flush(ctx context.Context, deltas map[string]int64) error {
+	defer func() { d.calls <- deltas }()
+	if d.fail != nil {
+		if err := d.fail(deltas); err != nil {
+			return err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for k, n := range deltas {
+		d.sums[k] += n
+	}
+	d.writes++
+	return nil
+}
+
+func (d *counterDB) sum(k string) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sums[k]
+}
+
+// awaitSum waits, call by call, until d's sum for k is want.
+func (d *counterDB) awaitSum(t *testing.T, k string, want int64) {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for d.sum(k) != want {
+		select {
+		case <-d.calls:
+		case <-timer.C:
+			t.Fatalf("sum of %q = %d after %v; want %d", k, d.sum(k), waitTimeout, want)
+		}
+	}
+}
+
+// TestCounter checks Incr: the live count in Redis at once; the increments
+// reach the flusher every Every increments of a key (100 views with
+// Every 10: at most 10 writes, the sum exact), or every Interval; Stop
+// flushes what is pending; a replica that dies holding taken counts loses
+// none, another flushes them; bad input is refused.
+func TestCounter(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+
+	t.Run("EveryN", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "cn"})
+		d := newCounterDB()
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Every: 10, Interval: time.Hour}}, tiercache.WithCounter[string, struct{}](d.flush))
+		for i := range 100 {
+			n, err := ks.Incr(ctx, "p1", 1)
+			if err != nil || n != int64(i+1) {
+				t.Fatalf("Incr #%d = %d, %v; want %d", i+1, n, err, i+1)
+			}
+		}
+		if n, err := ks.Count(ctx, "p1"); err != nil || n != 100 {
+			t.Errorf("Count = %d, %v; want 100", n, err)
+		}
+		// The last views, fewer than Every, wait for the interval or Stop.
+		if err := r.c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.sum("p1"); got != 100 {
+			t.Errorf("the flusher received %d views; want 100", got)
+		}
+		if d.writes > 10 {
+			t.Errorf("100 views with Every 10 made %d writes; want at most 10", d.writes)
+		}
+		t.Logf("100 views, Every 10: %d flusher writes", d.writes)
+	})
+
+	t.Run("EveryInterval", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "ci"})
+		d := newCounterDB()
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Every: 1000, Interval: 20 * time.Millisecond}}, tiercache.WithCounter[string, struct{}](d.flush))
+		for _, k := range []string{"a", "b", "a"} {
+			if _, err := ks.Incr(ctx, k, 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.awaitSum(t, "a", 4) // the interval flushes, well below Every
+		d.awaitSum(t, "b", 2)
+	})
+
+	t.Run("StopFlushes", func(t *testing.T) {
+		d := newCounterDB()
+		c, err := tiercache.New(srv.Client(t), tiercache.Config{Namespace: "cs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ks := mustKeyspace[string, struct{}](t, c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Every: 1000, Interval: time.Hour}}, tiercache.WithCounter[string, struct{}](d.flush))
+		for range 7 {
+			if _, err := ks.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := d.sum("k"); got != 7 {
+			t.Errorf("after Stop the flusher has %d; want 7", got)
+		}
+	})
+
+	t.Run("CrashLosesNothing", func(t *testing.T) {
+		cfg := tiercache.KeyspaceConfig{Counter: tiercache.CounterConfig{Every: 5, Interval: 20 * time.Millisecond}}
+		// Replica A takes the counts, and dies inside its flusher.
+		a := newReplica(t, srv, tiercache.Config{Namespace: "cc"})
+		dead := newCounterDB()
+		inFlush := make(chan struct{})
+		dead.fail = func(map[string]int64) error {
+			close(inFlush)
+			return errors.New("killed") // after Crash the write never happened
+		}
+		ka := mustKeyspace[string, struct{}](t, a.c, "views", cfg, tiercache.WithCounter[string, struct{}](dead.flush))
+		for range 5 {
+			if _, err := ka.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-inFlush
+		tiercache.Crash(a.c)
+		// Replica B flushes what A had taken, once it is older than twice
+		// the interval, with what was counted since.
+		b := newReplica(t, srv, tiercache.Config{Namespace: "cc"})
+		d := newCounterDB()
+		kb := mustKeyspace[string, struct{}](t, b.c, "views", cfg, tiercache.WithCounter[string, struct{}](d.flush))
+		if _, err := kb.Incr(ctx, "k", 3); err != nil {
+			t.Fatal(err)
+		}
+		d.awaitSum(t, "k", 8)
+		if n, _ := kb.Count(ctx, "k"); n != 8 {
+			t.Errorf("Count = %d; want 8", n)
+		}
+	})
+
+	t.Run("PanicRetried", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "cp"})
+		d := newCounterDB()
+		var once sync.Once
+		d.fail = func(map[string]int64) error {
+			once.Do(func() { panic("flusher bug") })
+			return nil
+		}
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Every: 2, Interval: 10 * time.Millisecond}}, tiercache.WithCounter[string, struct{}](d.flush))
+		if _, err := ks.Incr(ctx, "k", 2); err != nil {
+			t.Fatal(err)
+		}
+		d.awaitSum(t, "k", 2)
+		if s := ks.Stats(); s.CounterErrors == 0 {
+			t.Errorf("Stats = %+v; want the panic counted as an error", s)
+		}
+	})
+
+	t.Run("BadInput", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "cb"})
+		plain := mustKeyspace[string, string](t, r.c, "plain", tiercache.KeyspaceConfig{})
+		if _, err := plain.Incr(ctx, "k", 1); !errors.Is(err, tiercache.ErrInvalidConfig) {
+			t.Errorf("Incr without WithCounter = %v; want ErrInvalidConfig", err)
+		}
+		d := newCounterDB()
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{}, tiercache.WithCounter[string, struct{}](d.flush))
+		if _, err := ks.Incr(ctx, "k", 0); !errors.Is(err, tiercache.ErrInvalidConfig) {
+			t.Errorf("Incr by 0 = %v; want ErrInvalidConfig", err)
+		}
+		_, err := tiercache.NewKeyspace[string, struct{}](r.c, "fast", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Interval: 500 * time.Microsecond}}, tiercache.WithCounter[string, struct{}](d.flush))
+		if !errors.Is(err, tiercache.ErrInvalidConfig) {
+			t.Errorf("NewKeyspace with a 500µs counter interval = %v; want ErrInvalidConfig", err)
+		}
+		if cfg := ks.Config().Counter; cfg.Every != tiercache.DefaultCounterEvery || cfg.Interval != tiercache.DefaultCounterInterval {
+			t.Errorf("zero CounterConfig = %+v; want the defaults", cfg)
+		}
+	})
+}

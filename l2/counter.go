@@ -1,0 +1,181 @@
+package l2
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// incrSrc adds ARGV[2] to field ARGV[1] of the totals KEYS[1] and of the
+// pending KEYS[2], and returns both new values.
+const incrSrc = `return {redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]), redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])}`
+
+// takeCountsSrc renames the pending hash KEYS[1] to KEYS[3], lists KEYS[3]
+// in the index KEYS[2] with score ARGV[1], and returns its fields and
+// values; nothing when nothing is pending or, with ARGV[2] above 0, when no
+// count reaches ARGV[2] in absolute value.
+const takeCountsSrc = `if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local min = tonumber(ARGV[2])
+if min > 0 then
+  local due = false
+  for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+    if math.abs(tonumber(v)) >= min then due = true break end
+  end
+  if not due then return {} end
+end
+redis.call('RENAME', KEYS[1], KEYS[3])
+redis.call('ZADD', KEYS[2], ARGV[1], KEYS[3])
+return redis.call('HGETALL', KEYS[3])`
+
+// claimCountsSrc rescores to ARGV[2] up to ARGV[3] members of the index
+// KEYS[1] scored ARGV[1] or lower, and returns them.
+const claimCountsSrc = `local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, n in ipairs(names) do redis.call('ZADD', KEYS[1], ARGV[2], n) end
+return names`
+
+// Incr adds n to field of the totals and pending hashes, atomically, and
+// returns the new total and pending counts. Both hashes must be in one
+// hash slot.
+func (s *Store) Incr(ctx context.Context, totals, pending, field string, n int64) (total, pend int64, err error) {
+	if !s.usable() {
+		return 0, 0, fmt.Errorf("l2 incr %q: %w", field, errNoStore)
+	}
+	var res []int64
+	err = s.call(ctx, s.writeTimeout, "l2 incr", pending+" "+field, 1, func(ctx context.Context) (err error) {
+		res, err = s.incrScript.Run(ctx, s.c, []string{totals, pending}, field, n).Int64Slice()
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("l2 incr %q: %d results", field, len(res))
+	}
+	return res[0], res[1], nil
+}
+
+// TakeCounts moves the pending hash to taken, listed in index with score
+// at, and returns its counts; nil when nothing was pending or, with min
+// above 0, when no count reached min in absolute value. The three keys must
+// be in one hash slot.
+func (s *Store) TakeCounts(ctx context.Context, pending, index, taken string, at time.Time, min int64) (map[string]int64, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 take counts %q: %w", pending, errNoStore)
+	}
+	var res []string
+	err := s.call(ctx, s.writeTimeout, "l2 take counts", pending, 1, func(ctx context.Context) (err error) {
+		res, err = s.takeCountsScript.Run(ctx, s.c, []string{pending, index, taken}, at.UnixMilli(), min).StringSlice()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pairs(res)
+}
+
+// ClaimCounts claims up to n taken hashes of index taken at or before
+// olderThan, scoring them at, and returns their names.
+func (s *Store) ClaimCounts(ctx context.Context, index string, olderThan, at time.Time, n int) ([]string, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 claim counts %q: %w", index, errNoStore)
+	}
+	var names []string
+	err := s.call(ctx, s.writeTimeout, "l2 claim counts", index, 1, func(ctx context.Context) (err error) {
+		names, err = s.claimCountsScript.Run(ctx, s.c, []string{index}, olderThan.UnixMilli(), at.UnixMilli(), n).StringSlice()
+		return err
+	})
+	return names, err
+}
+
+// Counts returns the counts of the hash key.
+func (s *Store) Counts(ctx context.Context, key string) (map[string]int64, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 counts %q: %w", key, errNoStore)
+	}
+	var res map[string]string
+	err := s.call(ctx, s.readTimeout, "l2 counts", key, 1, func(ctx context.Context) error {
+		var cmd *redis.MapStringStringCmd // a map in RESP3, pairs in RESP2
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = redis.NewMapStringStringCmd(ctx, "hgetall", key)
+			return p.Process(ctx, cmd)
+		})
+		if err != nil {
+			return err
+		}
+		res, err = cmd.Result()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]int64, len(res))
+	for f, v := range res {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("l2 counts %q: count of %q: %w", key, f, err)
+		}
+		m[f] = n
+	}
+	return m, nil
+}
+
+// Count returns field of the hash key, 0 when absent.
+func (s *Store) Count(ctx context.Context, key, field string) (int64, error) {
+	if !s.usable() {
+		return 0, fmt.Errorf("l2 count %q: %w", key, errNoStore)
+	}
+	var n int64
+	err := s.call(ctx, s.readTimeout, "l2 count", key, 1, func(ctx context.Context) error {
+		var cmd *redis.IntCmd
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = redis.NewIntCmd(ctx, "hget", key, field)
+			return p.Process(ctx, cmd)
+		})
+		if err != nil && err != redis.Nil {
+			return err
+		}
+		n, err = cmd.Result()
+		if err == redis.Nil {
+			return nil
+		}
+		return err
+	})
+	return n, err
+}
+
+// DoneCounts deletes the taken hash and its entry in index.
+func (s *Store) DoneCounts(ctx context.Context, index, taken string) error {
+	if !s.usable() {
+		return fmt.Errorf("l2 done counts %q: %w", taken, errNoStore)
+	}
+	return s.call(ctx, s.writeTimeout, "l2 done counts", taken, 1, func(ctx context.Context) error {
+		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Process(ctx, redis.NewIntCmd(ctx, "del", taken))
+			p.Process(ctx, redis.NewIntCmd(ctx, "zrem", index, taken))
+			return nil
+		})
+		return firstReal(cmds, err, 2)
+	})
+}
+
+// pairs reads a flat field, value list of counts.
+func pairs(res []string) (map[string]int64, error) {
+	if len(res) == 0 {
+		return nil, nil
+	}
+	if len(res)%2 != 0 {
+		return nil, fmt.Errorf("l2: odd reply of %d elements for a hash", len(res))
+	}
+	m := make(map[string]int64, len(res)/2)
+	for i := 0; i < len(res); i += 2 {
+		n, err := strconv.ParseInt(res[i+1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("l2: count of %q: %w", res[i], err)
+		}
+		m[res[i]] = n
+	}
+	return m, nil
+}
