@@ -21,13 +21,14 @@ const writeMarkerTTL = time.Minute
 // keyspace's Writer (WithWriter), then stores it in Redis with its
 // invalidation, as Set does, so every replica reads it next.
 //
-// When the writer fails (or panics: ErrWriterPanic), the cache is untouched
-// and the writer's error is returned. When the writer succeeded but the
-// cache could not be updated (Redis failing, a value the codec cannot
-// encode), the key is deleted from the cache instead, so that no replica
-// reads the old value, and the error wraps ErrCacheNotUpdated; if Redis
-// cannot even delete it, the deletion is retried in the background until
-// it can, or until Stop.
+// A value the codec cannot encode, or larger than MaxValueSize, is refused
+// first (ErrEncode): nothing is written anywhere. When the writer fails (or
+// panics: ErrWriterPanic), the cache is untouched and the writer's error is
+// returned. When the writer succeeded but the cache could not be updated
+// (Redis failing), the key is deleted from the cache instead, so that no
+// replica reads the old value, and the error wraps ErrCacheNotUpdated; if
+// Redis cannot even delete it, the deletion is retried in the background
+// until it can, or until Stop.
 //
 // Writes of one key that overlap in time, on any replicas, delete the key
 // rather than store it: the order in which the source applied them is
@@ -42,6 +43,14 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 		return fmt.Errorf("%w: keyspace %q: Write without WithWriter", ErrInvalidConfig, ks.name)
 	}
 	rkey, err := ks.redisKey(key)
+	if err != nil {
+		return err
+	}
+	it, entries, err := ks.encodeEntry(key, rkey, value, 0, ks.c.now(), nil)
+	if err != nil {
+		return err
+	}
+	msg, err := ks.message([]string{rkey})
 	if err != nil {
 		return err
 	}
@@ -66,15 +75,6 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	defer ks.evict(key)
 	if !begun {
 		return ks.dropAfterWrite(cctx, key, rkey, errors.New("write not guarded against overlapping writes"), cluster)
-	}
-	it, entries, err := ks.encodeEntry(key, rkey, value, 0, ks.c.now(), nil)
-	if err != nil {
-		ks.c.store.EndWrite(cctx, marker, l2.Item{Key: rkey}, "", nil)
-		return ks.dropAfterWrite(cctx, key, rkey, err, false)
-	}
-	msg, err := ks.message([]string{rkey})
-	if err != nil {
-		return ks.dropAfterWrite(cctx, key, rkey, err, false)
 	}
 	err = ks.tagWrite(cctx, entries, func() error {
 		_, err := ks.c.store.EndWrite(cctx, marker, it, ks.c.cfg.Channel, msg)

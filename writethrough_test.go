@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -143,14 +144,34 @@ func TestWriteThrough(t *testing.T) {
 		markerLeft(t, "f")
 	})
 
+	t.Run("UnencodableRefusedFirst", func(t *testing.T) {
+		seed(t, "u", "v1")
+		writes := d.writes
+		big := string(make([]byte, 100)) // over MaxValueSize once encoded
+		if err := ka.Write(ctx, "u", big); !errors.Is(err, tiercache.ErrEncode) {
+			t.Fatalf("Write of a value over MaxValueSize = %v; want ErrEncode", err)
+		}
+		if d.writes != writes || d.rows["u"] != "v1" {
+			t.Error("a value the cache refuses reached the source")
+		}
+		if v, ok := redisHas("u"); !ok || v == "" {
+			t.Error("a refused Write changed Redis")
+		}
+	})
+
 	t.Run("CacheStepFailsDeletes", func(t *testing.T) {
 		seed(t, "e", "v1")
-		big := string(make([]byte, 100)) // over MaxValueSize once encoded
-		err := ka.Write(ctx, "e", big)
-		if !errors.Is(err, tiercache.ErrCacheNotUpdated) || !errors.Is(err, tiercache.ErrEncode) {
-			t.Fatalf("Write of an unencodable value = %v; want ErrCacheNotUpdated wrapping ErrEncode", err)
+		// The write marker holds a string: the guard fails (WRONGTYPE), so
+		// the cache step deletes the key after the writer.
+		if err := admin.Set(ctx, "wt::wt:ks:e", "not a hash", time.Minute).Err(); err != nil {
+			t.Fatal(err)
 		}
-		if d.rows["e"] != big {
+		err := ka.Write(ctx, "e", "v2")
+		if !errors.Is(err, tiercache.ErrCacheNotUpdated) || !strings.Contains(err.Error(), "deleted from the cache") {
+			t.Fatalf("Write = %v; want ErrCacheNotUpdated saying the key was deleted", err)
+		}
+		admin.Del(ctx, "wt::wt:ks:e")
+		if d.rows["e"] != "v2" {
 			t.Error("the source does not hold the value")
 		}
 		if _, ok := redisHas("e"); ok {
@@ -160,7 +181,6 @@ func TestWriteThrough(t *testing.T) {
 		if _, err := kb.Get(ctx, "e"); !errors.Is(err, tiercache.ErrNotFound) {
 			t.Errorf("B Get = %v; want a miss: the old value was deleted everywhere", err)
 		}
-		markerLeft(t, "e")
 	})
 
 	t.Run("RedisLostDuringWriteRepairs", func(t *testing.T) {
