@@ -35,35 +35,47 @@ func ACLRules(namespace, channel string) string {
 		"&" + aclGlobEscape(channel),              // invalidations
 		"&" + aclGlobEscape(channel) + ":probe:*", // a Cluster subscriber's probes of every master
 		"-@all",
-		"+get",              // Get, GetMany (pipelined), early refresh's read; the lease scripts
-		"+set",              // fills and tombstones (SET NX PX); the write and lease scripts
-		"+del",              // the delete, write and lease scripts; the tag invalidation script
-		"+pttl",             // reads of a keyspace with early refresh; the tag script
-		"+publish",          // every write script; a Cluster subscriber's probes
-		"+evalsha",          // every script, first by its hash
-		"+eval",             // a script Redis does not hold yet (NOSCRIPT); tag scripts in pipelines
-		"+subscribe",        // the invalidation bus
-		"+ping",             // Start's check; the bus's health checks, on its subscription and on the data path
-		"+select",           // a client with a DB other than 0 (RedisConfig.DB)
-		"+time",             // the tag script scores members by Redis's clock
-		"+zadd",             // the tag script
-		"+zremrangebyscore", // the tag script drops expired members
-		"+pexpire",          // the tag script keeps the tag set's TTL at its last member
-		"+exists",           // InvalidateTags takes the tag set
-		"+rename",           // ... into its pending set
-		"+zunionstore",      // ... or merges it with what a failed call left there
-		"+zrange",           // ... reads the pending set's last score, and its pages
-		"+pexpireat",        // ... makes the pending set expire with its last member
-		"+zcard",            // ... counts it
-		"+zrem",             // ... and removes each page once deleted
-		"+hincrby",          // Write (write-through) counts writes in flight on a marker
-		"+hset",             // ... marks overlapping ones
-		"+hget",             // ... and reads that mark; Count reads a counter
-		"+hvals",            // Incr's flush looks for a count that is due
-		"+hgetall",          // ... and reads the counts it takes
-		"+zrangebyscore",    // ... and finds counts a dead replica took
-		"+cluster|slots",    // a Cluster client's view of the slots
-		"+command",          // a Cluster client's table of key positions (COMMAND)
+		"+get",                // Get, GetMany (pipelined), early refresh's read; the lease scripts
+		"+set",                // fills and tombstones (SET NX PX); the write and lease scripts
+		"+del",                // the delete, write and lease scripts; the tag invalidation script
+		"+pttl",               // reads of a keyspace with early refresh; the tag script
+		"+publish",            // every write script; a Cluster subscriber's probes
+		"+evalsha",            // every script, first by its hash
+		"+eval",               // a script Redis does not hold yet (NOSCRIPT); tag scripts in pipelines
+		"+subscribe",          // the invalidation bus
+		"+ping",               // Start's check; the bus's health checks, on its subscription and on the data path
+		"+select",             // a client with a DB other than 0 (RedisConfig.DB)
+		"+time",               // the tag script scores members by Redis's clock
+		"+zadd",               // the tag script
+		"+zremrangebyscore",   // the tag script drops expired members
+		"+pexpire",            // the tag script keeps the tag set's TTL at its last member
+		"+exists",             // InvalidateTags takes the tag set
+		"+rename",             // ... into its pending set
+		"+zunionstore",        // ... or merges it with what a failed call left there
+		"+zrange",             // ... reads the pending set's last score, and its pages
+		"+pexpireat",          // ... makes the pending set expire with its last member
+		"+zcard",              // ... counts it
+		"+zrem",               // ... and removes each page once deleted
+		"+hincrby",            // Write (write-through) counts writes in flight on a marker
+		"+hset",               // ... marks overlapping ones
+		"+hget",               // ... and reads that mark; Count reads a counter
+		"+hvals",              // Incr's flush looks for a count that is due
+		"+hgetall",            // ... and reads the counts it takes
+		"+zrangebyscore",      // ... and finds counts a dead replica took
+		"+xadd",               // WriteBehind records a write; a dead letter
+		"+xgroup|create",      // the flushers' consumer group
+		"+xreadgroup",         // a flusher reads records
+		"+xpending",           // ... finds its own pending ones
+		"+xclaim",             // ... claims a record again for each try
+		"+xautoclaim",         // ... takes over a dead replica's records
+		"+xack",               // ... acknowledges flushed records
+		"+xdel",               // ... and deletes them
+		"+xrevrange",          // ... reads the newest record id
+		"+hdel",               // ... clears a key's latest-record mark
+		"+xinfo|consumers",    // ... finds idle consumers
+		"+xgroup|delconsumer", // ... and removes them
+		"+cluster|slots",      // a Cluster client's view of the slots
+		"+command",            // a Cluster client's table of key positions (COMMAND)
 	}
 	return strings.Join(rules, " ")
 }

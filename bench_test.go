@@ -1156,3 +1156,100 @@ func BenchmarkCounter(b *testing.B) {
 	b.ReportMetric(float64(updates.Load())/float64(b.N), "key-updates/10k-views")
 	b.ReportMetric(float64(views*b.N)/b.Elapsed().Seconds(), "views/s")
 }
+
+// BenchmarkWriteBehind measures WriteBehind, one call at a time (serial,
+// as BenchmarkSet): each call is one round trip that publishes the
+// invalidation, records the write in the stream and stores the value,
+// while the keyspace's flusher (BatchSize 100, Interval 10ms) reads the
+// records, hands them to a BatchWriter that only counts, and acknowledges
+// them, on the same redis-server. writes/s is the rate of the calls,
+// flushed/s the records the flusher wrote during the timed loop, and
+// batches/op the BatchWriter calls per write. XAddFloor is the floor: a
+// raw go-redis XADD of the same envelope (read back from Redis) and key,
+// one command and one round trip per op. RecordScriptFloor is the work the
+// design requires, on raw go-redis: the same Lua PUBLISH + XADD + HSET +
+// SET with the same arguments, to the channel this process subscribes to.
+// WriteBehind minus it is tiercache's own overhead; it minus XAddFloor is
+// the price of storing the value and its invalidation atomically with the
+// record.
+func BenchmarkWriteBehind(b *testing.B) {
+	srv := startBenchRedis(b)
+	client := newBenchClient(b, srv)
+	c := startBenchCache(b, client, "wbb")
+	ctx := context.Background()
+	var flushed, batches atomic.Int64
+	ks, err := tiercache.NewKeyspace(c, "wb", tiercache.KeyspaceConfig{TTL: benchTTL, WriteBehind: tiercache.WriteBehindConfig{
+		BatchSize: 100, Interval: 10 * time.Millisecond,
+	}}, tiercache.WithWriteBehind(func(_ context.Context, values map[string]benchValue) error {
+		flushed.Add(int64(len(values)))
+		batches.Add(1)
+		return nil
+	}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := make([]string, benchKeys)
+	for i := range keys {
+		keys[i] = "user:" + strconv.Itoa(i)
+	}
+	v := newBenchValue(1)
+	if err := ks.WriteBehind(ctx, keys[0], v); err != nil {
+		b.Fatal(err)
+	}
+	env, err := client.Get(ctx, ks.RedisKey(keys[0])).Bytes()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("WriteBehind", func(b *testing.B) {
+		b.ReportAllocs()
+		f0, n0 := flushed.Load(), batches.Load()
+		start := time.Now()
+		i := 0
+		for b.Loop() {
+			if err := ks.WriteBehind(ctx, keys[i%benchKeys], v); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		secs := time.Since(start).Seconds()
+		b.ReportMetric(float64(b.N)/secs, "writes/s")
+		b.ReportMetric(float64(flushed.Load()-f0)/secs, "flushed/s")
+		b.ReportMetric(float64(batches.Load()-n0)/float64(b.N), "batches/op")
+	})
+	b.Run("XAddFloor", func(b *testing.B) {
+		b.ReportAllocs()
+		start := time.Now()
+		i := 0
+		for b.Loop() {
+			err := client.XAdd(ctx, &redis.XAddArgs{Stream: "floor:wb", Values: []any{"key", keys[i%benchKeys], "value", env}}).Err()
+			if err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+	})
+	b.Run("RecordScriptFloor", func(b *testing.B) {
+		script := redis.NewScript(`redis.call('PUBLISH', ARGV[3], ARGV[4])
+local id = redis.call('XADD', KEYS[2], '*', 'key', ARGV[5], 'value', ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[5], id)
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return id`)
+		msg, err := bus.Message{Version: bus.WireVersion, Origin: "floor", Keyspace: "wb", Keys: []string{keys[0]}}.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		start := time.Now()
+		i := 0
+		for b.Loop() {
+			k := keys[i%benchKeys]
+			err := script.Run(ctx, client, []string{"floor:" + k, "floor:{wb}", "floor:{wb}:last"}, env, benchTTL.Milliseconds(), c.Config().Channel, msg, k).Err()
+			if err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+	})
+}

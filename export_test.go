@@ -35,3 +35,7 @@ func Crash(c *Cache) { c.jobs.halt(context.Background()) }
 func WithBreakerClock(now func() time.Time) Option {
 	return func(c *Cache) { c.breakerNow = now }
 }
+
+// WriteBehindRecordIDs returns, inside a call of a BatchWriter, the stream
+// id of the record each key's value comes from.
+func WriteBehindRecordIDs[K Key](ctx context.Context) map[K]string { return recordIDs[K](ctx) }

@@ -53,6 +53,8 @@ type Keyspace[K Key, V any] struct {
 	refreshed  func()     // tests: called when a refresh goroutine ends
 	repairs    repairs    // write-through deletions left to retry
 
+	wb *writeBehind // write-behind state; nil without WithWriteBehind
+
 	counterWake chan struct{} // cap 1: a key reached CounterConfig.Every
 	counterSeq  atomic.Uint64 // names this replica's taken counts
 	st          ksCounters
@@ -111,6 +113,10 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 		}
 	}
 	if err := c.register(name, ks); err != nil {
+		ks.close()
+		return nil, err
+	}
+	if err := ks.startWriteBehind(); err != nil {
 		ks.close()
 		return nil, err
 	}

@@ -331,6 +331,26 @@ func TestACL(t *testing.T) {
 		t.Errorf("after Write: key in Redis %d, source %q; want 1, v1", n, src.rows["w"])
 	}
 
+	// Write-behind: the record with the value, and a flush of it.
+	flushed := make(chan map[string]string, 16)
+	wb := mustKeyspace[string, string](t, a.c, "wb", tiercache.KeyspaceConfig{
+		WriteBehind: tiercache.WriteBehindConfig{Interval: 10 * time.Millisecond}},
+		tiercache.WithWriteBehind(func(_ context.Context, m map[string]string) error {
+			flushed <- m
+			return nil
+		}))
+	if err := wb.WriteBehind(ctx, "w", "v1"); err != nil {
+		t.Fatalf("WriteBehind as the ACL user: %v", err)
+	}
+	select {
+	case m := <-flushed:
+		if m["w"] != "v1" {
+			t.Errorf("write-behind flushed %v; want w=v1", m)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("write-behind never flushed as the ACL user")
+	}
+
 	// Counters: Incr, a flush when a count is due, and Count.
 	views := newCounterDB()
 	cnt := mustKeyspace[string, struct{}](t, a.c, "cnt", tiercache.KeyspaceConfig{
