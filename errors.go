@@ -42,11 +42,13 @@ var (
 	// replica's L1 entry is evicted all the same, so it never serves its own
 	// unpublished write.
 	ErrNotPublished = errors.New("tiercache: invalidation not sent")
-	// ErrCacheNotUpdated wraps the error of a Write whose writer succeeded
-	// but whose cache step failed: the key was deleted from the cache (or
-	// its deletion is retried), never left with the old value.
+	// ErrCacheNotUpdated wraps the error of a Write whose writer succeeded,
+	// or of a WriteBehind whose record was stored (on a Cluster), but whose
+	// cache step failed: the key was deleted from the cache (or its
+	// deletion is retried), never left with the old value.
 	ErrCacheNotUpdated = errors.New("tiercache: written to the source, cache not updated")
-	// ErrWriterPanic wraps the value of a panic raised by a Writer.
+	// ErrWriterPanic wraps the value of a panic raised by a Writer, a
+	// BatchWriter or a CounterFlusher.
 	ErrWriterPanic = errors.New("tiercache: writer panicked")
 	// ErrLoaderPanic wraps the value of a panic raised by a loader. The
 	// panic is turned into an error for every caller waiting on that load.
