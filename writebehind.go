@@ -96,10 +96,11 @@ type WriteBehindConfig struct {
 	// a millisecond.
 	Interval time.Duration `yaml:"interval" json:"interval"`
 	// MaxTries is how many deliveries of a record may fail before it moves
-	// to the dead-letter stream. With the default backoff, a record that
-	// keeps failing is dead-lettered about 15 s after its first failure:
-	// raise it to outlast the outages of your database. Default
-	// DefaultWriteBehindMaxTries (5).
+	// to the dead-letter stream, provided the BatchWriter succeeded for
+	// other records since it began failing: a poison record is set aside,
+	// while during an outage of the database, when every write fails,
+	// records are retried without end (the backoff capped at a minute) and
+	// reach it once it is back. Default DefaultWriteBehindMaxTries (5).
 	MaxTries int `yaml:"max_tries" json:"max_tries"`
 	// ClaimAfter is how long a replica may leave a record it read
 	// unacknowledged without renewing its hold (it does so every third of
@@ -362,6 +363,12 @@ type flusher[K Key, V any] struct {
 	bound     string      // drain: the stream's last id when the drain began
 	exhausted bool        // drain: no unread record up to bound is left
 
+	// lastOK is when the batch writer last succeeded: a record is a
+	// poison one, to set aside, only if it kept failing while others went
+	// through; while every write fails the database is down, and records
+	// wait.
+	lastOK time.Time
+
 	mu   sync.Mutex           // protects held
 	held map[string]*wbRecord // every record above, by id
 }
@@ -369,8 +376,9 @@ type flusher[K Key, V any] struct {
 // wbRecord is a record a flusher holds.
 type wbRecord struct {
 	l2.Record
-	due time.Time // in retry: when to try again
-	err error     // in retry: its last failure; nil while its key is busy
+	due    time.Time // in retry: when to try again
+	err    error     // in retry: its last failure; nil while its key is busy
+	failed time.Time // when it first failed here; zero before
 }
 
 // run is the flusher's loop. It ends with ctx, abandoning what it holds,
@@ -772,7 +780,10 @@ func (f *flusher[K, V]) flush(ctx context.Context, recs []*wbRecord) error {
 		case latest[r.Key] != r:
 			done = append(done, r)
 			coalesced++
-		case r.Deliveries > int64(cfg.MaxTries):
+		case r.Deliveries > int64(cfg.MaxTries) && r.err == nil:
+			// Delivered too often without failing here: it kept stopping
+			// replicas. (One that failed here is tried again: the check
+			// after the write tells a poison record from an outage.)
 			cause := r.err
 			if cause == nil {
 				cause = fmt.Errorf("delivered %d times, more than max_tries %d, without an acknowledgement: replicas stopped while writing it", r.Deliveries, cfg.MaxTries)
@@ -823,6 +834,7 @@ func (f *flusher[K, V]) flush(ctx context.Context, recs []*wbRecord) error {
 	var failed error
 	if len(writes) > 0 {
 		if failed = f.write(ctx, batch, ids); failed == nil {
+			f.lastOK = time.Now()
 			done = append(done, writes...)
 			f.wb.st.flushed.Add(uint64(len(writes)))
 			f.wb.st.batches.Add(1)
@@ -845,8 +857,12 @@ func (f *flusher[K, V]) flush(ctx context.Context, recs []*wbRecord) error {
 		// Best effort: an unreleased marker only makes a later record of
 		// the key wait until the marker expires.
 		store.ReleaseMarkers(ctx, st, f.consumer, names)
+		now := time.Now()
 		for _, r := range writes {
-			if r.Deliveries >= int64(cfg.MaxTries) {
+			if r.failed.IsZero() {
+				r.failed = now
+			}
+			if r.Deliveries >= int64(cfg.MaxTries) && f.lastOK.After(r.failed) {
 				dying = append(dying, dead{r, failed})
 			} else {
 				f.later(r, failed)

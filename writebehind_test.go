@@ -342,6 +342,53 @@ func TestWriteBehind(t *testing.T) {
 	// is retried record by record, the others are written, and the poison
 	// record goes to the dead-letter stream with its error after MaxTries
 	// deliveries.
+	t.Run("OutageIsNotPoison", func(t *testing.T) {
+		// While every write fails the database is down: records are
+		// retried past MaxTries and never dead-lettered; they reach the
+		// database once it is back.
+		ctx := t.Context()
+		r := newReplica(t, srv, tiercache.Config{})
+		d := newWBStore()
+		var down atomic.Bool
+		down.Store(true)
+		ks := mustKeyspace(t, r.c, "outage", tiercache.KeyspaceConfig{WriteBehind: tiercache.WriteBehindConfig{
+			Interval: 5 * time.Millisecond, MaxTries: 2, Backoff: time.Millisecond,
+		}}, tiercache.WithWriteBehind(d.writer(func(context.Context, map[string]int) error {
+			if down.Load() {
+				return errors.New("db: connection refused")
+			}
+			return nil
+		})))
+		for i, k := range []string{"a", "b"} {
+			if err := ks.WriteBehind(ctx, k, i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		timer := time.NewTimer(waitTimeout)
+		defer timer.Stop()
+		for fails := 0; fails < 10; { // five times MaxTries for each record
+			select {
+			case c := <-d.calls:
+				if c.err != nil {
+					fails++
+				}
+			case <-timer.C:
+				t.Fatalf("only %d failed writes within %v", fails, waitTimeout)
+			}
+		}
+		if n := client.XLen(ctx, wbStream("outage")+":dead").Val(); n != 0 {
+			t.Fatalf("%d records dead-lettered during an outage of the database; want 0", n)
+		}
+		down.Store(false)
+		for data, _ := d.snapshot(); !maps.Equal(data, map[string]int{"a": 0, "b": 1}); data, _ = d.snapshot() {
+			select {
+			case <-d.calls:
+			case <-timer.C:
+				t.Fatalf("database = %v after the outage; want a=0 b=1", data)
+			}
+		}
+	})
+
 	t.Run("PanicDeadLettered", func(t *testing.T) {
 		ctx := t.Context()
 		logs := make(chan string, 16)
