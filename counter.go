@@ -189,21 +189,10 @@ func (ks *Keyspace[K, V]) deliverCounts(ctx context.Context, ck counterKeys, tak
 		}
 	}
 	if len(deltas) > 0 {
-		if err := ks.callCounterFlush(ctx, deltas); err != nil {
+		if err := guardWriter(ks.name, "counter flush", func() error { return ks.opts.counterFlush(ctx, deltas) }); err != nil {
 			return err
 		}
 		ks.st.counterFlushes.Add(1)
 	}
 	return ks.c.store.DoneCounts(ctx, ck.index, taken)
-}
-
-// callCounterFlush runs the CounterFlusher, a panic turned into an error
-// wrapping ErrWriterPanic.
-func (ks *Keyspace[K, V]) callCounterFlush(ctx context.Context, deltas map[K]int64) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q counter flush: %v", ErrWriterPanic, ks.name, r)
-		}
-	}()
-	return ks.opts.counterFlush(ctx, deltas)
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/tiercache/tiercache"
@@ -83,12 +82,7 @@ func TestFaults(t *testing.T) {
 			var rs [2]*replica
 			var kss [2]*tiercache.Keyspace[string, string]
 			for i := range rs {
-				o := e.srv.Options()
-				o.Addr = e.proxy.Addr
-				o.ContextTimeoutEnabled = true
-				client := redis.NewClient(o)
-				t.Cleanup(func() { client.Close() })
-				rs[i] = newReplicaOn(t, client, cfg, tiercache.WithBreakerClock(clk.Now))
+				rs[i] = newReplicaOn(t, timedClient(t, e.proxy.Addr), cfg, tiercache.WithBreakerClock(clk.Now))
 				// Replica 0 has no L1, so that every read meets the fault;
 				// replica 1 has one, for the check after the fault.
 				kss[i] = mustKeyspace[string, string](t, rs[i].c, "ks", tiercache.KeyspaceConfig{DisableL1: i == 0})

@@ -170,7 +170,7 @@ func TestFallback(t *testing.T) {
 		if err := srv.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		hung := newReplicaOn(t, timedClient(t, srv), tiercache.Config{Namespace: "fb", ReadTimeout: 20 * time.Millisecond,
+		hung := newReplicaOn(t, timedClient(t, srv.Addr), tiercache.Config{Namespace: "fb", ReadTimeout: 20 * time.Millisecond,
 			Breaker: tiercache.BreakerConfig{Failures: -1}})
 		hks := mustKeyspace[string, string](t, hung.c, "ks", tiercache.KeyspaceConfig{})
 		// Long enough for five reads of 20ms each, even on a loaded machine.
@@ -190,12 +190,11 @@ func TestFallback(t *testing.T) {
 	}
 }
 
-// timedClient returns a client of srv with ContextTimeoutEnabled, which
-// Config.ReadTimeout needs to bound a hung Redis.
-func timedClient(t *testing.T, srv *redistest.Server) *redis.Client {
-	opts := srv.Options()
-	opts.ContextTimeoutEnabled = true
-	c := redis.NewClient(opts)
+// timedClient returns a client of addr with ContextTimeoutEnabled, which
+// Config.ReadTimeout needs to bound a hung Redis; it is closed in
+// t.Cleanup.
+func timedClient(t *testing.T, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
 	t.Cleanup(func() { c.Close() })
 	return c
 }

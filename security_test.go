@@ -170,22 +170,7 @@ func TestACL(t *testing.T) {
 	// Set, and its invalidation evicting B's L1 copy.
 	ksA := mustKeyspace[string, string](t, a.c, "plain", tiercache.KeyspaceConfig{})
 	ksB := mustKeyspace[string, string](t, b.c, "plain", tiercache.KeyspaceConfig{})
-	if err := ksA.Set(ctx, "k", "v1"); err != nil {
-		t.Fatalf("Set as the ACL user: %v", err)
-	}
-	b.waitKeys(t, "plain", "k")
-	waitL1(t, ksB, func() bool {
-		before := ksB.Stats().L1Hits
-		v, err := ksB.Get(ctx, "k")
-		return err == nil && v == "v1" && ksB.Stats().L1Hits > before
-	})
-	if err := ksA.Set(ctx, "k", "v2"); err != nil {
-		t.Fatal(err)
-	}
-	b.waitKeys(t, "plain", "k")
-	if v, err := ksB.Get(ctx, "k"); err != nil || v != "v2" {
-		t.Errorf("B Get(k) after A's Set = %q, %v; want v2", v, err)
-	}
+	setEvictsPeer(t, ksA, ksB, b, "as the ACL user")
 
 	// GetOrLoad fills Redis (SET NX); the other replica reads it there.
 	if v, err := ksA.GetOrLoad(ctx, "fill", load); err != nil || v != "loaded-fill" {
@@ -636,22 +621,7 @@ func TestTLS(t *testing.T) {
 	b := newReplicaOn(t, tlsClient(t, srv.Addr, srv.ClientTLS()), tiercache.Config{})
 	ksA := mustKeyspace[string, string](t, a.c, "tls", tiercache.KeyspaceConfig{})
 	ksB := mustKeyspace[string, string](t, b.c, "tls", tiercache.KeyspaceConfig{})
-	if err := ksA.Set(ctx, "k", "v1"); err != nil {
-		t.Fatalf("Set over TLS: %v", err)
-	}
-	b.waitKeys(t, "tls", "k")
-	waitL1(t, ksB, func() bool {
-		before := ksB.Stats().L1Hits
-		v, err := ksB.Get(ctx, "k")
-		return err == nil && v == "v1" && ksB.Stats().L1Hits > before
-	})
-	if err := ksA.Set(ctx, "k", "v2"); err != nil {
-		t.Fatal(err)
-	}
-	b.waitKeys(t, "tls", "k")
-	if v, err := ksB.Get(ctx, "k"); err != nil || v != "v2" {
-		t.Errorf("B Get(k) after A's Set over TLS = %q, %v; want v2", v, err)
-	}
+	setEvictsPeer(t, ksA, ksB, b, "over TLS")
 
 	t.Run("WrongCA", func(t *testing.T) {
 		other, err := tiercache.TLSConfig{Enabled: true, CAFile: srv.OtherCAFile}.Build()
@@ -879,5 +849,29 @@ func TestACLReadme(t *testing.T) {
 	want := "ACL SETUSER tiercache on >PASSWORD " + tiercache.ACLRules("", "")
 	if !strings.Contains(string(b), want+"\n") {
 		t.Errorf("README.md does not hold the ACL line\n%s", want)
+	}
+}
+
+// setEvictsPeer sets k on ksA, waits until b's ksB serves it from L1, sets
+// it again, and checks that b then reads the new value: the invalidation
+// reached b (how says over what, for messages).
+func setEvictsPeer(t *testing.T, ksA, ksB *tiercache.Keyspace[string, string], b *replica, how string) {
+	t.Helper()
+	ctx := t.Context()
+	if err := ksA.Set(ctx, "k", "v1"); err != nil {
+		t.Fatalf("Set %s: %v", how, err)
+	}
+	b.waitKeys(t, ksB.Name(), "k")
+	waitL1(t, ksB, func() bool {
+		before := ksB.Stats().L1Hits
+		v, err := ksB.Get(ctx, "k")
+		return err == nil && v == "v1" && ksB.Stats().L1Hits > before
+	})
+	if err := ksA.Set(ctx, "k", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitKeys(t, ksB.Name(), "k")
+	if v, err := ksB.Get(ctx, "k"); err != nil || v != "v2" {
+		t.Errorf("B Get(k) after A's Set %s = %q, %v; want v2", how, v, err)
 	}
 }

@@ -323,8 +323,7 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 // cache (cause), so that no replica reads the value it replaced. A deletion
 // Redis cannot do now is retried in the background.
 func (ks *Keyspace[K, V]) uncache(ctx context.Context, rkey string, cause error) error {
-	if derr := ks.deleteRedisKeys(context.WithoutCancel(ctx), []string{rkey}); derr != nil {
-		ks.repairLater(rkey)
+	if derr := ks.deleteOrRepair(context.WithoutCancel(ctx), rkey); derr != nil {
 		return fmt.Errorf("%w: %w: keyspace %q key %q: write-behind write recorded; the cache could not be updated nor the key deleted, its deletion is retried until Redis answers: %w",
 			ErrCacheNotUpdated, ErrNotPublished, ks.name, rkey, errors.Join(cause, derr))
 	}
@@ -913,13 +912,10 @@ func (f *flusher[K, V]) decode(r *wbRecord) (K, V, error) {
 
 // write calls the BatchWriter with values, the record ids by key in its
 // context, turning a panic into an error wrapping ErrWriterPanic.
-func (f *flusher[K, V]) write(ctx context.Context, values map[K]V, ids map[K]string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q: batch writer: %v", ErrWriterPanic, f.ks.name, r)
-		}
-	}()
-	return f.ks.opts.batchWriter(context.WithValue(ctx, recordIDsKey{}, ids), values)
+func (f *flusher[K, V]) write(ctx context.Context, values map[K]V, ids map[K]string) error {
+	return guardWriter(f.ks.name, "batch writer", func() error {
+		return f.ks.opts.batchWriter(context.WithValue(ctx, recordIDsKey{}, ids), values)
+	})
 }
 
 // ack acknowledges rs (l2.Store.Ack) and forgets them. It goes on when ctx

@@ -63,7 +63,7 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 		_, berr := ks.c.store.BeginWrite(ctx, marker, writeMarkerTTL)
 		begun = berr == nil
 	}
-	if err := ks.callWriter(ctx, key, value); err != nil {
+	if err := guardWriter(ks.name, "writer", func() error { return ks.opts.writer(ctx, key, value) }); err != nil {
 		if begun {
 			ks.c.store.EndWrite(context.WithoutCancel(ctx), marker, l2.Item{Key: rkey}, "", nil)
 		}
@@ -87,15 +87,16 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	return nil
 }
 
-// callWriter runs the keyspace's writer, a panic turned into an error
+// guardWriter runs fn, a call of a user's Writer, BatchWriter or
+// CounterFlusher (what) of keyspace, with a panic turned into an error
 // wrapping ErrWriterPanic.
-func (ks *Keyspace[K, V]) callWriter(ctx context.Context, key K, v V) (err error) {
+func guardWriter(keyspace, what string, fn func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: keyspace %q: %v", ErrWriterPanic, ks.name, r)
+			err = fmt.Errorf("%w: keyspace %q: %s: %v", ErrWriterPanic, keyspace, what, r)
 		}
 	}()
-	return ks.opts.writer(ctx, key, v)
+	return fn()
 }
 
 // dropAfterWrite deletes key from the cache after its writer succeeded,
@@ -104,7 +105,7 @@ func (ks *Keyspace[K, V]) callWriter(ctx context.Context, key K, v V) (err error
 // then, if the deletion succeeds. A deletion Redis cannot do now is queued
 // and retried in the background.
 func (ks *Keyspace[K, V]) dropAfterWrite(ctx context.Context, key K, rkey string, cause error, planned bool) error {
-	derr := ks.deleteRedisKeys(ctx, []string{rkey})
+	derr := ks.deleteOrRepair(ctx, rkey)
 	if derr == nil {
 		if planned {
 			return nil
@@ -112,7 +113,6 @@ func (ks *Keyspace[K, V]) dropAfterWrite(ctx context.Context, key K, rkey string
 		return fmt.Errorf("%w: keyspace %q key %q: written to the source; the key was deleted from the cache: %w",
 			ErrCacheNotUpdated, ks.name, rkey, cause)
 	}
-	ks.repairLater(rkey)
 	return fmt.Errorf("%w: keyspace %q key %q: written to the source; the cache could not be updated nor the key deleted, its deletion is retried until Redis answers: %w",
 		ErrCacheNotUpdated, ks.name, rkey, errors.Join(cause, derr))
 }
@@ -128,6 +128,16 @@ type repairs struct {
 	once sync.Once
 	mu   sync.Mutex // protects keys
 	keys map[string]struct{}
+}
+
+// deleteOrRepair deletes rkey with its invalidation; when Redis cannot do
+// it now, it queues the deletion for the repair job and returns why.
+func (ks *Keyspace[K, V]) deleteOrRepair(ctx context.Context, rkey string) error {
+	err := ks.deleteRedisKeys(ctx, []string{rkey})
+	if err != nil {
+		ks.repairLater(rkey)
+	}
+	return err
 }
 
 // repairLater queues rkey for deletion and starts the job that retries.

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
@@ -59,10 +57,7 @@ func TestWriteThrough(t *testing.T) {
 	// Replica A reaches Redis through the proxy, so a test can cut it off;
 	// its breaker is off, so the deletion it queues is retried as soon as
 	// Redis answers.
-	o := srv.Options()
-	o.Addr, o.ContextTimeoutEnabled = proxy.Addr, true
-	ca := redis.NewClient(o)
-	t.Cleanup(func() { ca.Close() })
+	ca := timedClient(t, proxy.Addr)
 	cfg := tiercache.Config{Namespace: "wt", ReadTimeout: 50 * time.Millisecond, WriteTimeout: 50 * time.Millisecond}
 	b := newReplica(t, srv, cfg)
 	cfg.Breaker.Failures = -1

@@ -138,15 +138,7 @@ func (c *Cluster) slotRange(i int) (lo, hi int) {
 func StartCluster(tb testing.TB) *Cluster {
 	tb.Helper()
 	c, err := NewCluster()
-	if err != nil {
-		tb.Fatalf("%v", err)
-	}
-	tb.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			tb.Errorf("redistest: stop cluster: %v", err)
-		}
-	})
-	return c
+	return started(tb, c, err, "cluster")
 }
 
 // Addrs returns the host:port of every node, in the order of Nodes.

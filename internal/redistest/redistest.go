@@ -136,12 +136,19 @@ func newServer(sp spec, extra ...string) (*Server, error) {
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
 	s, err := New(extra...)
+	return started(tb, s, err, "server")
+}
+
+// started is the body of the Start functions: it fails tb at once when err
+// is set, and otherwise stops s in tb.Cleanup.
+func started[S interface{ Stop() error }](tb testing.TB, s S, err error, what string) S {
+	tb.Helper()
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
 	tb.Cleanup(func() {
 		if err := s.Stop(); err != nil {
-			tb.Errorf("redistest: stop: %v", err)
+			tb.Errorf("redistest: stop %s: %v", what, err)
 		}
 	})
 	return s

@@ -135,15 +135,7 @@ func (s *Sentinel) masterAddr(ctx context.Context, sc *redis.SentinelClient) (st
 func StartSentinel(tb testing.TB) *Sentinel {
 	tb.Helper()
 	s, err := NewSentinel()
-	if err != nil {
-		tb.Fatalf("%v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			tb.Errorf("redistest: stop sentinel setup: %v", err)
-		}
-	})
-	return s
+	return started(tb, s, err, "sentinel setup")
 }
 
 // FailoverOptions returns go-redis options for a client that finds the

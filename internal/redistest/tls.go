@@ -134,15 +134,7 @@ func NewTLS(extra ...string) (*TLSServer, error) {
 func StartTLS(tb testing.TB, extra ...string) *TLSServer {
 	tb.Helper()
 	s, err := NewTLS(extra...)
-	if err != nil {
-		tb.Fatalf("%v", err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Stop(); err != nil {
-			tb.Errorf("redistest: stop: %v", err)
-		}
-	})
-	return s
+	return started(tb, s, err, "TLS server")
 }
 
 // ClientTLS returns a TLS configuration that verifies the server against
