@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/l2"
 )
@@ -34,6 +36,7 @@ type Cache struct {
 	onInv  func(Invalidation) // optional hook, called after each applied invalidation
 
 	closed   atomic.Bool        // set first thing in Stop; read on every miss
+	lastInv  atomic.Int64       // unix nanoseconds of the last invalidation the bus handed over; 0 before
 	stopCtx  context.Context    // done once Stop began: cancels loads in flight
 	stopLoad context.CancelFunc // cancels stopCtx
 	flights  tracker            // loads in flight, waited for by Stop
@@ -43,6 +46,9 @@ type Cache struct {
 	keyspaces map[string]keyspace
 	started   bool
 	warming   bool // Start has started the warmers: later keyspaces warm at once
+
+	mp     metric.MeterProvider // WithMeterProvider; nil: no OTel
+	meters *meters              // the instruments on mp; nil without it
 
 	now        func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
 	breakerNow func() time.Time // the clock of the breaker's cool-down; nil: time.Now (tests set it)
@@ -122,6 +128,11 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	c.stopCtx, c.stopLoad = context.WithCancel(context.Background())
 	for _, o := range opts {
 		o(c)
+	}
+	if c.mp != nil {
+		if c.meters, err = newMeters(c, c.mp); err != nil {
+			return nil, err
+		}
 	}
 	if o, ok := client.(interface{ Options() *redis.Options }); ok && !o.Options().ContextTimeoutEnabled {
 		c.log.Warn("tiercache: redis client without ContextTimeoutEnabled: read_timeout and write_timeout cannot bound a slow Redis")
@@ -294,6 +305,7 @@ func (c *Cache) Stop(ctx context.Context) error {
 		ks.close()
 	}
 	c.mu.Unlock()
+	err = errors.Join(err, c.meters.close())
 	if err != nil {
 		return fmt.Errorf("tiercache: stop: %w", err)
 	}
@@ -304,11 +316,22 @@ func (c *Cache) Stop(ctx context.Context) error {
 // which is when L1 may serve reads.
 func (c *Cache) Healthy() bool { return c.sub.Healthy() }
 
-// Stats returns the counters of every keyspace and of the bus.
+// Stats returns the counters of every keyspace and of the bus. It walks
+// every L1 to count its entries (KeyspaceStats.L1Entries), so it costs
+// O(entries): take it every few seconds (a scrape, a heartbeat), not per
+// request. After Stop, the counters keep their last values and L1 is empty.
 func (c *Cache) Stats() Stats {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	s := Stats{Bus: c.sub.Stats(), Breaker: c.store.Breaker(), Keyspaces: make(map[string]KeyspaceStats, len(c.keyspaces))}
+	s := Stats{
+		InstanceID: c.cfg.InstanceID,
+		Bus:        c.sub.Stats(),
+		Breaker:    c.store.Breaker(),
+		Keyspaces:  make(map[string]KeyspaceStats, len(c.keyspaces)),
+	}
+	if t := c.lastInv.Load(); t != 0 {
+		s.LastInvalidation = time.Unix(0, t)
+	}
 	for name, ks := range c.keyspaces {
 		s.Keyspaces[name] = ks.stats()
 	}
@@ -342,6 +365,7 @@ func (c *Cache) register(name string, ks keyspace) error {
 // publisher: replicas keep no local tag index) flushes its keyspace, so it
 // never leaves a tagged entry behind.
 func (c *Cache) handle(m bus.Message) {
+	c.lastInv.Store(time.Now().UnixNano())
 	flush := m.Flush || len(m.Tags) > 0
 	if c.onInv != nil {
 		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: flush})
@@ -371,6 +395,7 @@ func (c *Cache) handle(m bus.Message) {
 // flushAll evicts every L1 entry of every keyspace. The bus calls it on every
 // (re)subscription and after any possible message loss.
 func (c *Cache) flushAll() {
+	c.lastInv.Store(time.Now().UnixNano())
 	c.mu.RLock()
 	for _, ks := range c.keyspaces {
 		ks.flush()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/tiercache/tiercache/l2"
 )
@@ -70,7 +71,10 @@ type coalescer struct {
 // write applies ops, writes of one keyspace and one hash slot, and
 // publishes their invalidation, encoded by encode, in one script with
 // whatever writes it is coalesced with; their outcome is joined in err.
-func (c *coalescer) write(ctx context.Context, key batchKey, ops []l2.Op, encode func([]string) ([]byte, error)) error {
+// It counts in st, the keyspace's counters, the write's latency, a join
+// (Coalesced) and a script that published (Published).
+func (c *coalescer) write(ctx context.Context, key batchKey, ops []l2.Op, encode func([]string) ([]byte, error), st *ksCounters) error {
+	defer st.l2Write.since(ctx, time.Now())
 	keyBytes := 0
 	for _, op := range ops {
 		keyBytes += len(op.Key)
@@ -87,6 +91,7 @@ func (c *coalescer) write(ctx context.Context, key batchKey, ops []l2.Op, encode
 		b.keyBytes += keyBytes
 		n := len(b.ops)
 		c.mu.Unlock()
+		st.coalesced.Add(1)
 		if c.joined != nil {
 			c.joined(n)
 		}
@@ -114,6 +119,9 @@ func (c *coalescer) write(ctx context.Context, key batchKey, ops []l2.Op, encode
 	// keeping ctx's values; the store's write budget bounds it.
 	b.errs, b.err = c.run(context.WithoutCancel(ctx), batched, b.encode)
 	close(b.done)
+	if b.err == nil {
+		st.published.Add(1)
+	}
 
 	c.mu.Lock()
 	if q.tail == b {

@@ -112,6 +112,7 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 			}
 		}
 	}
+	c.meters.attach(name, &ks.st)
 	if err := c.register(name, ks); err != nil {
 		ks.close()
 		return nil, err
@@ -475,8 +476,9 @@ func guardedLoad[K Key, V, T any](ctx context.Context, ks *Keyspace[K, V], fn fu
 		ctx, cancel = context.WithTimeout(ctx, ks.cfg.LoadTimeout)
 		defer cancel()
 	}
-	start := ks.c.now()
+	start, wall := ks.c.now(), time.Now()
 	v, err = fn(ctx)
+	ks.st.loadLatency.since(ctx, wall)
 	return v, ks.c.now().Sub(start), err
 }
 
@@ -491,11 +493,13 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens
 		ttl time.Duration
 		err error
 	)
+	start := time.Now()
 	if ks.cfg.EarlyRefresh > 0 {
 		b, ttl, err = ks.c.store.GetTTL(ctx, rkey)
 	} else {
 		b, err = ks.c.store.Get(ctx, rkey)
 	}
+	ks.st.l2Read.since(ctx, start)
 	if errors.Is(err, l2.ErrMiss) {
 		return v, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
 	}
@@ -598,7 +602,9 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 	if len(miss) == 0 {
 		return out, nil
 	}
+	start := time.Now()
 	vals, err := ks.c.store.GetMany(ctx, rkeys)
+	ks.st.l2Read.since(ctx, start)
 	l2ok := err == nil // no fill against a failing Redis
 	if err != nil {
 		ks.st.l2Errors.Add(1)
@@ -706,7 +712,7 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 	}
 	op := l2.Op{Item: it}
 	err = ks.tagWrite(ctx, entries, func() error {
-		return ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message)
+		return ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message, &ks.st)
 	})
 	// Evict after the write: a local fill that snapshotted before this point
 	// may have read the old value and must not land.
@@ -757,7 +763,7 @@ func (ks *Keyspace[K, V]) deleteRedisKeys(ctx context.Context, rkeys []string) e
 		for i, rk := range group {
 			ops[i] = l2.Op{Item: l2.Item{Key: rk}, Delete: true}
 		}
-		if err := ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, group[0])}, ops, ks.message); err != nil {
+		if err := ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, group[0])}, ops, ks.message, &ks.st); err != nil {
 			errs = append(errs, err)
 		}
 	}

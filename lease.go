@@ -195,5 +195,9 @@ func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, lease []byte, it l2.
 	if err != nil {
 		return false, err
 	}
-	return ks.c.store.Release(ctx, lease, it, ks.c.cfg.Channel, msg)
+	released, err := ks.c.store.Release(ctx, lease, it, ks.c.cfg.Channel, msg)
+	if released {
+		ks.st.published.Add(1)
+	}
+	return released, err
 }

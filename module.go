@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/fx"
 )
 
@@ -16,7 +17,8 @@ import (
 // one decoded from the app's YAML). It uses the redis.UniversalClient of the
 // graph when there is one, and the caller keeps owning it; otherwise it builds
 // one from Config.Redis, owns it and closes it on stop. An optional
-// *slog.Logger in the graph becomes the cache's logger.
+// *slog.Logger in the graph becomes the cache's logger, and an optional
+// metric.MeterProvider its meter (WithMeterProvider).
 var Module = fx.Module("tiercache", fx.Provide(NewFromParams))
 
 // Params are the dependencies of the Cache provided by Module.
@@ -27,6 +29,9 @@ type Params struct {
 	Config    Config
 	Client    redis.UniversalClient `optional:"true"`
 	Logger    *slog.Logger          `optional:"true"`
+	// MeterProvider, when in the graph, receives the Cache's metrics
+	// (WithMeterProvider).
+	MeterProvider metric.MeterProvider `optional:"true"`
 
 	// Options are extra options for New, provided to the value group
 	// "tiercache.options" (e.g. a WithInvalidationHook).
@@ -60,7 +65,11 @@ func NewFromParams(p Params) (Result, error) {
 		}
 		client, owned = redis.NewUniversalClient(opts), true
 	}
-	c, err := New(client, p.Config, append([]Option{WithLogger(p.Logger)}, p.Options...)...)
+	opts := []Option{WithLogger(p.Logger)}
+	if p.MeterProvider != nil {
+		opts = append(opts, WithMeterProvider(p.MeterProvider))
+	}
+	c, err := New(client, p.Config, append(opts, p.Options...)...)
 	if err != nil {
 		if owned {
 			client.Close()

@@ -174,20 +174,20 @@ type wbCounters struct {
 // WriteBehindStats counts what a keyspace's write-behind did in this
 // replica since the keyspace was created.
 type WriteBehindStats struct {
-	Recorded     uint64 // writes WriteBehind recorded
-	Flushed      uint64 // records the BatchWriter wrote: one per key of each batch
-	Batches      uint64 // successful calls of the BatchWriter
-	Failures     uint64 // failed calls of the BatchWriter, panics included
-	Retries      uint64 // records tried again after a failure
-	Coalesced    uint64 // records acknowledged unwritten: a later record of their key was in their batch
-	Skipped      uint64 // records acknowledged unwritten: their key had a later record elsewhere, or was written already
-	DeadLettered uint64 // records moved to the dead-letter stream
-	Claimed      uint64 // records claimed from replicas that left them idle for ClaimAfter
+	Recorded     uint64 `json:"recorded"`      // writes WriteBehind recorded
+	Flushed      uint64 `json:"flushed"`       // records the BatchWriter wrote: one per key of each batch
+	Batches      uint64 `json:"batches"`       // successful calls of the BatchWriter
+	Failures     uint64 `json:"failures"`      // failed calls of the BatchWriter, panics included
+	Retries      uint64 `json:"retries"`       // records tried again after a failure
+	Coalesced    uint64 `json:"coalesced"`     // records acknowledged unwritten: a later record of their key was in their batch
+	Skipped      uint64 `json:"skipped"`       // records acknowledged unwritten: their key had a later record elsewhere, or was written already
+	DeadLettered uint64 `json:"dead_lettered"` // records moved to the dead-letter stream
+	Claimed      uint64 `json:"claimed"`       // records claimed from replicas that left them idle for ClaimAfter
 	// Pending is the number of records this replica's flusher holds now:
 	// read, not yet acknowledged. It is this replica's own count, read
 	// without a round trip; the stream's whole backlog is XLEN of the
 	// stream, and what all replicas hold is XPENDING.
-	Pending int64
+	Pending int64 `json:"pending"`
 }
 
 // WriteBehindStats returns the keyspace's write-behind counters; zero
@@ -288,6 +288,7 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 			if _, err := ks.c.store.RecordAndSet(ctx, wb.stream, rk, it, ks.c.cfg.Channel, msg); err != nil {
 				return err
 			}
+			ks.st.published.Add(1)
 			recorded, cached = true, true
 			return nil
 		}
@@ -295,7 +296,7 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 			return err
 		}
 		recorded = true
-		if err := ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{{Item: it}}, ks.message); err != nil {
+		if err := ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{{Item: it}}, ks.message, &ks.st); err != nil {
 			return err
 		}
 		cached = true

@@ -78,6 +78,9 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	}
 	err = ks.tagWrite(cctx, entries, func() error {
 		_, err := ks.c.store.EndWrite(cctx, marker, it, ks.c.cfg.Channel, msg)
+		if err == nil {
+			ks.st.published.Add(1)
+		}
 		return err
 	})
 	ks.st.sets.Add(1)

@@ -94,23 +94,23 @@ type Options struct {
 // Stats are counters since NewSubscriber.
 type Stats struct {
 	// Received counts messages read from the channel, well-formed or not.
-	Received uint64
+	Received uint64 `json:"received"`
 	// Delivered counts Handler calls that returned.
-	Delivered uint64
+	Delivered uint64 `json:"delivered"`
 	// Malformed counts messages that Unmarshal refused; Handler never sees
 	// them.
-	Malformed uint64
+	Malformed uint64 `json:"malformed"`
 	// Overflows counts messages dropped because the queue was full.
-	Overflows uint64
+	Overflows uint64 `json:"overflows"`
 	// Resets counts OnReset calls that returned.
-	Resets uint64
+	Resets uint64 `json:"resets"`
 	// Reconnects counts subscription confirmations after the first.
-	Reconnects uint64
+	Reconnects uint64 `json:"reconnects"`
 	// Moves counts subscriptions abandoned because the client moved to
 	// another server (Options.FollowMaster), each followed by a reconnect.
-	Moves uint64
+	Moves uint64 `json:"moves"`
 	// Healthy is Healthy() at the time of the call.
-	Healthy bool
+	Healthy bool `json:"healthy"`
 }
 
 // event is one item of the queue: a message, or a reset when reset != 0.

@@ -520,6 +520,30 @@ func (c *Cache[K, V]) MaxCost() int64 {
 	return c.maxCost
 }
 
+// Len returns the number of entries the cache holds that no Flush has
+// killed and that have not expired. It walks the whole
+// cache, O(entries) under ristretto's shard locks, so it is for stats taken
+// every few seconds, not for a hot path. It is 0 on a nil or closed cache.
+func (c *Cache[K, V]) Len() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	rc := c.rc.Load()
+	if rc == nil {
+		return 0
+	}
+	epoch, n := c.epoch.Load(), 0
+	rc.IterValues(func(e *entry[V]) bool {
+		if e.epoch == epoch {
+			n++
+		}
+		return false
+	})
+	return n
+}
+
 // Stats returns the cache's counters. It returns the zero Stats on a nil
 // cache; after Close, Cost is 0 and the counters keep their last values.
 func (c *Cache[K, V]) Stats() Stats {

@@ -51,6 +51,20 @@ func (s BreakerState) String() string {
 	return fmt.Sprintf("BreakerState(%d)", int32(s))
 }
 
+// MarshalText encodes s as its String, for JSON and YAML.
+func (s BreakerState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText decodes what MarshalText encodes.
+func (s *BreakerState) UnmarshalText(b []byte) error {
+	for _, st := range []BreakerState{BreakerClosed, BreakerOpen, BreakerHalfOpen} {
+		if string(b) == st.String() {
+			*s = st
+			return nil
+		}
+	}
+	return fmt.Errorf("l2: unknown breaker state %q", b)
+}
+
 // BreakerOptions configures the circuit breaker that every Store call goes
 // through. After Failures consecutive failed round trips (transport errors,
 // timeouts of the Store's own budget, and the replies of a server that
@@ -82,9 +96,9 @@ type BreakerOptions struct {
 
 // BreakerStats are the breaker's counters since New.
 type BreakerStats struct {
-	State    BreakerState
-	Opens    uint64 // changes to open, from closed or from a failed probe
-	Rejected uint64 // calls refused with ErrCircuitOpen
+	State    BreakerState `json:"state"`
+	Opens    uint64       `json:"opens"`    // changes to open, from closed or from a failed probe
+	Rejected uint64       `json:"rejected"` // calls refused with ErrCircuitOpen
 }
 
 // outcome is what a call tells the breaker.
