@@ -47,8 +47,9 @@ type Cache struct {
 	started   bool
 	warming   bool // Start has started the warmers: later keyspaces warm at once
 
-	mp     metric.MeterProvider // WithMeterProvider; nil: no OTel
-	meters *meters              // the instruments on mp; nil without it
+	pres   atomic.Pointer[presence] // the heartbeat, set by Start; nil with heartbeats off
+	mp     metric.MeterProvider     // WithMeterProvider; nil: no OTel
+	meters *meters                  // the instruments on mp; nil without it
 
 	now        func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
 	breakerNow func() time.Time // the clock of the breaker's cool-down; nil: time.Now (tests set it)
@@ -217,12 +218,14 @@ func (c *Cache) Start(ctx context.Context) error {
 		}
 		c.log.Warn("tiercache: started degraded: redis unreachable; reads go to the loaders until it answers", "err", err)
 		c.jobs.start()
+		c.startPresence(ctx)
 		return nil
 	}
 	if err := c.sub.Start(ctx); err != nil {
 		return fail(fmt.Errorf("tiercache: start bus: %w", err))
 	}
 	c.jobs.start()
+	c.startPresence(ctx)
 	c.mu.Lock()
 	c.warming = true
 	var ws []warmer

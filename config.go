@@ -86,6 +86,12 @@ type Config struct {
 	// not an outage.
 	RequireRedis bool `yaml:"require_redis" json:"require_redis"`
 
+	// HeartbeatInterval is how often the replica rewrites its presence
+	// record in Redis ("<namespace>::replica:<instance id>", a TTL of three
+	// intervals), which `tiercache replicas` and `tiercache stats` list.
+	// Default DefaultHeartbeatInterval (5s); negative turns presence off.
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" json:"heartbeat_interval"`
+
 	// Redis says how the fx module builds its own client when the graph
 	// provides no redis.UniversalClient. New ignores it.
 	Redis RedisConfig `yaml:"redis" json:"redis"`
@@ -301,6 +307,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxKeyLength == 0 {
 		c.MaxKeyLength = DefaultMaxKeyLength
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
 	if c.Breaker.Failures == 0 {
 		c.Breaker.Failures = l2.DefaultBreakerFailures
