@@ -51,6 +51,7 @@ type Cache struct {
 	mp     metric.MeterProvider     // WithMeterProvider; nil: no OTel
 	meters *meters                  // the instruments on mp; nil without it
 
+	onBeat     func(error)      // when set (by tests, before Start), called after each presence write
 	now        func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
 	breakerNow func() time.Time // the clock of the breaker's cool-down; nil: time.Now (tests set it)
 }

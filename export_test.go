@@ -39,3 +39,8 @@ func WithBreakerClock(now func() time.Time) Option {
 // WriteBehindRecordIDs returns, inside a call of a BatchWriter, the stream
 // id of the record each key's value comes from.
 func WriteBehindRecordIDs[K Key](ctx context.Context) map[K]string { return recordIDs[K](ctx) }
+
+// WithBeatHook calls fn after each write of the presence record.
+func WithBeatHook(fn func(error)) Option {
+	return func(c *Cache) { c.onBeat = fn }
+}

@@ -58,6 +58,7 @@ type Keyspace[K Key, V any] struct {
 	counterWake chan struct{} // cap 1: a key reached CounterConfig.Every
 	counterSeq  atomic.Uint64 // names this replica's taken counts
 	st          ksCounters
+	corruptLog  firstWarn // corrupt values: the first logged at warn
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
@@ -551,7 +552,7 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 		// deploy, or a larger MaxValueSize): a miss here, left in place.
 		return fmt.Errorf("%w: keyspace %q key %q: unreadable value: %w", ErrNotFound, ks.name, rkey, err)
 	}
-	ks.c.log.Warn("tiercache: corrupt value deleted", "keyspace", ks.name, "key", rkey, "err", err)
+	ks.corruptLog.log(ks.c.log, "tiercache: corrupt value deleted (later ones of this keyspace at debug; see Stats Corrupt)", "keyspace", ks.name, "key", rkey, "err", err)
 	if msg, merr := ks.message([]string{rkey}); merr == nil {
 		ks.c.store.DeleteAndPublish(ctx, []string{rkey}, ks.c.cfg.Channel, msg)
 	}

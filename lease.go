@@ -112,7 +112,8 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 		case err != nil:
 			done()
 			ks.st.l2Errors.Add(1)
-			ks.c.log.Warn("tiercache: lease failed, loading without one", "keyspace", ks.name, "err", err)
+			// Per request: an outage is logged once, by the breaker.
+			ks.c.log.Debug("tiercache: lease failed, loading without one", "keyspace", ks.name, "err", err)
 			return ks.loadAndFill(ctx, key, rkey, g, load)
 		case acquired:
 			done()

@@ -58,9 +58,15 @@ func (ks *Keyspace[K, V]) snapshot(key K) gens {
 	return gens{main: ks.l1.Snapshot(key), neg: ks.neg.Snapshot(key)}
 }
 
-// unchanged reports whether key saw no invalidation since g was taken.
+// unchanged reports whether key saw no invalidation since g was taken. Its
+// callers ask it before a fill: false refuses the fill, counted in
+// KeyspaceStats.StaleFillsPrevented.
 func (ks *Keyspace[K, V]) unchanged(key K, g gens) bool {
-	return ks.l1.Snapshot(key) == g.main
+	if ks.l1.Snapshot(key) == g.main {
+		return true
+	}
+	ks.st.staleFills.Add(1)
+	return false
 }
 
 // cachedMissing reports whether L1 holds key as missing (and may be used).

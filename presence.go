@@ -197,7 +197,7 @@ func (c *Cache) startPresence(ctx context.Context) {
 		drain: func(ctx context.Context) error {
 			// Leave at once rather than linger for three intervals; a Redis
 			// that is down lets the TTL do it.
-			ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+			ctx, cancel := context.WithTimeout(ctx, c.writeTimeout())
 			defer cancel()
 			c.client.Del(ctx, p.key)
 			return nil
@@ -244,7 +244,7 @@ func (c *Cache) beat(ctx context.Context) error {
 	}
 	b, err := json.Marshal(r)
 	if err == nil {
-		wctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+		wctx, cancel := context.WithTimeout(ctx, c.writeTimeout())
 		err = c.client.Set(wctx, p.key, b, heartbeatTTLs*c.cfg.HeartbeatInterval).Err()
 		cancel()
 	}
@@ -255,9 +255,21 @@ func (c *Cache) beat(ctx context.Context) error {
 		c.log.Info("tiercache: presence heartbeat written again", "key", p.key)
 	}
 	if err != nil {
-		return fmt.Errorf("tiercache: presence: %w", err)
+		err = fmt.Errorf("tiercache: presence: %w", err)
 	}
-	return nil
+	if c.onBeat != nil {
+		c.onBeat(err)
+	}
+	return err
+}
+
+// writeTimeout is the budget of one write: Config.WriteTimeout, or its
+// default.
+func (c *Cache) writeTimeout() time.Duration {
+	if c.cfg.WriteTimeout > 0 {
+		return c.cfg.WriteTimeout
+	}
+	return DefaultWriteTimeout
 }
 
 // moduleVersion is the version of the tiercache module built into this

@@ -32,12 +32,25 @@ func (s *logSink) Write(p []byte) (int, error) {
 	return s.buf.Write(p)
 }
 
-// count returns how many records have msg as their message.
 // count returns how many records have a message that begins with msg.
 func (s *logSink) count(msg string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return strings.Count(s.buf.String(), `"msg":"`+msg)
+}
+
+// countLevel returns how many records at level ("WARN", "DEBUG"...) have
+// a message that begins with msg.
+func (s *logSink) countLevel(level, msg string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, line := range strings.Split(s.buf.String(), "\n") {
+		if strings.Contains(line, `"level":"`+level+`"`) && strings.Contains(line, `"msg":"`+msg) {
+			n++
+		}
+	}
+	return n
 }
 
 func newLogger() (*logSink, *slog.Logger) {

@@ -2,6 +2,7 @@ package tiercache
 
 import (
 	"context"
+	"log/slog"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -241,6 +242,7 @@ type ksCounters struct {
 	warmed        atomic.Uint64
 	warmErrors    atomic.Uint64
 	staleHits     atomic.Uint64
+	staleFills    atomic.Uint64 // fills refused before L1 (and L2) by unchanged; l1 counts its own refusals
 
 	counterFlushes atomic.Uint64
 	counterErrors  atomic.Uint64
@@ -265,7 +267,7 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		Coalesced:           s.coalesced.Load(),
 		Invalidations:       s.invalidations.Load(),
 		Flushes:             s.flushes.Load(),
-		StaleFillsPrevented: l1s.StaleRejected + ks.neg.Stats().StaleRejected,
+		StaleFillsPrevented: s.staleFills.Load() + l1s.StaleRejected + ks.neg.Stats().StaleRejected,
 		NegativeHits:        s.negativeHits.Load(),
 		Leases:              s.leases.Load(),
 		LeaseWaits:          s.leaseWaits.Load(),
@@ -289,6 +291,19 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 
 		WriteBehind: ks.WriteBehindStats(),
 	}
+}
+
+// firstWarn logs its first message at warn level and the rest at debug, so
+// an event that can repeat per request (a corrupt value read by every
+// replica) is seen once without flooding the log; Stats counts them all.
+type firstWarn struct{ done atomic.Bool }
+
+func (w *firstWarn) log(l *slog.Logger, msg string, args ...any) {
+	level := slog.LevelDebug
+	if !w.done.Swap(true) {
+		level = slog.LevelWarn
+	}
+	l.Log(context.Background(), level, msg, args...)
 }
 
 // counterStripes is the number of cache-line-padded cells of a stripedCounter.

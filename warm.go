@@ -23,15 +23,22 @@ func (ks *Keyspace[K, V]) warm(ctx context.Context) {
 		ks.c.log.Warn("tiercache: warm list failed", "keyspace", ks.name, "err", err)
 		return
 	}
+	var (
+		failed int
+		last   error
+	)
 	for i := 0; i < len(keys) && ctx.Err() == nil; i += ks.cfg.WarmBatch {
 		batch := keys[i:min(i+ks.cfg.WarmBatch, len(keys))]
 		got, err := ks.GetMany(ctx, batch, ks.opts.warmLoad)
 		if err != nil {
 			ks.st.warmErrors.Add(1)
-			ks.c.log.Warn("tiercache: warm batch failed", "keyspace", ks.name, "err", err)
+			failed, last = failed+1, err
 			continue
 		}
 		ks.st.warmed.Add(uint64(len(got)))
+	}
+	if failed > 0 { // one line for the whole warm-up, not one per batch
+		ks.c.log.Warn("tiercache: warm batches failed", "keyspace", ks.name, "failed", failed, "batch", ks.cfg.WarmBatch, "last_err", last)
 	}
 }
 
