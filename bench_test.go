@@ -1253,3 +1253,110 @@ return id`)
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 	})
 }
+
+// BenchmarkL1Memory fills an L1 of l1MemMax bytes with twice its capacity of
+// ~1 KiB values, through GetMany and its loader, and reports the Go heap the
+// keyspace then holds (after a GC) over its configured max cost, as
+// heap/maxcost, with L1Cost over the max as cost/maxcost. RistrettoFloor is
+// raw ristretto v2 configured like l1 and filled with the same values, each
+// at its length as cost: what any ristretto-based L1 costs. The target is a
+// heap/maxcost of at most 1.1.
+func BenchmarkL1Memory(b *testing.B) {
+	const l1MemMax = 8 << 20
+	n := 2 * l1MemMax / l1MemValue
+	keys := make([]int64, n)
+	for i := range keys {
+		keys[i] = int64(i)
+	}
+	b.Run("Keyspace", func(b *testing.B) {
+		srv, err := redistest.New("--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru")
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { srv.Stop() })
+		client := redis.NewClient(srv.Options())
+		b.Cleanup(func() { client.Close() })
+		ctx := context.Background()
+		load := func(_ context.Context, ks []int64) (map[int64]string, error) {
+			m := make(map[int64]string, len(ks))
+			for _, k := range ks {
+				m[k] = l1MemString(k)
+			}
+			return m, nil
+		}
+		var heap, cost float64
+		for b.Loop() {
+			c, err := tiercache.New(client, tiercache.Config{HeartbeatInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := c.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			before := liveHeap()
+			ks, err := tiercache.NewKeyspace[int64, string](c, "mem", tiercache.KeyspaceConfig{L1MaxCost: l1MemMax, CompressAbove: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < n; i += 256 {
+				if _, err := ks.GetMany(ctx, keys[i:min(i+256, n)], load); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ks.Wait()
+			heap = float64(liveHeap()-before) / l1MemMax
+			cost = float64(ks.Stats().L1Cost) / l1MemMax
+			runtime.KeepAlive(ks)
+			if err := c.Stop(ctx); err != nil {
+				b.Fatal(err)
+			}
+			client.FlushDB(ctx)
+		}
+		b.ReportMetric(heap, "heap/maxcost")
+		b.ReportMetric(cost, "cost/maxcost")
+	})
+	b.Run("RistrettoFloor", func(b *testing.B) {
+		var heap, cost float64
+		for b.Loop() {
+			before := liveHeap()
+			c, err := ristretto.NewCache(&ristretto.Config[int64, string]{
+				NumCounters:        l1MemMax / 1024 * 10,
+				MaxCost:            l1MemMax,
+				BufferItems:        64,
+				IgnoreInternalCost: true,
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, k := range keys {
+				v := l1MemString(k)
+				c.SetWithTTL(k, v, int64(len(v)), benchTTL)
+			}
+			c.Wait()
+			heap = float64(liveHeap()-before) / l1MemMax
+			cost = float64(l1MemMax-c.RemainingCost()) / l1MemMax
+			runtime.KeepAlive(c)
+			c.Close()
+		}
+		b.ReportMetric(heap, "heap/maxcost")
+		b.ReportMetric(cost, "cost/maxcost")
+	})
+}
+
+// l1MemValue is the length of the values of BenchmarkL1Memory.
+const l1MemValue = 1000
+
+// l1MemString returns a new string of l1MemValue bytes for key k.
+func l1MemString(k int64) string {
+	b := make([]byte, l1MemValue)
+	copy(b, strconv.FormatInt(k, 10))
+	return string(b)
+}
+
+// liveHeap returns the bytes of live heap objects after a full GC.
+func liveHeap() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}

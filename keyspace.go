@@ -419,8 +419,18 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, del
 	l1TTL = min(l1TTL, l2TTL)
 	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
 	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
-	ks.l1.SetMeta(key, v, int64(size), l1TTL+ks.cfg.ServeStale, g.main, m)
+	ks.l1.SetMeta(key, v, l1Cost(size), l1TTL+ks.cfg.ServeStale, g.main, m)
 }
+
+// l1EntryOverhead is what an L1 entry costs beyond its encoded value, in
+// bytes of heap: ristretto's item, map slots, policy and TTL bookkeeping
+// (~330 B) and l1's entry with its meta (~80 B), as BenchmarkL1Memory
+// measures them. Charging it keeps the heap an L1 holds near L1MaxCost
+// whatever the size of its values.
+const l1EntryOverhead = 400
+
+// l1Cost is the L1 cost of an entry whose value encodes to size bytes.
+func l1Cost(size int) int64 { return int64(size) + l1EntryOverhead }
 
 // encodeEntry returns the L2 item of v, loaded in delta (0: written, not
 // loaded), as written at now, with its tag entries (the tagger's and extra).

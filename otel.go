@@ -3,6 +3,7 @@ package tiercache
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -22,8 +23,9 @@ const meterName = "github.com/tiercache/tiercache"
 // latency histograms (tiercache.load.duration, tiercache.l2.duration) are
 // recorded as loads and Redis calls happen. Instruments follow the OTel
 // conventions: dotted names, UCUM units, and the attributes
-// tiercache.keyspace, tiercache.tier, tiercache.op and tiercache.reason
-// (never a key). The README lists every instrument.
+// tiercache.keyspace, tiercache.tier, tiercache.op, tiercache.reason and
+// tiercache.state (closed, half_open, open), never a key. The README lists
+// every instrument.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return func(c *Cache) { c.mp = mp }
 }
@@ -81,7 +83,7 @@ var cacheInstruments = []obsInt{
 	{"tiercache.writes.coalesced", "{write}", "Writes that joined another write's script and invalidation.", false},
 	{"tiercache.invalidations.applied", "{key}", "Keys evicted from L1 by invalidations from the bus.", false},
 	{"tiercache.l1.flushes", "{flush}", "Whole-L1 flushes (bus resets, flush messages).", false},
-	{"tiercache.l1.stale_fills_prevented", "{fill}", "Fills refused because their key was invalidated while they loaded.", false},
+	{"tiercache.l1.stale_fills_prevented", "{fill}", "Fills refused because their key was invalidated, or L1 flushed, while they loaded.", false},
 	{"tiercache.l1.entries", "{entry}", "Live entries in L1.", true},
 	{"tiercache.l1.cost", "By", "Cost held in L1, in bytes of encoded value.", true},
 	{"tiercache.l1.max_cost", "By", "Configured L1 maximum cost.", true},
@@ -178,7 +180,7 @@ func observeStats(o metric.Observer, obs []metric.Int64Observable, s Stats) {
 	u(iReconnects, s.Bus.Reconnects)
 	i64(iHealthy, boolInt(s.Bus.Healthy))
 	for _, st := range []l2.BreakerState{l2.BreakerClosed, l2.BreakerHalfOpen, l2.BreakerOpen} {
-		i64(iBreakerState, boolInt(s.Breaker.State == st), attribute.String("tiercache.state", st.String()))
+		i64(iBreakerState, boolInt(s.Breaker.State == st), attribute.String("tiercache.state", strings.ReplaceAll(st.String(), "-", "_")))
 	}
 	u(iBreakerOpens, s.Breaker.Opens)
 	u(iBreakerRejected, s.Breaker.Rejected)

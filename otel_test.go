@@ -217,7 +217,7 @@ func TestOtelInstruments(t *testing.T) {
 		{"tiercache.bus.reconnects", attribute.NewSet(), 0},
 		{"tiercache.bus.healthy", attribute.NewSet(), 1},
 		{"tiercache.breaker.state", otelAttrs("tiercache.state", "closed"), 1},
-		{"tiercache.breaker.state", otelAttrs("tiercache.state", "half-open"), 0},
+		{"tiercache.breaker.state", otelAttrs("tiercache.state", "half_open"), 0},
 		{"tiercache.breaker.state", otelAttrs("tiercache.state", "open"), 0},
 		{"tiercache.breaker.opens", attribute.NewSet(), 0},
 		{"tiercache.breaker.rejected", attribute.NewSet(), 0},

@@ -91,7 +91,7 @@ func (ks *Keyspace[K, V]) fillNeg(key K, ttl time.Duration, g gens) {
 	if ttl <= 0 || ttl > ks.cfg.NegativeTTL {
 		ttl = ks.cfg.NegativeTTL
 	}
-	ks.neg.Set(key, struct{}{}, 1, min(ttl, ks.cfg.L1TTL), g.neg)
+	ks.neg.Set(key, struct{}{}, l1Cost(0), min(ttl, ks.cfg.L1TTL), g.neg)
 }
 
 // fillMissing caches key as missing in both tiers (negative caching), unless
