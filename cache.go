@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -325,18 +326,21 @@ func (c *Cache) Healthy() bool { return c.sub.Healthy() }
 // O(entries): take it every few seconds (a scrape, a heartbeat), not per
 // request. After Stop, the counters keep their last values and L1 is empty.
 func (c *Cache) Stats() Stats {
+	// Walk the L1s outside mu: the dispatcher takes it to apply each
+	// invalidation, and a waiting writer (NewKeyspace) would hold it up.
 	c.mu.RLock()
-	defer c.mu.RUnlock()
+	kss := maps.Clone(c.keyspaces)
+	c.mu.RUnlock()
 	s := Stats{
 		InstanceID: c.cfg.InstanceID,
 		Bus:        c.sub.Stats(),
 		Breaker:    c.store.Breaker(),
-		Keyspaces:  make(map[string]KeyspaceStats, len(c.keyspaces)),
+		Keyspaces:  make(map[string]KeyspaceStats, len(kss)),
 	}
 	if t := c.lastInv.Load(); t != 0 {
 		s.LastInvalidation = time.Unix(0, t)
 	}
-	for name, ks := range c.keyspaces {
+	for name, ks := range kss {
 		s.Keyspaces[name] = ks.stats()
 	}
 	return s
