@@ -71,9 +71,22 @@
 // constants; invalid values are reported by New and NewKeyspace as errors
 // wrapping ErrInvalidConfig.
 //
+// # Observability
+//
+// Cache.Stats returns every counter of the Cache and of each keyspace: hits
+// per tier, loads and their latency, Redis errors and latency,
+// invalidations published, received, coalesced and dropped, the bus and
+// breaker state, stale fills prevented, L1 entries and cost, write-behind
+// depth. WithMeterProvider reports them through OpenTelemetry, package prom
+// through Prometheus, and each replica keeps a presence record in Redis
+// (Config.HeartbeatInterval, ListReplicas) that the tiercache CLI reads.
+// Logs (WithLogger) record changes of state, never requests.
+//
 // # Wire format
 //
 // Redis keys are "<namespace>:<keyspace>:<key>"; integer keys are decimal.
+// The package's own records live under "<namespace>::" (a keyspace name
+// cannot be empty): presence at "<namespace>::replica:<instance id>".
 // Values are codec envelopes (see package codec). Invalidations are msgpack
 // maps on channel "<namespace>:invalidate" (see package bus); any service in
 // any language may publish one to evict keys from every replica's L1.
