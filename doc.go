@@ -85,8 +85,8 @@
 // # Wire format
 //
 // Redis keys are "<namespace>:<keyspace>:<key>"; integer keys are decimal.
-// The package's own records live under "<namespace>::" (a keyspace name
-// cannot be empty): presence at "<namespace>::replica:<instance id>".
+// Presence records are at "<namespace>::replica:<instance id>", out of
+// every keyspace's way (a keyspace name cannot be empty).
 // Values are codec envelopes (see package codec). Invalidations are msgpack
 // maps on channel "<namespace>:invalidate" (see package bus); any service in
 // any language may publish one to evict keys from every replica's L1.
