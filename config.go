@@ -17,7 +17,8 @@ const (
 	DefaultNamespace = "tiercache"
 	// DefaultTTL is the L2 (Redis) time to live of an entry.
 	DefaultTTL = time.Hour
-	// DefaultL1MaxCost is the L1 budget of a keyspace, in bytes of encoded values.
+	// DefaultL1MaxCost is the L1 budget of a keyspace, in bytes of heap (an
+	// entry costs its encoded value plus 400 bytes of bookkeeping).
 	DefaultL1MaxCost = 32 << 20
 	// DefaultMaxKeyLength bounds the length of a full Redis key, in bytes.
 	DefaultMaxKeyLength = 1024
@@ -156,7 +157,9 @@ type KeyspaceConfig struct {
 	// L1 entry outlives its L2 bound. Default TTL.
 	L1TTL time.Duration `yaml:"l1_ttl" json:"l1_ttl"`
 
-	// L1MaxCost is the L1 budget in bytes of encoded values.
+	// L1MaxCost is the L1 budget in bytes of heap: an entry costs its
+	// encoded value plus 400 bytes of bookkeeping (measured by
+	// BenchmarkL1Memory).
 	// Default DefaultL1MaxCost.
 	L1MaxCost int64 `yaml:"l1_max_cost" json:"l1_max_cost"`
 

@@ -85,7 +85,7 @@ var cacheInstruments = []obsInt{
 	{"tiercache.l1.flushes", "{flush}", "Whole-L1 flushes (bus resets, flush messages).", false},
 	{"tiercache.l1.stale_fills_prevented", "{fill}", "Fills refused because their key was invalidated, or L1 flushed, while they loaded.", false},
 	{"tiercache.l1.entries", "{entry}", "Live entries in L1.", true},
-	{"tiercache.l1.cost", "By", "Cost held in L1, in bytes of encoded value.", true},
+	{"tiercache.l1.cost", "By", "Cost held in L1, in bytes: encoded values plus 400 B of bookkeeping per entry.", true},
 	{"tiercache.l1.max_cost", "By", "Configured L1 maximum cost.", true},
 	{"tiercache.write_behind.pending", "{record}", "Write-behind records this replica holds unacknowledged.", true},
 	{"tiercache.bus.received", "{message}", "Messages read from the invalidation channel.", false},

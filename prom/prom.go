@@ -97,7 +97,7 @@ func NewCollector(c *tiercache.Cache) *Collector {
 				func(s tiercache.KeyspaceStats) uint64 { return s.StaleFillsPrevented }),
 			gauge("l1_entries", "Live entries in L1 (the negative cache not included).",
 				func(s tiercache.KeyspaceStats) int64 { return s.L1Entries }),
-			gauge("l1_cost_bytes", "Cost held in L1, in bytes of encoded value.",
+			gauge("l1_cost_bytes", "Cost held in L1, in bytes: encoded values plus 400 B of bookkeeping per entry.",
 				func(s tiercache.KeyspaceStats) int64 { return s.L1Cost }),
 			gauge("l1_max_cost_bytes", "Configured L1 maximum cost, in bytes; 0 without L1.",
 				func(s tiercache.KeyspaceStats) int64 { return s.L1MaxCost }),
