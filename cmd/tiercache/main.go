@@ -1,9 +1,35 @@
-// Command tiercache is the tiercache command-line tool. For now it has one
-// subcommand, demo, which shows two replicas sharing one Redis: reads served
-// per tier, and an update on one replica seen by the other.
+// Command tiercache is the operator's tool for tiercache: it looks inside the
+// cache of a running service and invalidates by hand, through the same Redis
+// keys, scripts and invalidation messages as the library.
 //
-//	tiercache demo                  # against an embedded Redis (no install)
-//	tiercache demo --redis ADDR     # against a real Redis at ADDR
+//	tiercache replicas                      # the live replicas, from their presence records
+//	tiercache stats [--keyspace KS]         # hits per tier, loads, p99 load latency, per replica and in total
+//	tiercache get KEYSPACE KEY              # one value as JSON: envelope, TTL, decoded body, tags
+//	tiercache invalidate KEYSPACE KEY...    # delete keys and evict them from every replica's L1
+//	tiercache invalidate KEYSPACE --tag T   # delete every value tagged T
+//	tiercache invalidate KEYSPACE --all     # delete the whole keyspace and flush every L1
+//	tiercache watch [--count N] [--json]    # the invalidations on the channel, live
+//	tiercache demo                          # two replicas on one Redis (embedded unless --redis)
+//
+// Every subcommand but demo takes the same connection flags: --addr
+// (comma-separated for a Cluster; default 127.0.0.1:6379 or $TIERCACHE_ADDR),
+// --cluster, --username, --password (better: $TIERCACHE_PASSWORD), --tls,
+// --tls-ca, --tls-cert, --tls-key, --tls-server-name, --namespace (default
+// tiercache), --channel (default <namespace>:invalidate) and --timeout (dial
+// and command timeout, default 2s). Run 'tiercache <command> --help' for a
+// command's flags and arguments.
+//
+// The CLI never registers itself as a replica: it writes no presence record.
+//
+// # Exit codes
+//
+// Scripts can rely on these:
+//
+//	0  ok
+//	1  the command ran and failed
+//	2  usage: unknown subcommand, bad flags or arguments, unknown keyspace, malformed key or tag
+//	3  not found: get of a key that is not in Redis
+//	4  Redis unreachable: the dial or PING failed or timed out, or Redis refused the TLS handshake or the credentials
 package main
 
 import (
@@ -13,23 +39,40 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Exit codes scripts can rely on.
+// Exit codes scripts can rely on (see the package doc).
 const (
-	exitOK    = 0
-	exitError = 1 // the command ran and failed
-	exitUsage = 2 // bad subcommand or flags
+	exitOK          = 0
+	exitError       = 1 // the command ran and failed
+	exitUsage       = 2 // bad subcommand, flags or arguments; unknown keyspace; malformed key
+	exitNotFound    = 3 // get of a missing key
+	exitUnreachable = 4 // Redis unreachable, or it refused TLS or the credentials
 )
+
+// exitCodesHelp documents the exit codes in every --help.
+const exitCodesHelp = `exit codes:
+  0  ok
+  1  the command ran and failed
+  2  usage: unknown subcommand, bad flags or arguments, unknown keyspace, malformed key or tag
+  3  not found (get of a missing key)
+  4  Redis unreachable, or it refused the TLS handshake or the credentials`
 
 func main() {
 	// go-redis logs dial failures on its own; the commands report errors
 	// once, with what to do, so its logger is silenced here (process-wide
 	// state, which a main package may set).
 	redis.SetLogger(quietLogger{})
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	// SIGINT and SIGTERM cancel ctx: watch then exits 0, and the other
+	// commands stop at their next call to Redis.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // quietLogger discards go-redis's internal log lines.
@@ -45,28 +88,54 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"replicas", "the live replicas, from their presence records", runReplicas},
+		{"stats", "hits, loads and latency per replica and keyspace, with totals", runStats},
+		{"get", "one value from Redis as JSON: envelope, TTL, body, tags", runGet},
+		{"invalidate", "delete keys, tagged values or a keyspace, and evict them from every L1", runInvalidate},
+		{"watch", "print the invalidations published on the channel, live", runWatch},
 		{"demo", "two replicas on one Redis: tiers, invalidation", runDemo},
 	}
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: tiercache <command> [flags]")
+	fmt.Fprintln(w, "usage: tiercache <command> [flags] [arguments]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(w, "\nRun 'tiercache <command> --help' for a command's flags.")
+	fmt.Fprintln(w, "\n"+exitCodesHelp)
 }
 
 // errUsage marks errors that are the caller's: bad flags or arguments.
 var errUsage = errors.New("usage")
 
+// codedError is an error that chooses the exit code; its message is err's.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+// usageErrorf returns an error that exits with exitUsage.
+func usageErrorf(format string, a ...any) error {
+	return &codedError{code: exitUsage, err: fmt.Errorf(format, a...)}
+}
+
+// notFoundErrorf returns an error that exits with exitNotFound.
+func notFoundErrorf(format string, a ...any) error {
+	return &codedError{code: exitNotFound, err: fmt.Errorf(format, a...)}
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stdout)
 		if len(args) == 0 {
+			usage(stderr)
 			return exitUsage
 		}
+		usage(stdout)
 		return exitOK
 	}
 	for _, c := range commands() {
@@ -74,9 +143,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(ctx, args[1:], stdout, stderr)
+		var coded *codedError
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return exitOK
+		case errors.As(err, &coded):
+			fmt.Fprintf(stderr, "tiercache %s: %v\n", c.name, err)
+			if coded.code == exitUsage {
+				fmt.Fprintf(stderr, "Run 'tiercache %s --help' for usage.\n", c.name)
+			}
+			return coded.code
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "tiercache %s: %v\n", c.name, err)
 			return exitUsage

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -11,7 +12,16 @@ import (
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs the CLI instead of the tests when the tests run the test
+// binary as the CLI (subprocessEnv): the CLI is tested as a process, with
+// its exit codes, signals and output, as operators run it.
+func TestMain(m *testing.M) {
+	if os.Getenv(subprocessEnv) == "1" {
+		main()
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestCLIDemoRealRedis(t *testing.T) {
 	srv := redistest.Start(t)

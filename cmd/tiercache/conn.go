@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache"
+)
+
+// connect builds the Redis client that c describes and PINGs it within
+// --timeout. A failed PING closes the client and exits with
+// exitUnreachable, saying whether Redis could not be reached or refused
+// TLS or the credentials; a bad TLS file is a usage error.
+func (c *connFlags) connect(ctx context.Context) (redis.UniversalClient, error) {
+	rc := tiercache.RedisConfig{
+		Addrs:    c.addrs(),
+		Username: c.username,
+		Password: c.password,
+		TLS: tiercache.TLSConfig{
+			Enabled:    c.tls,
+			CAFile:     c.tlsCA,
+			CertFile:   c.tlsCert,
+			KeyFile:    c.tlsKey,
+			ServerName: c.tlsServerName,
+		},
+	}
+	opts, err := rc.ClientOptions()
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	opts.DialTimeout = c.timeout
+	opts.ReadTimeout = c.timeout
+	opts.WriteTimeout = c.timeout
+	opts.MaxRetries = -1
+	var client redis.UniversalClient
+	if c.cluster {
+		client = redis.NewClusterClient(opts.Cluster())
+	} else {
+		client = redis.NewUniversalClient(opts)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := client.Ping(pctx).Err(); err != nil {
+		client.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+		}
+		return nil, c.unreachable(err)
+	}
+	return client, nil
+}
+
+// unreachable explains a failed PING: what went wrong and what to do.
+func (c *connFlags) unreachable(err error) error {
+	addr := strings.Join(c.addrs(), ",")
+	var msg string
+	switch {
+	case tlsRefused(err):
+		msg = fmt.Sprintf("TLS with Redis at %s failed: %v: check --tls-ca, --tls-server-name and --tls-cert/--tls-key", addr, err)
+	case authRefused(err):
+		msg = fmt.Sprintf("Redis at %s refused the credentials: %v: check --username and --password (or %s)", addr, err, envPassword)
+	default:
+		msg = fmt.Sprintf("cannot reach Redis at %s within %v: %v: is it running? set --addr or %s", addr, c.timeout, err, envAddr)
+		if !c.tls && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			msg += " (add --tls if it speaks only TLS)"
+		}
+	}
+	return &codedError{code: exitUnreachable, err: errors.New(msg)}
+}
+
+// tlsRefused reports whether err is a failed TLS handshake: a certificate
+// that does not verify, a wrong host name, TLS spoken to a plain server, or
+// an alert from the server (such as a client certificate it refused).
+func tlsRefused(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		header   tls.RecordHeaderError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
+// authRefused reports whether err is Redis refusing the credentials, or
+// asking for some.
+func authRefused(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
+		if strings.HasPrefix(rerr.Error(), prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// errEnough stops a scan early; scan does not return it.
+var errEnough = errors.New("enough keys")
+
+// scanBatch is the COUNT hint of every SCAN.
+const scanBatch = 500
+
+// scan calls fn with the keys that match pattern, a batch at a time (at
+// most scanBatch keys each): on every master of a Cluster, concurrently, so
+// fn must be safe for concurrent use, or on the one server. A key may come
+// twice (SCAN's guarantee). When fn returns errEnough, scan stops (that
+// master's scan, on a Cluster) and returns nil.
+func scan(ctx context.Context, client redis.UniversalClient, pattern string, fn func(ctx context.Context, keys []string) error) error {
+	one := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			keys, next, err := c.Scan(ctx, cursor, pattern, scanBatch).Result()
+			if err != nil {
+				return fmt.Errorf("scan %q: %w", pattern, err)
+			}
+			if len(keys) > 0 {
+				if err := fn(ctx, keys); errors.Is(err, errEnough) {
+					return nil
+				} else if err != nil {
+					return err
+				}
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	if cc, ok := client.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return one(ctx, c) })
+	}
+	return one(ctx, client)
+}
+
+// collect scans for at most limit keys matching pattern (deduplicated) and
+// reports whether it stopped at the limit.
+func collect(ctx context.Context, client redis.UniversalClient, pattern string, limit int) (keys []string, truncated bool, err error) {
+	var (
+		mu   sync.Mutex // protects seen, truncated
+		seen = map[string]bool{}
+	)
+	err = scan(ctx, client, pattern, func(_ context.Context, batch []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, k := range batch {
+			if len(seen) >= limit {
+				truncated = true
+				return errEnough
+			}
+			seen[k] = true
+		}
+		return nil
+	})
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	return keys, truncated, err
+}
+
+// globEscape escapes the characters that SCAN's MATCH treats as special,
+// so that s matches itself.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\', '^', '-':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

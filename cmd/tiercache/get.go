@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// defaultMaxTagSets is how many tag sets of a keyspace get looks at by
+// default to find a key's tags.
+const defaultMaxTagSets = 10_000
+
+// getResult is what get prints.
+type getResult struct {
+	Key           string   `json:"key"`
+	RedisKey      string   `json:"redis_key"`
+	TTLMillis     int64    `json:"ttl_ms"` // PTTL: -1 without expiry
+	Envelope      envelope `json:"envelope"`
+	Value         any      `json:"value"`           // nil for a tombstone or a lease
+	Error         string   `json:"error,omitempty"` // why the value could not be decoded
+	Tags          []string `json:"tags"`
+	TagsTruncated bool     `json:"tags_truncated,omitempty"` // more tag sets than --max-tag-sets: tags may be missing
+}
+
+func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newCommandFlags("get", []string{"get [--force] [--max-tag-sets N] [connection flags] KEYSPACE KEY"}, `
+Reads the value of KEY in KEYSPACE straight from Redis, the key
+"<namespace>:<keyspace>:<key>" (an integer key in decimal), and prints it as
+JSON: its TTL in milliseconds (ttl_ms, -1 without expiry), what its envelope
+header says (format version, compressed, tombstone, lease, the recorded load
+duration, sizes), the msgpack body decoded generically (structs as maps by
+field name; {"$bin": base64} for bytes, {"$ext": type, "data": base64} for
+extensions) and its tags: the tag sets of the keyspace that name the key,
+found by SCAN (at most --max-tag-sets of them) and ZSCORE. Decoding is
+bounded as the library's is: a corrupt value is reported, never trusted.
+A key not in Redis exits 3. A keyspace that none of the live replicas uses
+is refused unless --force.`, true)
+	force := fs.Bool("force", false, "go on even if no live replica uses the keyspace")
+	maxSets := fs.Int("max-tag-sets", defaultMaxTagSets, "look at no more than `N` tag sets of the keyspace for the key's tags")
+	rest, err := fs.parse(args, stdout)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 2 {
+		return usageErrorf("want KEYSPACE KEY, got %s", plural(len(rest), "argument"))
+	}
+	if *maxSets < 1 {
+		return usageErrorf("--max-tag-sets %d: want at least 1", *maxSets)
+	}
+	keyspace, key := rest[0], rest[1]
+	if err := checkKeyspaceName(keyspace); err != nil {
+		return err
+	}
+	ns := fs.conn.namespace
+	rk, err := redisKey(ns, keyspace, key)
+	if err != nil {
+		return err
+	}
+	client, err := fs.conn.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if !*force {
+		if err := checkKnownKeyspace(ctx, client, ns, keyspace); err != nil {
+			return err
+		}
+	}
+
+	var (
+		get  *redis.StringCmd
+		pttl *redis.DurationCmd
+	)
+	if _, err := client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, rk)
+		pttl = p.PTTL(ctx, rk)
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("read %q: %w", rk, err)
+	}
+	data, err := get.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return notFoundErrorf("key %q of keyspace %q not found: Redis has no %q", key, keyspace, rk)
+	}
+	if err != nil {
+		return fmt.Errorf("read %q: %w", rk, err)
+	}
+	res := getResult{Key: key, RedisKey: rk, TTLMillis: ttlMillis(pttl.Val()), Tags: []string{}}
+	var decodeErr error
+	res.Envelope, res.Value, decodeErr = decodeEnvelope(data)
+	if decodeErr != nil {
+		res.Error = decodeErr.Error()
+	}
+	tags, truncated, err := findTags(ctx, client, ns, keyspace, rk, *maxSets)
+	if err != nil {
+		return err
+	}
+	res.Tags, res.TagsTruncated = tags, truncated
+	if truncated {
+		fmt.Fprintf(stderr, "tiercache get: looked at %d tag sets of keyspace %q only: tags may be missing (raise --max-tag-sets)\n", *maxSets, keyspace)
+	}
+	if err := writeJSON(stdout, res); err != nil {
+		return err
+	}
+	if decodeErr != nil {
+		return fmt.Errorf("value of %q cannot be decoded: %w", rk, decodeErr)
+	}
+	return nil
+}
+
+// ttlMillis turns a PTTL reply into milliseconds; go-redis leaves -1 (no
+// expiry) and -2 (no key) as they are.
+func ttlMillis(d time.Duration) int64 {
+	if d < 0 {
+		return int64(d)
+	}
+	return d.Milliseconds()
+}
+
+// findTags returns the tags of the value under rk, sorted: the tags whose
+// set, "<namespace>::tag:{<keyspace>:<tag>}", names rk with a score (the
+// time the member expires, in Unix milliseconds on Redis's clock) still
+// ahead. It looks at no more than limit sets, reporting whether there were
+// more.
+func findTags(ctx context.Context, client redis.UniversalClient, ns, keyspace, rk string, limit int) ([]string, bool, error) {
+	prefix := ns + "::tag:{" + keyspace + ":"
+	all, truncated, err := collect(ctx, client, globEscape(prefix)+"*", limit)
+	if err != nil {
+		return nil, false, fmt.Errorf("find tags: %w", err)
+	}
+	// Pending sets ("...}:pending") hold keys being invalidated, not tags.
+	var sets []string
+	for _, s := range all {
+		if tag := s[len(prefix):]; strings.HasSuffix(tag, "}") && !strings.ContainsAny(tag[:len(tag)-1], "{}") {
+			sets = append(sets, s)
+		}
+	}
+	tags := []string{}
+	if len(sets) == 0 {
+		return tags, truncated, nil
+	}
+	now, err := client.Time(ctx).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("find tags: time: %w", err)
+	}
+	scores := make([]*redis.FloatCmd, len(sets))
+	if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range sets {
+			scores[i] = p.ZScore(ctx, s, rk)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, fmt.Errorf("find tags: zscore: %w", err)
+	}
+	for i, cmd := range scores {
+		score, err := cmd.Result()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, false, fmt.Errorf("find tags: zscore %q: %w", sets[i], err)
+		}
+		if int64(score) > now.UnixMilli() {
+			tags = append(tags, strings.TrimSuffix(sets[i][len(prefix):], "}"))
+		}
+	}
+	slices.Sort(tags)
+	return tags, truncated, nil
+}
