@@ -88,7 +88,7 @@ type Config struct {
 	RequireRedis bool `yaml:"require_redis" json:"require_redis"`
 
 	// HeartbeatInterval is how often the replica rewrites its presence
-	// record in Redis ("<namespace>::replica:<instance id>", a TTL of three
+	// record in Redis ("<namespace>::replicas{<namespace>}:<id>", a TTL of three
 	// intervals), which `tiercache replicas` and `tiercache stats` list.
 	// Default DefaultHeartbeatInterval (5s); negative turns presence off.
 	HeartbeatInterval time.Duration `yaml:"heartbeat_interval" json:"heartbeat_interval"`

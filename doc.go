@@ -85,7 +85,7 @@
 // # Wire format
 //
 // Redis keys are "<namespace>:<keyspace>:<key>"; integer keys are decimal.
-// Presence records are at "<namespace>::replica:<instance id>", out of
+// Presence records are at "<namespace>::replicas{<namespace>}:<id>", out of
 // every keyspace's way (a keyspace name cannot be empty).
 // Values are codec envelopes (see package codec). Invalidations are msgpack
 // maps on channel "<namespace>:invalidate" (see package bus); any service in

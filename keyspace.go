@@ -71,7 +71,7 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil cache", ErrInvalidConfig)
 	}
-	if err := validKeyspaceName(name); err != nil {
+	if err := ValidKeyspaceName(name); err != nil {
 		return nil, err
 	}
 	cfg, err := cfg.withDefaults()
@@ -128,7 +128,10 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 	return ks, nil
 }
 
-func validKeyspaceName(name string) error {
+// ValidKeyspaceName reports, as an error wrapping ErrInvalidConfig, why
+// NewKeyspace would refuse name, or nil. Tools that take keyspace names
+// (the tiercache CLI) check them with it.
+func ValidKeyspaceName(name string) error {
 	switch {
 	case name == "":
 		return fmt.Errorf("%w: empty keyspace name", ErrInvalidConfig)

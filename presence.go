@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,11 +17,16 @@ import (
 // Presence.
 //
 // Each replica keeps a small JSON record of itself in Redis at
-// "<namespace>::replica:<instance id>", rewritten every
+// "<namespace>::replicas{<namespace>}:<instance id>", rewritten every
 // Config.HeartbeatInterval with a TTL of heartbeatTTLs intervals, so a
-// replica that dies vanishes from the list within three intervals. Stop
-// deletes it. The record is JSON so that any tool can read it (redis-cli
-// GET shows it); `tiercache replicas` and `tiercache stats` list them.
+// replica that dies vanishes from the list within three intervals; Stop
+// deletes it. The records are indexed by a sorted set,
+// "<namespace>::replicas{<namespace>}", scored by when each expires on
+// Redis's clock, so that listing them is one read of the index and one
+// pipelined GET, never a SCAN of the database. Record and index share their
+// hash tag, and so their Cluster slot. The record is JSON so that any tool
+// can read it (redis-cli GET shows it); `tiercache replicas` and
+// `tiercache stats` list them.
 
 // DefaultHeartbeatInterval is the default Config.HeartbeatInterval.
 const DefaultHeartbeatInterval = 5 * time.Second
@@ -62,14 +66,44 @@ type Replica struct {
 
 // PresenceKey returns the Redis key of the presence record of the replica
 // id in namespace ("" is DefaultNamespace).
-func PresenceKey(namespace, id string) string { return presencePrefix(namespace) + id }
+func PresenceKey(namespace, id string) string { return PresenceIndexKey(namespace) + ":" + id }
 
-func presencePrefix(namespace string) string {
+// PresenceIndexKey returns the Redis key of the sorted set that indexes the
+// presence records of namespace ("" is DefaultNamespace): each member an
+// instance id, scored by when its record expires, in Unix milliseconds on
+// Redis's clock.
+func PresenceIndexKey(namespace string) string {
 	if namespace == "" {
 		namespace = DefaultNamespace
 	}
-	return namespace + "::replica:"
+	return namespace + "::replicas{" + namespace + "}"
 }
+
+// beatScript writes a presence record (KEYS[1]) for ARGV[3] milliseconds,
+// indexes its id (ARGV[1]) in KEYS[2] with the time it expires, drops the
+// members that expired, and keeps the index alive as long as its longest
+// lived record. Redis's clock scores every member, so replicas' clocks
+// need not agree.
+var beatScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('PTTL', KEYS[2]) < ttl then
+	redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return 1
+`)
+
+// leaveScript deletes a presence record (KEYS[1]) and its member ARGV[1]
+// of the index (KEYS[2]).
+var leaveScript = redis.NewScript(`
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+`)
 
 // ParseReplica decodes a presence record. It refuses a record over 1 MiB.
 func ParseReplica(b []byte) (Replica, error) {
@@ -84,50 +118,29 @@ func ParseReplica(b []byte) (Replica, error) {
 }
 
 // ListReplicas returns the presence records in namespace ("" is
-// DefaultNamespace) of the replicas alive, by ID, read through client: a
-// SCAN of every master on a Cluster. It reads at most 10,000; records that
-// cannot be decoded are skipped and reported, joined, in err along with the
-// records that could.
+// DefaultNamespace) of the replicas alive, by ID, read through client: the
+// index, then the records in one pipelined round trip. It reads at most
+// 10,000; records that cannot be decoded are skipped and reported, joined,
+// in err along with the records that could.
 func ListReplicas(ctx context.Context, client redis.UniversalClient, namespace string) ([]Replica, error) {
-	pattern := presencePrefix(namespace) + "*"
-	var (
-		mu   sync.Mutex // protects keys
-		keys []string
-	)
-	scan := func(ctx context.Context, c redis.Cmdable) error {
-		it := c.Scan(ctx, 0, pattern, 100).Iterator()
-		for it.Next(ctx) {
-			mu.Lock()
-			full := len(keys) >= maxReplicas
-			if !full {
-				keys = append(keys, it.Val())
-			}
-			mu.Unlock()
-			if full {
-				return nil
-			}
-		}
-		return it.Err()
-	}
-	var err error
-	if cc, ok := client.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
-	} else {
-		err = scan(ctx, client)
-	}
+	ids, err := client.ZRange(ctx, PresenceIndexKey(namespace), 0, maxReplicas-1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("tiercache: list replicas: %w", err)
 	}
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = PresenceKey(namespace, id)
+	}
 	cmds := make([]*redis.StringCmd, len(keys))
-	if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range keys {
-			cmds[i] = p.Get(ctx, k)
+	if len(keys) > 0 {
+		if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.Get(ctx, k)
+			}
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("tiercache: list replicas: %w", err)
 		}
-		return nil
-	}); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("tiercache: list replicas: %w", err)
 	}
 	var (
 		out  []Replica
@@ -136,7 +149,7 @@ func ListReplicas(ctx context.Context, client redis.UniversalClient, namespace s
 	for i, cmd := range cmds {
 		b, err := cmd.Bytes()
 		if errors.Is(err, redis.Nil) {
-			continue // expired between SCAN and GET
+			continue // expired, not yet dropped from the index
 		}
 		if err == nil {
 			var r Replica
@@ -162,7 +175,8 @@ func ListReplicas(ctx context.Context, client redis.UniversalClient, namespace s
 // presence is a Cache's heartbeat: what its record says that does not
 // change.
 type presence struct {
-	key     string
+	key     string // the record
+	index   string // the index of the namespace's records
 	host    string
 	version string
 	started time.Time
@@ -177,7 +191,13 @@ func (c *Cache) startPresence(ctx context.Context) {
 		return
 	}
 	host, _ := os.Hostname()
-	p := &presence{key: PresenceKey(c.cfg.Namespace, c.cfg.InstanceID), host: host, version: moduleVersion(), started: time.Now()}
+	p := &presence{
+		key:     PresenceKey(c.cfg.Namespace, c.cfg.InstanceID),
+		index:   PresenceIndexKey(c.cfg.Namespace),
+		host:    host,
+		version: moduleVersion(),
+		started: time.Now(),
+	}
 	c.pres.Store(p)
 	c.beat(ctx)
 	c.jobs.add(job{
@@ -199,7 +219,7 @@ func (c *Cache) startPresence(ctx context.Context) {
 			// that is down lets the TTL do it.
 			ctx, cancel := context.WithTimeout(ctx, c.writeTimeout())
 			defer cancel()
-			c.client.Del(ctx, p.key)
+			leaveScript.Run(ctx, c.client, []string{p.key, p.index}, c.cfg.InstanceID)
 			return nil
 		},
 	})
@@ -245,7 +265,8 @@ func (c *Cache) beat(ctx context.Context) error {
 	b, err := json.Marshal(r)
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, c.writeTimeout())
-		err = c.client.Set(wctx, p.key, b, heartbeatTTLs*c.cfg.HeartbeatInterval).Err()
+		ttl := heartbeatTTLs * c.cfg.HeartbeatInterval
+		err = beatScript.Run(wctx, c.client, []string{p.key, p.index}, c.cfg.InstanceID, b, ttl.Milliseconds()).Err()
 		cancel()
 	}
 	switch {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
@@ -122,6 +124,13 @@ func TestPresenceOffAndBadRecords(t *testing.T) {
 	if err := off.client.Set(ctx, tiercache.PresenceKey("", "garbage"), "not json", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	if err := off.client.ZAdd(ctx, tiercache.PresenceIndexKey(""), redis.Z{Score: 1e15, Member: "garbage"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A member whose record expired and that no beat has dropped yet.
+	if err := off.client.ZAdd(ctx, tiercache.PresenceIndexKey(""), redis.Z{Score: 1e15, Member: "gone"}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	rs, err := tiercache.ListReplicas(ctx, off.client, "")
 	if err == nil || !strings.Contains(err.Error(), "garbage") {
 		t.Errorf("ListReplicas error = %v; want one naming the garbage record", err)
@@ -135,31 +144,53 @@ func TestPresenceOffAndBadRecords(t *testing.T) {
 	}
 }
 
-// TestPresenceCluster: ListReplicas finds records on every master of a
-// Cluster.
+// TestPresenceCluster: on a Cluster, the records and their index share a
+// slot, so the beat's script runs there, and ListReplicas finds every
+// replica, whichever master it is connected through.
 func TestPresenceCluster(t *testing.T) {
 	cl := redistest.StartCluster(t)
 	ctx := context.Background()
-	masters := map[*redistest.Server]bool{}
-	var ids []string
-	for i := 0; len(masters) < 2 && i < 1000; i++ {
-		id := "r" + string(rune('a'+i%26)) + strings.Repeat("x", i/26)
-		if n := cl.NodeFor(tiercache.PresenceKey("cl", id)); !masters[n] {
-			masters[n] = true
-			ids = append(ids, id)
-		}
-	}
-	if len(ids) != 2 {
-		t.Fatalf("found ids on %d masters; want 2", len(ids))
-	}
-	for _, id := range ids {
+	for _, id := range []string{"ra", "rb", "rc"} {
 		newReplicaOn(t, cl.Client(t), tiercache.Config{Namespace: "cl", InstanceID: id})
 	}
 	rs, err := tiercache.ListReplicas(ctx, cl.Client(t), "cl")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rs) != 2 {
-		t.Errorf("ListReplicas on a Cluster = %d records; want 2, on two masters", len(rs))
+	var ids []string
+	for _, r := range rs {
+		ids = append(ids, r.ID)
+	}
+	if got, want := strings.Join(ids, ","), "ra,rb,rc"; got != want {
+		t.Errorf("ListReplicas on a Cluster = %s; want %s", got, want)
+	}
+}
+
+// TestPresenceIndexDropsTheDead: a replica that died without Stop leaves
+// the index once its record expired, at the next beat of any replica, by
+// Redis's clock; and Stop takes a replica out of the index at once.
+func TestPresenceIndexDropsTheDead(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	a := newReplica(t, srv, tiercache.Config{InstanceID: "a", HeartbeatInterval: time.Hour})
+	idx := tiercache.PresenceIndexKey("")
+	if err := a.client.ZAdd(ctx, idx, redis.Z{Score: 1, Member: "dead"}).Err(); err != nil { // expired in 1970
+		t.Fatal(err)
+	}
+	if err := a.c.WritePresence(ctx); err != nil {
+		t.Fatal(err)
+	}
+	members, err := a.client.ZRange(ctx, idx, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(members, ","); got != "a" {
+		t.Errorf("index after a beat = %s; want only a", got)
+	}
+	if err := a.c.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.client.Exists(ctx, idx).Result(); err != nil || n != 0 {
+		t.Errorf("index after its last replica stopped: exists %d, %v; want gone", n, err)
 	}
 }

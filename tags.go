@@ -37,7 +37,9 @@ const tagSlack = 5 * time.Second
 // tagPage is the number of keys InvalidateTags deletes per round.
 const tagPage = 1000
 
-func validTag(tag string) error {
+// ValidTag reports, as an error wrapping ErrInvalidTag, why SetTagged and
+// InvalidateTags would refuse tag, or nil.
+func ValidTag(tag string) error {
 	switch {
 	case tag == "":
 		return fmt.Errorf("%w: empty tag", ErrInvalidTag)
@@ -71,7 +73,7 @@ func (ks *Keyspace[K, V]) tagEntries(key K, v V, rkey string, ttl time.Duration,
 	}
 	out := make([]l2.TagEntry, 0, len(tags))
 	for _, t := range tags {
-		if err := validTag(t); err != nil {
+		if err := ValidTag(t); err != nil {
 			return nil, fmt.Errorf("keyspace %q key %q: %w", ks.name, rkey, err)
 		}
 		out = append(out, l2.TagEntry{Set: ks.tagSet(t), Member: rkey, TTL: ttl})
@@ -111,7 +113,7 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 		return ErrClosed
 	}
 	for _, t := range tags {
-		if err := validTag(t); err != nil {
+		if err := ValidTag(t); err != nil {
 			return fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
 		}
 	}

@@ -16,13 +16,8 @@ import (
 // checkKeyspaceName refuses a keyspace name that tiercache.NewKeyspace
 // would refuse.
 func checkKeyspaceName(name string) error {
-	switch {
-	case name == "":
-		return usageErrorf("empty keyspace name")
-	case len(name) > tiercache.MaxKeyspaceName:
-		return usageErrorf("keyspace name of %d bytes, more than %d", len(name), tiercache.MaxKeyspaceName)
-	case strings.ContainsAny(name, ": \t\r\n"):
-		return usageErrorf("keyspace name %q contains ':' or whitespace", name)
+	if err := tiercache.ValidKeyspaceName(name); err != nil {
+		return usageErrorf("%w", err)
 	}
 	return nil
 }
@@ -48,17 +43,8 @@ func redisKey(namespace, keyspace, key string) (string, error) {
 // checkTag refuses a tag that tiercache refuses (the rules of
 // tiercache.ErrInvalidTag).
 func checkTag(tag string) error {
-	switch {
-	case tag == "":
-		return usageErrorf("empty tag")
-	case len(tag) > tiercache.MaxTagLength:
-		return usageErrorf("tag of %d bytes, more than %d", len(tag), tiercache.MaxTagLength)
-	case !utf8.ValidString(tag):
-		return usageErrorf("tag %q is not valid UTF-8", tag)
-	case strings.ContainsAny(tag, ":{}"):
-		return usageErrorf("tag %q contains ':', '{' or '}'", tag)
-	case strings.IndexFunc(tag, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return usageErrorf("tag %q contains whitespace or a control character", tag)
+	if err := tiercache.ValidTag(tag); err != nil {
+		return usageErrorf("%w", err)
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ import (
 func runReplicas(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newCommandFlags("replicas", []string{"replicas [--json] [connection flags]"}, `
 Lists the live replicas of the namespace from the presence records they keep
-in Redis ("<namespace>::replica:<id>", rewritten every heartbeat interval,
+in Redis ("<namespace>::replicas{<namespace>}:<id>", rewritten every heartbeat interval,
 gone three intervals after a replica dies): host, pid, version, the state of
 the invalidation bus and of the circuit breaker, keyspaces, L1 size, hit
 ratio, the last invalidation it applied and when it last wrote its record.
