@@ -249,10 +249,15 @@ func (c *Cache) ping(ctx context.Context) error {
 }
 
 // misconfigured reports whether err, from a call to Redis, says that the
-// client is wrong rather than Redis down: a TLS handshake that failed
-// (unknown authority, wrong host name, TLS spoken to a plain server) or
-// credentials Redis refused.
-func misconfigured(err error) bool {
+// client is wrong rather than Redis down.
+func misconfigured(err error) bool { return TLSRefused(err) || AuthRefused(err) }
+
+// TLSRefused reports whether err, from a call to Redis, is a failed TLS
+// handshake: a certificate that does not verify (unknown authority, wrong
+// host name, invalid), TLS spoken to a plain server, or an alert from the
+// server (a client certificate it refused). Start fails on it even without
+// Config.RequireRedis: it is a misconfigured client, not an outage.
+func TLSRefused(err error) bool {
 	var (
 		verify   *tls.CertificateVerificationError
 		header   tls.RecordHeaderError
@@ -261,16 +266,21 @@ func misconfigured(err error) bool {
 		hostname x509.HostnameError
 		invalid  x509.CertificateInvalidError
 	)
-	if errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
-		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid) {
-		return true
-	}
+	return errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
+// AuthRefused reports whether err, from a call to Redis, is Redis refusing
+// the credentials or asking for some (WRONGPASS, NOAUTH, NOPERM...). Start
+// fails on it even without Config.RequireRedis.
+func AuthRefused(err error) bool {
 	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password"} {
-			if strings.HasPrefix(rerr.Error(), prefix) {
-				return true
-			}
+	if !errors.As(err, &rerr) {
+		return false
+	}
+	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
+		if strings.HasPrefix(rerr.Error(), prefix) {
+			return true
 		}
 	}
 	return false

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -64,9 +62,9 @@ func (c *connFlags) unreachable(err error) error {
 	addr := strings.Join(c.addrs(), ",")
 	var msg string
 	switch {
-	case tlsRefused(err):
+	case tiercache.TLSRefused(err):
 		msg = fmt.Sprintf("TLS with Redis at %s failed: %v: check --tls-ca, --tls-server-name and --tls-cert/--tls-key", addr, err)
-	case authRefused(err):
+	case tiercache.AuthRefused(err):
 		msg = fmt.Sprintf("Redis at %s refused the credentials: %v: check --username and --password (or %s)", addr, err, envPassword)
 	default:
 		msg = fmt.Sprintf("cannot reach Redis at %s within %v: %v: is it running? set --addr or %s", addr, c.timeout, err, envAddr)
@@ -77,35 +75,20 @@ func (c *connFlags) unreachable(err error) error {
 	return &codedError{code: exitUnreachable, err: errors.New(msg)}
 }
 
-// tlsRefused reports whether err is a failed TLS handshake: a certificate
-// that does not verify, a wrong host name, TLS spoken to a plain server, or
-// an alert from the server (such as a client certificate it refused).
-func tlsRefused(err error) bool {
-	var (
-		verify   *tls.CertificateVerificationError
-		header   tls.RecordHeaderError
-		alert    tls.AlertError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-	)
-	return errors.As(err, &verify) || errors.As(err, &header) || errors.As(err, &alert) ||
-		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
-}
-
-// authRefused reports whether err is Redis refusing the credentials, or
-// asking for some.
-func authRefused(err error) bool {
-	var rerr redis.Error
-	if !errors.As(err, &rerr) {
-		return false
+// replicas connects and reads the presence records of the namespace. err
+// is a failure to connect or to read any record; listErr names the records
+// that could not be decoded, beside those in reps that could.
+func (c *connFlags) replicas(ctx context.Context) (reps []tiercache.Replica, listErr, err error) {
+	client, err := c.connect(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"} {
-		if strings.HasPrefix(rerr.Error(), prefix) {
-			return true
-		}
+	defer client.Close()
+	reps, listErr = tiercache.ListReplicas(ctx, client, c.namespace)
+	if reps == nil && listErr != nil {
+		return nil, nil, listErr
 	}
-	return false
+	return reps, listErr, nil
 }
 
 // errEnough stops a scan early; scan does not return it.

@@ -28,14 +28,9 @@ ratio, the last invalidation it applied and when it last wrote its record.
 	if len(rest) > 0 {
 		return usageErrorf("no arguments expected, got %q", rest)
 	}
-	client, err := fs.conn.connect(ctx)
+	reps, listErr, err := fs.conn.replicas(ctx)
 	if err != nil {
 		return err
-	}
-	defer client.Close()
-	reps, listErr := tiercache.ListReplicas(ctx, client, fs.conn.namespace)
-	if reps == nil && listErr != nil {
-		return listErr
 	}
 	if *asJSON {
 		if reps == nil {

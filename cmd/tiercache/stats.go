@@ -94,14 +94,9 @@ the bus. The counters are those of each replica's last heartbeat.
 			return err
 		}
 	}
-	client, err := fs.conn.connect(ctx)
+	reps, listErr, err := fs.conn.replicas(ctx)
 	if err != nil {
 		return err
-	}
-	defer client.Close()
-	reps, listErr := tiercache.ListReplicas(ctx, client, fs.conn.namespace)
-	if reps == nil && listErr != nil {
-		return listErr
 	}
 	if *only != "" && len(reps) > 0 && !slices.Contains(knownKeyspaces(reps), *only) {
 		return usageErrorf("unknown keyspace %q: the %s in namespace %q use %s",
