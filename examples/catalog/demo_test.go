@@ -1,0 +1,149 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+)
+
+// TestRunDemo runs the demo briefly on a small catalog: no stale read with
+// the cache, most reads hit, fewer DB queries per product page than
+// without, and no counted view lost.
+func TestRunDemo(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := RunDemo(ctx, DemoOptions{
+		RedisAddr:     srv.Addr,
+		Products:      100,
+		Categories:    5,
+		Duration:      2 * time.Second,
+		MaxOps:        50_000,
+		Workers:       4,
+		ViewsEvery:    20,
+		ViewsInterval: 500 * time.Millisecond,
+		ProgressEvery: 500 * time.Millisecond,
+		Dir:           t.TempDir(),
+	}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress:\n%s\nreport:\n%s", progress.String(), text.String())
+
+	on, off := rep.Cached, rep.Uncached
+	if on.StaleReads != 0 {
+		t.Errorf("cache on: %d stale reads; want 0", on.StaleReads)
+	}
+	if off.StaleReads != 0 || off.WindowReads != 0 {
+		t.Errorf("cache off: %d stale reads, %d window reads; want 0", off.StaleReads, off.WindowReads)
+	}
+	if got := on.HitRatio(); got <= 0.5 {
+		t.Errorf("cache on: hit ratio %.3f; want > 0.5", got)
+	}
+	if a, b := on.Detail.QueriesPerRequest(), off.Detail.QueriesPerRequest(); !(a < b) {
+		t.Errorf("DB queries per product page: %.2f with the cache, %.2f without; want fewer with", a, b)
+	}
+	if got, want := off.Detail.QueriesPerRequest(), float64(DetailQueries+1); got != want {
+		t.Errorf("cache off: %.2f DB queries per product page; want %v (its statements and the view's write)", got, want)
+	}
+	for _, ph := range []Phase{on, off} {
+		if ph.Detail.Requests == 0 || ph.Update.Requests == 0 || ph.Listing.Requests == 0 {
+			t.Errorf("%s: requests %d pages, %d listings, %d updates; want some of each", phaseName(ph.Cached), ph.Detail.Requests, ph.Listing.Requests, ph.Update.Requests)
+		}
+		if ph.Errors != 0 {
+			t.Errorf("%s: %d errors", phaseName(ph.Cached), ph.Errors)
+		}
+		if ph.Views.InDB != ph.Views.Views {
+			t.Errorf("%s: %d views in the database after stop; want the %d counted", phaseName(ph.Cached), ph.Views.InDB, ph.Views.Views)
+		}
+	}
+	if on.Views.DBWrites >= on.Views.Views/2 {
+		t.Errorf("cache on: %d DB writes for %d views; want far fewer", on.Views.DBWrites, on.Views.Views)
+	}
+	if on.Lag.Samples == 0 || on.Lag.Missing != 0 {
+		t.Errorf("cache on: lag %+v; want samples and none missing", on.Lag)
+	}
+	if !strings.Contains(text.String(), "stale reads") {
+		t.Errorf("text report lacks the stale reads row:\n%s", text.String())
+	}
+	var html bytes.Buffer
+	if err := rep.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	page := html.String()
+	if n := strings.Count(page, "<svg"); n < 5 {
+		t.Errorf("HTML report has %d SVG elements; want the 5 charts at least", n)
+	}
+	for _, ref := range []string{"src=", "href=", "<link", "@import", "url("} {
+		if strings.Contains(page, ref) {
+			t.Errorf("HTML report holds %q: not self-contained", ref)
+		}
+	}
+}
+
+// TestRecorderClassify: the demo's oracle tells a stale read (its replica
+// had applied the update's invalidation, or wrote the update itself) from
+// a read in the invalidation's flight, and measures the lag from the
+// Write's return.
+func TestRecorderClassify(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	tests := []struct {
+		name       string
+		cached     bool
+		read       oldRead
+		evictAt    int    // ms: replica 1 evicts product 1 then; 0: never
+		origin     string // of that eviction
+		wantStale  int64
+		wantWindow int64
+	}{
+		{"other replica, before its eviction", true, oldRead{1, 1, at(12), 1}, 15, "replica-1", 0, 1},
+		{"other replica, after its eviction", true, oldRead{1, 1, at(16), 1}, 15, "replica-1", 1, 0},
+		{"other replica, eviction by another origin", true, oldRead{1, 1, at(16), 1}, 15, "replica-3", 0, 1},
+		{"other replica, eviction before the update began", true, oldRead{1, 1, at(16), 1}, 5, "replica-1", 0, 1},
+		{"the replica that wrote", true, oldRead{1, 0, at(12), 1}, 0, "", 1, 0},
+		{"read older than an update still running", true, oldRead{1, 1, at(9), 1}, 15, "replica-1", 0, 1},
+		{"cache off", false, oldRead{1, 1, at(12), 1}, 0, "", 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRecorder(2, 10)
+			r.updated(1, 0, 2, at(8), at(10)) // replica 0 made version 2, from 8ms to 10ms
+			r.writeReturned(1, 2, at(9))
+			if tt.evictAt > 0 {
+				r.hook(1)(tiercache.Invalidation{Origin: tt.origin, Keyspace: KeyspaceProduct, Keys: []string{"1"}})
+				// The hook stamps the real time; move it to the case's.
+				r.evictions[1].byKey["1"][0].at = at(tt.evictAt)
+			}
+			r.oldRead(tt.read.id, tt.read.replica, tt.read.start, tt.read.version)
+			stale, window := r.classify(tt.cached)
+			if stale != tt.wantStale || window != tt.wantWindow {
+				t.Errorf("classify = %d stale, %d window; want %d, %d", stale, window, tt.wantStale, tt.wantWindow)
+			}
+		})
+	}
+
+	r := newRecorder(3, 10)
+	r.updated(1, 0, 2, at(5), at(10))
+	r.writeReturned(1, 2, at(9))
+	// Replica 1 evicts 2ms before the Write returned, replica 2 3ms after.
+	for i, ms := range map[int]int{1: 7, 2: 12} {
+		r.hook(i)(tiercache.Invalidation{Origin: "replica-1", Keyspace: KeyspaceProduct, Keys: []string{"1"}})
+		r.evictions[i].byKey["1"][0].at = at(ms)
+	}
+	got := r.lag()
+	want := LagStats{Samples: 2, P50: -2 * time.Millisecond, P99: 3 * time.Millisecond, Max: 3 * time.Millisecond, BeforeReturn: 1}
+	if got != want {
+		t.Errorf("lag = %+v; want %+v", got, want)
+	}
+}

@@ -1,0 +1,272 @@
+package catalog
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is what RunDemo measured: the same load run with the cache and
+// without it.
+type Report struct {
+	// Options are the options of the run, defaults applied.
+	Options DemoOptions `json:"options"`
+	// Cached is the run with the cache, Uncached the run without.
+	Cached   Phase `json:"cached"`
+	Uncached Phase `json:"uncached"`
+}
+
+// Phase is one run of the load.
+type Phase struct {
+	// Cached says whether the replicas read through the cache.
+	Cached bool `json:"cached"`
+	// Elapsed is how long the load ran.
+	Elapsed time.Duration `json:"elapsed_ns"`
+	// Requests counts the requests answered 200, Errors those that failed
+	// (transport errors and answers other than 200 and 409), of every kind.
+	Requests int64 `json:"requests"`
+	Errors   int64 `json:"errors"`
+	// Detail, Listing and Update are the product pages, the category
+	// listings and the updates.
+	Detail  RequestStats `json:"detail"`
+	Listing RequestStats `json:"listing"`
+	Update  RequestStats `json:"update"`
+	// DBQueries counts every statement the replicas ran, the view
+	// counter's flushes included.
+	DBQueries int64 `json:"db_queries"`
+	// UpdateRetries counts the update tries the replicas ran again after
+	// losing a race with another update of the product (ErrConflict).
+	UpdateRetries int64 `json:"update_retries"`
+	// StaleReads counts the product pages that returned a version older
+	// than one an update had returned before the read began, and that the
+	// replica read after it had applied that update's invalidation (the
+	// replica that wrote applies it before answering). tiercache promises
+	// none; without the cache every such read counts.
+	StaleReads int64 `json:"stale_reads"`
+	// WindowReads counts the product pages that returned such an older
+	// version before their replica had applied the update's invalidation:
+	// the tens of microseconds the invalidation takes to arrive, which
+	// tiercache's contract leaves open.
+	WindowReads int64 `json:"window_reads"`
+	// Views is the view counter's accounting.
+	Views ViewStats `json:"views"`
+	// Tiers holds each replica's reads per tier, by keyspace (product and
+	// category); empty without the cache.
+	Tiers []TierStats `json:"tiers,omitempty"`
+	// Lag is the invalidation lag: from an update's Write returning on one
+	// replica to each other replica's eviction of the product. Zero
+	// without the cache.
+	Lag LagStats `json:"lag"`
+	// Samples are the progress samples, one per DemoOptions.ProgressEvery.
+	Samples []Sample `json:"samples,omitempty"`
+}
+
+// RequestsPerSecond is the phase's throughput.
+func (p Phase) RequestsPerSecond() float64 {
+	if p.Elapsed <= 0 {
+		return 0
+	}
+	return float64(p.Requests) / p.Elapsed.Seconds()
+}
+
+// HitRatio is the share of product and listing reads, on every replica,
+// served from L1 or Redis; 0 without the cache.
+func (p Phase) HitRatio() float64 {
+	var t TierStats
+	for _, s := range p.Tiers {
+		t.L1Hits += s.L1Hits
+		t.L2Hits += s.L2Hits
+		t.Misses += s.Misses
+		t.Loads += s.Loads
+	}
+	return t.HitRatio()
+}
+
+// RequestStats describes the requests of one kind.
+type RequestStats struct {
+	// Requests counts those answered 200; Errors those that failed;
+	// Conflicts the updates refused with 409 (the product kept changing
+	// under them).
+	Requests  int64 `json:"requests"`
+	Errors    int64 `json:"errors"`
+	Conflicts int64 `json:"conflicts,omitempty"`
+	// DBQueries sums the statements they ran (HeaderDBQueries).
+	DBQueries int64 `json:"db_queries"`
+	// P50 and P99 are latency quantiles, as the client saw them.
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+}
+
+// QueriesPerRequest is DBQueries over Requests, 0 without requests.
+func (r RequestStats) QueriesPerRequest() float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return float64(r.DBQueries) / float64(r.Requests)
+}
+
+// ViewStats is the view counter's accounting.
+type ViewStats struct {
+	// Views counts the views the replicas counted.
+	Views int64 `json:"views"`
+	// DBWrites counts the database writes of view counts (a counter flush
+	// with the cache, a view without), RowsWritten the product rows they
+	// updated.
+	DBWrites    int64 `json:"db_writes"`
+	RowsWritten int64 `json:"rows_written"`
+	// InDB is the sum of the views column once every replica had stopped:
+	// Views when no counted view was lost.
+	InDB int64 `json:"in_db"`
+}
+
+// TierStats counts one replica's reads of one keyspace per tier.
+type TierStats struct {
+	Instance string `json:"instance"`
+	Keyspace string `json:"keyspace"`
+	L1Hits   uint64 `json:"l1_hits"`
+	L2Hits   uint64 `json:"l2_hits"`
+	Misses   uint64 `json:"misses"`
+	Loads    uint64 `json:"loads"`
+}
+
+func (t TierStats) reads() uint64 { return t.L1Hits + t.L2Hits + t.Misses + t.Loads }
+
+func ratio(n, d uint64) float64 {
+	if d == 0 {
+		return 0
+	}
+	return float64(n) / float64(d)
+}
+
+// L1Ratio is the share of reads served from L1.
+func (t TierStats) L1Ratio() float64 { return ratio(t.L1Hits, t.reads()) }
+
+// L2Ratio is the share of reads served from Redis.
+func (t TierStats) L2Ratio() float64 { return ratio(t.L2Hits, t.reads()) }
+
+// HitRatio is the share of reads served from either tier.
+func (t TierStats) HitRatio() float64 { return ratio(t.L1Hits+t.L2Hits, t.reads()) }
+
+// LagStats is the distribution of invalidation lags.
+type LagStats struct {
+	// Samples counts the (update, other replica) pairs measured.
+	Samples int `json:"samples"`
+	// P50, P99 and Max are quantiles of the lag; an eviction applied
+	// before the Write returned has a negative lag.
+	P50 time.Duration `json:"p50_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
+	// BeforeReturn counts the evictions applied before the Write returned.
+	BeforeReturn int `json:"before_return"`
+	// Missing counts the pairs for which no eviction was seen.
+	Missing int `json:"missing"`
+}
+
+// Sample is one progress line.
+type Sample struct {
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	Requests  int64         `json:"requests"`   // finished so far
+	PerSecond float64       `json:"per_second"` // since the sample before
+	HitRatio  float64       `json:"hit_ratio"`  // so far; -1 without the cache
+}
+
+// WriteText writes the report as a table.
+func (r Report) WriteText(w io.Writer) error {
+	o := r.Options
+	var b strings.Builder
+	db := "one SQLite file (in-process: microseconds a statement)"
+	if o.QueryLatency > 0 {
+		db = fmt.Sprintf("one SQLite file, each statement delayed %v to emulate a networked database", o.QueryLatency)
+	}
+	fmt.Fprintf(&b, "Catalog demo: %d replicas (fx apps, one process), %s, Redis %s\n", o.Replicas, db, o.RedisAddr)
+	fmt.Fprintf(&b, "%d products in %d categories, Zipf s=%.2f; %.0f%% updates, %.0f%% listings, the rest product pages; %d workers\n\n",
+		o.Products, o.Categories, o.ZipfS, 100*o.UpdateShare, 100*o.ListingShare, o.Workers)
+
+	on, off := r.Cached, r.Uncached
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(name, a, c string) { fmt.Fprintf(tw, "%s\t%s\t%s\t\n", name, a, c) }
+	row("", "cache on", "cache off")
+	row("requests", thousands(on.Requests), thousands(off.Requests))
+	row("requests/s", thousands(int64(on.RequestsPerSecond())), thousands(int64(off.RequestsPerSecond())))
+	row("errors", thousands(on.Errors), thousands(off.Errors))
+	for _, k := range []struct {
+		name    string
+		on, off RequestStats
+	}{{"product page", on.Detail, off.Detail}, {"category listing", on.Listing, off.Listing}, {"update", on.Update, off.Update}} {
+		row(k.name+": requests", thousands(k.on.Requests), thousands(k.off.Requests))
+		row("  DB queries/request", fmt.Sprintf("%.2f", k.on.QueriesPerRequest()), fmt.Sprintf("%.2f", k.off.QueriesPerRequest()))
+		row("  p50 / p99", latencies(k.on), latencies(k.off))
+	}
+	row("update retries (lost a race)", thousands(on.UpdateRetries), thousands(off.UpdateRetries))
+	row("update conflicts (409)", thousands(on.Update.Conflicts), thousands(off.Update.Conflicts))
+	row("DB queries, all", thousands(on.DBQueries), thousands(off.DBQueries))
+	row("hit ratio", fmt.Sprintf("%.3f", on.HitRatio()), "-")
+	row("stale reads", thousands(on.StaleReads), thousands(off.StaleReads))
+	row("old version in the invalidation window", thousands(on.WindowReads), "-")
+	row("views counted", thousands(on.Views.Views), thousands(off.Views.Views))
+	row("  DB writes of views", thousands(on.Views.DBWrites), thousands(off.Views.DBWrites))
+	row("  rows written", thousands(on.Views.RowsWritten), thousands(off.Views.RowsWritten))
+	row("  views in the DB after stop", thousands(on.Views.InDB), thousands(off.Views.InDB))
+	tw.Flush()
+
+	if len(on.Tiers) > 0 {
+		b.WriteString("\nReads per tier, cache on:\n")
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "replica\tkeyspace\tL1 hits\tRedis hits\tDB loads\tL1\tRedis\tDB\t\n")
+		for _, t := range on.Tiers {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t\n", t.Instance, t.Keyspace,
+				thousands(int64(t.L1Hits)), thousands(int64(t.L2Hits)), thousands(int64(t.Loads+t.Misses)),
+				100*t.L1Ratio(), 100*t.L2Ratio(), 100*(1-t.HitRatio()))
+		}
+		tw.Flush()
+	}
+	l := on.Lag
+	fmt.Fprintf(&b, "\nInvalidation lag (an update's Write returning on one replica -> each other replica evicted the product):\n")
+	fmt.Fprintf(&b, "  %s samples, p50 %v, p99 %v, max %v (negative: before); %s applied before the Write returned, %s not seen\n",
+		thousands(int64(l.Samples)), roundLatency(l.P50), roundLatency(l.P99), roundLatency(l.Max), thousands(int64(l.BeforeReturn)), thousands(int64(l.Missing)))
+	fmt.Fprintf(&b, "\nStale reads: a product page that began after the replica applied the invalidation of an update that had returned, and served an older version.\n")
+	fmt.Fprintf(&b, "Views: with the cache, the counter reaches SQLite every %d views of a product or every %v; without, every view is a write.\n",
+		o.ViewsEvery, o.ViewsInterval)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func latencies(r RequestStats) string {
+	if r.Requests == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%v / %v", roundLatency(r.P50), roundLatency(r.P99))
+}
+
+// roundLatency keeps three significant digits or so.
+func roundLatency(d time.Duration) time.Duration {
+	switch {
+	case d >= 100*time.Millisecond:
+		return d.Round(time.Millisecond)
+	case d >= 100*time.Microsecond:
+		return d.Round(10 * time.Microsecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
+}
+
+// thousands formats n with thin separators: 12,345.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
