@@ -4,12 +4,12 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/cachetest"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 
 // waitTimeout bounds every wait in these tests: a wait that runs out is a
 // failure, never a way to synchronise.
-const waitTimeout = 10 * time.Second
+const waitTimeout = cachetest.WaitTimeout
 
 // replica is one Cache with a hook that reports applied invalidations.
 type replica struct {
@@ -39,81 +39,34 @@ func newReplica(t *testing.T, srv *redistest.Server, cfg tiercache.Config, opts 
 // it is stopped in t.Cleanup.
 func newReplicaOn(t *testing.T, client redis.UniversalClient, cfg tiercache.Config, opts ...tiercache.Option) *replica {
 	t.Helper()
-	r := &replica{client: client, inv: make(chan tiercache.Invalidation, 1024)}
-	opts = append(opts, tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
-		select {
-		case r.inv <- i:
-		default:
-			t.Errorf("invalidation hook channel full")
-		}
-	}))
-	c, err := tiercache.New(r.client, cfg, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(context.Background()); err != nil {
-			t.Errorf("Stop = %v", err)
-		}
-	})
-	r.c = c
-	// Start returns after the first reset has flushed L1; drain its report.
-	r.waitFor(t, func(i tiercache.Invalidation) bool { return i.Reset })
-	return r
+	r := cachetest.NewReplica(t, client, cfg, opts...)
+	return &replica{c: r.C, client: r.Client, inv: r.Inv}
 }
 
 // waitFor consumes reported invalidations until one satisfies ok.
 func (r *replica) waitFor(t *testing.T, ok func(tiercache.Invalidation) bool) tiercache.Invalidation {
 	t.Helper()
-	return awaitInvalidation(t, r.inv, ok)
+	return cachetest.Await(t, r.inv, ok)
 }
 
 // waitKeys waits until an invalidation of keyspace ks naming all keys arrived.
 func (r *replica) waitKeys(t *testing.T, ks string, keys ...string) {
 	t.Helper()
-	awaitKeys(t, r.inv, ks, keys...)
+	cachetest.AwaitKeys(t, r.inv, ks, keys...)
 }
 
 // awaitInvalidation consumes reports from ch until one satisfies ok, failing
 // t after waitTimeout.
 func awaitInvalidation(t *testing.T, ch <-chan tiercache.Invalidation, ok func(tiercache.Invalidation) bool) tiercache.Invalidation {
 	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case i := <-ch:
-			if ok(i) {
-				return i
-			}
-		case <-timer.C:
-			t.Fatalf("no matching invalidation within %v", waitTimeout)
-		}
-	}
+	return cachetest.Await(t, ch, ok)
 }
 
 // awaitKeys consumes reports from ch until invalidations of keyspace ks have
 // named all keys.
 func awaitKeys(t *testing.T, ch <-chan tiercache.Invalidation, ks string, keys ...string) {
 	t.Helper()
-	want := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		want[k] = true
-	}
-	awaitInvalidation(t, ch, func(i tiercache.Invalidation) bool {
-		if i.Keyspace != ks {
-			return false
-		}
-		for _, k := range i.Keys {
-			delete(want, k)
-		}
-		return len(want) == 0
-	})
+	cachetest.AwaitKeys(t, ch, ks, keys...)
 }
 
 // countingLoader returns a loader that counts its calls and returns fn(key).

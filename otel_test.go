@@ -2,7 +2,6 @@ package tiercache_test
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"go.uber.org/fx/fxtest"
 
 	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/cachetest"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
@@ -144,7 +144,6 @@ func otelAttributeKeys(ms map[string]metricdata.Metrics) map[attribute.Key][]str
 // attribute keys.
 func TestOtelInstruments(t *testing.T) {
 	srv := redistest.Start(t)
-	ctx := context.Background()
 	reader, mp := newOtelReader(t)
 	a := newReplica(t, srv, tiercache.Config{}, tiercache.WithMeterProvider(mp))
 	b := newReplica(t, srv, tiercache.Config{})
@@ -157,33 +156,7 @@ func TestOtelInstruments(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	load := func(context.Context, string) (string, error) { return "loaded", nil }
-	if v, err := ks.GetOrLoad(ctx, "cold", load); err != nil || v != "loaded" {
-		t.Fatalf("GetOrLoad(cold) = %q, %v; want loaded", v, err)
-	}
-	ks.Wait()
-	if v, err := ks.Get(ctx, "cold"); err != nil || v != "loaded" {
-		t.Fatalf("Get(cold) = %q, %v; want loaded (from L1)", v, err)
-	}
-	if err := ksB.Set(ctx, "warm", "from b"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKeys(t, "users", "warm") // so no later invalidation evicts a's fill
-	if v, err := ks.Get(ctx, "warm"); err != nil || v != "from b" {
-		t.Fatalf("Get(warm) = %q, %v; want %q (from Redis)", v, err, "from b")
-	}
-	if _, err := ks.Get(ctx, "absent"); !errors.Is(err, tiercache.ErrNotFound) {
-		t.Fatalf("Get(absent) = %v; want ErrNotFound", err)
-	}
-	if err := ks.Set(ctx, "x", "1"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKeys(t, "users", "x") // the writer's own echo
-	if err := ks.Delete(ctx, "x"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKeys(t, "users", "x")
-	ks.Wait()
+	cachetest.KnownSequence(t, a.inv, ks, ksB)
 
 	ms := otelCollect(t, reader)
 	users := otelAttrs("tiercache.keyspace", "users")

@@ -2,7 +2,6 @@ package prom_test
 
 import (
 	"context"
-	"errors"
 	"maps"
 	"math"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/cachetest"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/prom"
 )
@@ -29,120 +29,34 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitTimeout bounds every wait: a wait that runs out is a failure, never a
-// way to synchronise.
-const waitTimeout = 10 * time.Second
-
 // allowedLabels are the only label names a tiercache_ series may carry.
 var allowedLabels = []string{"keyspace", "op", "reason", "state", "tier"}
 
-// replica is one started Cache with a hook that reports its applied
-// invalidations.
+// replica is one started Cache, with the keyspace "users".
 type replica struct {
-	c   *tiercache.Cache
-	inv chan tiercache.Invalidation
+	*cachetest.Replica
+	c  *tiercache.Cache
+	ks *tiercache.Keyspace[string, string]
 }
 
-// newReplica starts a Cache on srv with its own client and stops it in
-// t.Cleanup (so after any test body's own Stop, which is then a no-op).
+// newReplica starts a Cache on srv with its own client and the keyspace
+// "users", stopped in t.Cleanup (so after any test body's own Stop, which
+// is then a no-op).
 func newReplica(t *testing.T, srv *redistest.Server) *replica {
 	t.Helper()
-	r := &replica{inv: make(chan tiercache.Invalidation, 64)}
-	hook := tiercache.WithInvalidationHook(func(i tiercache.Invalidation) {
-		select {
-		case r.inv <- i:
-		default: // never block the bus's dispatcher
-			t.Errorf("invalidation hook channel full")
-		}
-	})
-	c, err := tiercache.New(srv.Client(t), tiercache.Config{Namespace: "prom"}, hook)
+	r := cachetest.NewReplica(t, srv.Client(t), tiercache.Config{Namespace: "prom"})
+	ks, err := tiercache.NewKeyspace[string, string](r.C, "users", tiercache.KeyspaceConfig{TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := c.Stop(context.Background()); err != nil {
-			t.Errorf("Stop = %v", err)
-		}
-	})
-	r.c = c
-	r.waitFor(t, func(i tiercache.Invalidation) bool { return i.Reset }) // Start's first reset
-	return r
+	return &replica{Replica: r, c: r.C, ks: ks}
 }
 
-// waitFor consumes reported invalidations until one satisfies ok.
-func (r *replica) waitFor(t *testing.T, ok func(tiercache.Invalidation) bool) {
+// knownSequence runs cachetest.KnownSequence on a and b: see there what it
+// counts on a.
+func knownSequence(t *testing.T, a, b *replica) {
 	t.Helper()
-	timer := time.NewTimer(waitTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case i := <-r.inv:
-			if ok(i) {
-				return
-			}
-		case <-timer.C:
-			t.Fatalf("no matching invalidation within %v", waitTimeout)
-		}
-	}
-}
-
-// waitKey waits until the replica applied an invalidation of key in keyspace ks.
-func (r *replica) waitKey(t *testing.T, ks, key string) {
-	t.Helper()
-	r.waitFor(t, func(i tiercache.Invalidation) bool { return i.Keyspace == ks && slices.Contains(i.Keys, key) })
-}
-
-// keyspace registers the keyspace "users" on r.
-func (r *replica) keyspace(t *testing.T) *tiercache.Keyspace[string, string] {
-	t.Helper()
-	ks, err := tiercache.NewKeyspace[string, string](r.c, "users", tiercache.KeyspaceConfig{TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ks
-}
-
-// knownSequence runs, on a (whose keyspace is ks) and b, a sequence whose
-// counts on a are known: one load (a cold GetOrLoad), one L1 hit, one L2
-// hit (a key b set), one miss, one Set and one Delete, three invalidations
-// received (b's Set, a's Set and Delete) and three Redis reads. Every
-// invalidation has reached a, and every L1 fill is applied, on return.
-func knownSequence(t *testing.T, a, b *replica, ks *tiercache.Keyspace[string, string]) {
-	t.Helper()
-	ctx := context.Background()
-	ksB := b.keyspace(t)
-	load := func(context.Context, string) (string, error) { return "loaded", nil }
-	if v, err := ks.GetOrLoad(ctx, "cold", load); err != nil || v != "loaded" {
-		t.Fatalf("GetOrLoad(cold) = %q, %v; want loaded", v, err)
-	}
-	ks.Wait()
-	if v, err := ks.Get(ctx, "cold"); err != nil || v != "loaded" {
-		t.Fatalf("Get(cold) = %q, %v; want loaded (from L1)", v, err)
-	}
-	if err := ksB.Set(ctx, "warm", "from b"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKey(t, "users", "warm") // so no later invalidation evicts a's fill
-	if v, err := ks.Get(ctx, "warm"); err != nil || v != "from b" {
-		t.Fatalf("Get(warm) = %q, %v; want %q (from Redis)", v, err, "from b")
-	}
-	if _, err := ks.Get(ctx, "absent"); !errors.Is(err, tiercache.ErrNotFound) {
-		t.Fatalf("Get(absent) = %v; want ErrNotFound", err)
-	}
-	if err := ks.Set(ctx, "x", "1"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKey(t, "users", "x") // the writer's own echo
-	if err := ks.Delete(ctx, "x"); err != nil {
-		t.Fatal(err)
-	}
-	a.waitKey(t, "users", "x")
-	ks.Wait()
+	cachetest.KnownSequence(t, a.Inv, a.ks, b.ks)
 }
 
 // scrape serves reg through promhttp on a loopback server, fetches it once
@@ -251,8 +165,7 @@ func checkHistogram(t *testing.T, fams map[string]*dto.MetricFamily, name string
 func TestPrometheusScrape(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := newReplica(t, srv), newReplica(t, srv)
-	ks := a.keyspace(t)
-	knownSequence(t, a, b, ks)
+	knownSequence(t, a, b)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prom.NewCollector(a.c))
@@ -332,7 +245,7 @@ func TestPrometheusScrape(t *testing.T) {
 func TestPrometheusLint(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := newReplica(t, srv), newReplica(t, srv)
-	knownSequence(t, a, b, a.keyspace(t))
+	knownSequence(t, a, b)
 	problems, err := testutil.CollectAndLint(prom.NewCollector(a.c))
 	if err != nil {
 		t.Fatal(err)
@@ -347,7 +260,7 @@ func TestPrometheusLint(t *testing.T) {
 func TestPrometheusAfterStop(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := newReplica(t, srv), newReplica(t, srv)
-	knownSequence(t, a, b, a.keyspace(t))
+	knownSequence(t, a, b)
 	if err := a.c.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
