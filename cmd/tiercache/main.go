@@ -9,7 +9,7 @@
 //	tiercache invalidate KEYSPACE --tag T   # delete every value tagged T
 //	tiercache invalidate KEYSPACE --all     # delete the whole keyspace and flush every L1
 //	tiercache watch [--count N] [--json]    # the invalidations on the channel, live
-//	tiercache demo                          # two replicas on one Redis (embedded unless --redis)
+//	tiercache demo                          # three catalog replicas under load, cache on and off
 //
 // Every subcommand but demo takes the same connection flags: --addr
 // (comma-separated for a Cluster; default 127.0.0.1:6379 or $TIERCACHE_ADDR),
@@ -93,7 +93,7 @@ func commands() []command {
 		{"get", "one value from Redis as JSON: envelope, TTL, body, tags", runGet},
 		{"invalidate", "delete keys, tagged values or a keyspace, and evict them from every L1", runInvalidate},
 		{"watch", "print the invalidations published on the channel, live", runWatch},
-		{"demo", "two replicas on one Redis: tiers, invalidation", runDemo},
+		{"demo", "the catalog service, three replicas, cache on and off: what the cache changes", runDemo},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -23,34 +24,60 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-func TestCLIDemoRealRedis(t *testing.T) {
+// TestDemoCLI runs the main job briefly on a real redis-server: three
+// catalog replicas, cache on then off, and a report that shows no stale
+// read, fewer DB queries per page with the cache, and an HTML page.
+func TestDemoCLI(t *testing.T) {
 	srv := redistest.Start(t)
+	html := filepath.Join(t.TempDir(), "report.html")
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"demo", "--redis", srv.Addr, "--keys", "20", "--rounds", "3"}, &out, &errOut)
+	code := run(context.Background(), []string{"demo", "--redis", srv.Addr, "--duration", "1s", "--products", "50", "--workers", "4", "--html", html}, &out, &errOut)
 	if code != exitOK {
 		t.Fatalf("demo exit = %d; stderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
 	}
-	for _, want := range []string{"replica-a", "replica-b", "L1 hits", "No replica served the old value",
-		`serves  v1 "product 7" (from L1)`, `serves  v2 "product 7, now on sale" (from Redis)`} {
+	for _, want := range []string{"cache on", "cache off", "DB queries/request", "hit ratio", "Invalidation lag", "views counted", "HTML report: " + html} {
 		if !strings.Contains(out.String(), want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+			t.Errorf("demo report lacks %q:\n%s", want, out.String())
 		}
 	}
-	// Replica a loads all 20 from the database; b finds them in Redis.
-	if !strings.Contains(out.String(), "120 reads, 20 database queries") {
-		t.Errorf("demo output does not show 20 DB queries for 120 reads:\n%s", out.String())
+	if got := reportRow(t, out.String(), "stale reads"); len(got) < 1 || got[0] != "0" {
+		t.Errorf("stale reads with the cache on = %v; want 0\n%s", got, out.String())
+	}
+	page, err := os.ReadFile(html)
+	if err != nil || !bytes.Contains(page, []byte("<svg")) {
+		t.Errorf("HTML report: %v; want a page with charts", err)
+	}
+	if !strings.Contains(errOut.String(), "cache on") {
+		t.Errorf("no progress line on stderr:\n%s", errOut.String())
 	}
 }
 
-func TestCLIDemoEmbeddedRedis(t *testing.T) {
+// TestDemoCLIEmbeddedRedis: with --embedded the demo needs no install.
+func TestDemoCLIEmbeddedRedis(t *testing.T) {
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"demo", "--keys", "10", "--rounds", "2"}, &out, &errOut)
+	code := run(context.Background(), []string{"demo", "--embedded", "--duration", "300ms", "--products", "20", "--workers", "2"}, &out, &errOut)
 	if code != exitOK {
 		t.Fatalf("demo exit = %d; stderr:\n%s\nstdout:\n%s", code, errOut.String(), out.String())
 	}
 	if !strings.Contains(out.String(), "embedded") {
-		t.Errorf("demo without --redis did not use the embedded Redis:\n%s", out.String())
+		t.Errorf("demo with --embedded did not use the embedded Redis:\n%s", out.String())
 	}
+	if got := reportRow(t, out.String(), "stale reads"); len(got) < 1 || got[0] != "0" {
+		t.Errorf("stale reads with the cache on = %v; want 0\n%s", got, out.String())
+	}
+}
+
+// reportRow returns the fields after label on the report line that starts
+// with it (labels are right-aligned, so leading spaces are skipped).
+func reportRow(t *testing.T, report, label string) []string {
+	t.Helper()
+	for _, line := range strings.Split(report, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), label+" "); ok {
+			return strings.Fields(rest)
+		}
+	}
+	t.Errorf("report has no %q line", label)
+	return nil
 }
 
 func TestCLIUsage(t *testing.T) {
@@ -63,7 +90,7 @@ func TestCLIUsage(t *testing.T) {
 		{[]string{"help"}, exitOK, ""},
 		{[]string{"nope"}, exitUsage, `unknown command "nope"`},
 		{[]string{"demo", "--help"}, exitOK, "usage: tiercache demo"},
-		{[]string{"demo", "--keys", "0"}, exitUsage, "--keys >= 1"},
+		{[]string{"demo", "--products", "0"}, exitUsage, "--products >= 10"},
 		{[]string{"demo", "--bogus"}, exitUsage, "flag provided but not defined"},
 		{[]string{"demo", "--redis", "127.0.0.1:1"}, exitError, "is Redis reachable?"},
 	}
