@@ -2,7 +2,7 @@
 # Runs every test of tiercache on a fresh Debian machine: installs
 # redis-server when it is missing, then go vet, short fuzz runs of the
 # decoders of bytes read from Redis, one pass of every benchmark (so they
-# keep working), and the race-enabled test suite.
+# keep working), and the race-enabled test suite, then that of bench/peers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
@@ -21,3 +21,6 @@ go test -run '^$' -fuzz '^FuzzDecodeValue$' -fuzztime 10s ./codec/
 go test -run '^$' -fuzz '^FuzzDecodeInvalidation$' -fuzztime 10s ./bus/
 go test -run '^$' -bench . -benchtime 1x ./...
 go test -race -count=1 ./...
+# bench/peers is a module of its own (the peers' dependencies stay out of
+# the library's go.mod): its wiring and stale-read detector tests.
+(cd bench/peers && go vet ./... && go test -race -count=1 ./...)
