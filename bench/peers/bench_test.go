@@ -19,25 +19,14 @@ const benchKeys = 1024
 // BenchmarkL1Hit reads keys served by the local tier, one at a time: each
 // peer's replica 2 reads what replica 1 wrote, after a warm-up that checks
 // (with Redis' own counters) that the reads no longer reach Redis.
-func BenchmarkL1Hit(b *testing.B) {
-	srv := startRedis(b)
-	for _, m := range peerMakers {
-		p := m.make(b, srv)
-		keys := p.keys(benchKeys)
-		fill(b, p.replicas[0], keys)
-		b.Run("peer="+m.name, func(b *testing.B) {
-			warm(b, srv, p.replicas[1], keys)
-			benchGets(b, srv, p.replicas[1], keys)
-		})
-	}
-	b.Run("peer=ristrettoFloor", func(b *testing.B) {
-		keys := (&peer{}).keys(benchKeys)
-		benchGets(b, srv, newRistrettoFloor(b, keys), keys)
-	})
-}
+func BenchmarkL1Hit(b *testing.B) { benchL1(b, benchGets) }
 
 // BenchmarkL1HitParallel is BenchmarkL1Hit from GOMAXPROCS goroutines.
-func BenchmarkL1HitParallel(b *testing.B) {
+func BenchmarkL1HitParallel(b *testing.B) { benchL1(b, benchGetsParallel) }
+
+// benchL1 runs the L1 hit workload of every peer, and the raw ristretto
+// floor, with run: serial or parallel.
+func benchL1(b *testing.B, run func(b *testing.B, srv *redistest.Server, g getter, keys []string)) {
 	srv := startRedis(b)
 	for _, m := range peerMakers {
 		p := m.make(b, srv)
@@ -45,12 +34,12 @@ func BenchmarkL1HitParallel(b *testing.B) {
 		fill(b, p.replicas[0], keys)
 		b.Run("peer="+m.name, func(b *testing.B) {
 			warm(b, srv, p.replicas[1], keys)
-			benchGetsParallel(b, srv, p.replicas[1], keys)
+			run(b, srv, p.replicas[1], keys)
 		})
 	}
 	b.Run("peer=ristrettoFloor", func(b *testing.B) {
 		keys := (&peer{}).keys(benchKeys)
-		benchGetsParallel(b, srv, newRistrettoFloor(b, keys), keys)
+		run(b, srv, newRistrettoFloor(b, keys), keys)
 	})
 }
 
