@@ -6,6 +6,7 @@ import (
 	"html/template"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -119,7 +120,7 @@ func lineChart(title string, series [2][]Sample, f func(Sample) float64, unit bo
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%d" height="%d" role="img"><title>%s</title>`, chartW, chartH, template.HTMLEscapeString(title))
-	fmt.Fprintf(&b, `<text x="%d" y="14">%s (max %.3g)</text>`, chartPad, template.HTMLEscapeString(title), top)
+	fmt.Fprintf(&b, `<text x="%d" y="14">%s (max %s)</text>`, chartPad, template.HTMLEscapeString(title), strconv.FormatFloat(top, 'f', -1, 64))
 	plotW, plotH := float64(chartW-2*chartPad), float64(chartH-2*chartPad)
 	for i, ss := range series {
 		if len(ss) == 0 {
