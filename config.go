@@ -33,6 +33,9 @@ const (
 	DefaultWarmBudget = 5 * time.Second
 	// DefaultWarmBatch is the number of keys a warmer handles at once.
 	DefaultWarmBatch = 100
+	// DefaultMaxStaleness is the longest a replica may serve a replaced
+	// value from L1 after its invalidation was published (Config.MaxStaleness).
+	DefaultMaxStaleness = 500 * time.Millisecond
 )
 
 // Config configures a Cache: the process-wide part shared by its keyspaces.
@@ -68,6 +71,23 @@ type Config struct {
 	// next subscription. With PingInterval it bounds how long a silently
 	// dead connection goes unnoticed. Default bus.DefaultPingTimeout (1s).
 	PingTimeout time.Duration `yaml:"ping_timeout" json:"ping_timeout"`
+
+	// MaxStaleness bounds how long after an invalidation is published a
+	// replica may still serve the value it replaced from L1, whatever
+	// fails (a partition, a slow or throttled subscriber, a stalled
+	// dispatcher). L1 serves only while the bus has proved, within this
+	// bound, that it applied everything published before the proof; past
+	// it, reads bypass L1 until the next proof. Default
+	// DefaultMaxStaleness (500ms).
+	MaxStaleness time.Duration `yaml:"max_staleness" json:"max_staleness"`
+
+	// WriteReplicaAcks makes every write (Set, Delete, Write, WriteBehind,
+	// InvalidateTags) wait until this many Redis replicas acknowledged it
+	// (WAIT, in the same round trip as the write), so that a failover
+	// cannot lose it; a write they did not acknowledge within WriteTimeout
+	// fails with an error wrapping ErrNotReplicated. Default 0: a write
+	// returns once the master applied it.
+	WriteReplicaAcks int `yaml:"write_replica_acks" json:"write_replica_acks"`
 
 	// MaxKeyLength bounds the full Redis key of an entry, in bytes.
 	// Default DefaultMaxKeyLength.

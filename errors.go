@@ -42,6 +42,11 @@ var (
 	// replica's L1 entry is evicted all the same, so it never serves its own
 	// unpublished write.
 	ErrNotPublished = errors.New("tiercache: invalidation not sent")
+	// ErrNotReplicated wraps the error of a write that the master applied
+	// and published but that fewer than Config.WriteReplicaAcks replicas
+	// acknowledged within Config.WriteTimeout: a failover may still lose
+	// it. This replica's L1 entry is evicted all the same.
+	ErrNotReplicated = errors.New("tiercache: write not acknowledged by enough replicas")
 	// ErrCacheNotUpdated wraps the error of a Write whose writer succeeded,
 	// or of a WriteBehind whose record was stored (on a Cluster), but whose
 	// cache step failed: the key was deleted from the cache (or its

@@ -28,6 +28,11 @@ type Stats struct {
 	// LastInvalidation is when the bus last handed this replica an
 	// invalidation (a reset included); zero before the first.
 	LastInvalidation time.Time `json:"last_invalidation"`
+	// ProofAge is how long ago the bus sent the PING (or, on a Cluster, the
+	// probes) whose answer last proved that every invalidation published
+	// before it had been applied; L1 serves reads only while it is under
+	// Config.MaxStaleness. -1 before the first proof.
+	ProofAge time.Duration `json:"proof_age"`
 	// Keyspaces holds each keyspace's counters, by name.
 	Keyspaces map[string]KeyspaceStats `json:"keyspaces"`
 }
