@@ -35,10 +35,15 @@ func ACLRules(namespace, channel string) string {
 		"&" + aclGlobEscape(channel),              // invalidations
 		"&" + aclGlobEscape(channel) + ":probe:*", // a Cluster subscriber's probes of every master
 		"-@all",
-		"+get",                // Get, GetMany (pipelined), early refresh's read; the lease scripts
+		"+get",                // the lease scripts; a read's fence; the fill script's checks
+		"+getrange",           // every read of a value, bounded by max_value_size (GETRANGE 0 max)
+		"+strlen",             // a value too large to read is measured before it is deleted
+		"+incr",               // every write script moves its slot's fence
+		"+zscore",             // a fill checks the versions of its value's tags
+		"+wait",               // writes with write_replica_acks
 		"+set",                // fills and tombstones (SET NX PX); the write and lease scripts
 		"+del",                // the delete, write and lease scripts; the tag invalidation script
-		"+pttl",               // reads of a keyspace with early refresh; the tag script
+		"+pttl",               // every read (L1 never outlives L2); the tag script
 		"+publish",            // every write script; a Cluster subscriber's probes
 		"+evalsha",            // every script, first by its hash
 		"+eval",               // a script Redis does not hold yet (NOSCRIPT); tag scripts in pipelines

@@ -143,6 +143,8 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	c.store, err = l2.New(client, l2.Options{
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
+		FencePrefix:  cfg.Namespace + "::fence",
+		ReplicaAcks:  cfg.WriteReplicaAcks,
 		Breaker: l2.BreakerOptions{
 			Failures: cfg.Breaker.Failures,
 			CoolDown: cfg.Breaker.CoolDown,

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/tiercache/tiercache/bus"
@@ -38,11 +40,29 @@ const (
 	DefaultMaxStaleness = 500 * time.Millisecond
 )
 
+// validName reports, as an error wrapping ErrInvalidConfig, why name cannot
+// be a namespace or keyspace name (what): it would make Redis keys of
+// different roles collide (':'), break the hash tags that keep a
+// keyspace's bookkeeping in one Cluster slot ('{', '}'), or not be
+// expressible in ACL rules and logs (whitespace, control characters, glob
+// characters).
+func validName(what, name string) error {
+	if i := strings.IndexFunc(name, func(r rune) bool {
+		return r == ':' || r == '{' || r == '}' || r == '*' || r == '?' || r == '[' || r == ']' || r == '\\' ||
+			unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError
+	}); i >= 0 {
+		return fmt.Errorf("%w: %s %q contains %q: ':', '{', '}', glob characters, whitespace and control characters are not allowed", ErrInvalidConfig, what, name, []rune(name[i:])[0])
+	}
+	return nil
+}
+
 // Config configures a Cache: the process-wide part shared by its keyspaces.
 // The zero value is valid; zero fields take the defaults above.
 type Config struct {
 	// Namespace prefixes every key (<namespace>:<keyspace>:<key>) and the
-	// default channel. Default DefaultNamespace. It must not contain ':'.
+	// default channel. Default DefaultNamespace. It must not contain ':',
+	// '{', '}', the glob characters '*', '?', '[', ']' and '\', whitespace
+	// or control characters.
 	Namespace string `yaml:"namespace" json:"namespace"`
 
 	// Channel is the pub/sub channel of invalidations.
@@ -299,8 +319,8 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Namespace == "" {
 		c.Namespace = DefaultNamespace
 	}
-	if strings.Contains(c.Namespace, ":") {
-		return c, fmt.Errorf("%w: namespace %q contains ':'", ErrInvalidConfig, c.Namespace)
+	if err := validName("namespace", c.Namespace); err != nil {
+		return c, err
 	}
 	if c.Channel == "" {
 		c.Channel = c.Namespace + ":invalidate"
@@ -321,6 +341,13 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative ping timeout %v", ErrInvalidConfig, c.PingTimeout)
 	case c.Breaker.CoolDown < 0:
 		return c, fmt.Errorf("%w: negative breaker cool_down %v", ErrInvalidConfig, c.Breaker.CoolDown)
+	case c.MaxStaleness < 0:
+		return c, fmt.Errorf("%w: negative max_staleness %v", ErrInvalidConfig, c.MaxStaleness)
+	case c.WriteReplicaAcks < 0:
+		return c, fmt.Errorf("%w: negative write_replica_acks %d", ErrInvalidConfig, c.WriteReplicaAcks)
+	}
+	if c.MaxStaleness == 0 {
+		c.MaxStaleness = DefaultMaxStaleness
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = bus.DefaultPingInterval

@@ -58,6 +58,9 @@ var (
 	// ErrLoaderPanic wraps the value of a panic raised by a loader. The
 	// panic is turned into an error for every caller waiting on that load.
 	ErrLoaderPanic = errors.New("tiercache: loader panicked")
+	// ErrTaggerPanic wraps the value of a panic raised by a keyspace's
+	// tagger (WithTags). The value it was tagging is not stored.
+	ErrTaggerPanic = errors.New("tiercache: tagger panicked")
 )
 
 // ErrInvalidTag is returned (wrapped) for a tag that is empty, too long, not

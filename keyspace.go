@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,8 +61,10 @@ type Keyspace[K Key, V any] struct {
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
-// on c, non-empty, at most MaxKeyspaceName bytes, and free of ':' and
-// whitespace, so that no two keyspaces' Redis keys can collide.
+// on c, non-empty, at most MaxKeyspaceName bytes, and free of ':', '{', '}',
+// glob characters, whitespace and control characters, so that no two
+// keyspaces' Redis keys, nor a value key and a key of the cache's own
+// bookkeeping, can collide (see the package documentation's Key layout).
 //
 // Options add what configuration cannot hold: a tagger (WithTags) and a
 // warmer (WithWarmer).
@@ -137,10 +138,8 @@ func ValidKeyspaceName(name string) error {
 		return fmt.Errorf("%w: empty keyspace name", ErrInvalidConfig)
 	case len(name) > MaxKeyspaceName:
 		return fmt.Errorf("%w: keyspace name longer than %d bytes", ErrInvalidConfig, MaxKeyspaceName)
-	case strings.ContainsAny(name, ": \t\r\n"):
-		return fmt.Errorf("%w: keyspace name %q contains ':' or whitespace", ErrInvalidConfig, name)
 	}
-	return nil
+	return validName("keyspace name", name)
 }
 
 // Name returns the keyspace name.
@@ -220,7 +219,7 @@ func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 		var zero V
 		return zero, ks.notFound(rkey)
 	}
-	v, err := ks.readL2(ctx, key, rkey, ks.snapshot(key))
+	v, _, err := ks.readL2(ctx, key, rkey, ks.snapshot(key))
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			if v, ok := ks.stale(key); ok {
@@ -315,7 +314,7 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens
 	if ks.cachedMissing(key) {
 		return v, ks.notFound(rkey)
 	}
-	v, err = ks.readL2(ctx, key, rkey, g)
+	v, fence, err := ks.readL2(ctx, key, rkey, g)
 	switch {
 	case err == nil:
 		return v, nil
@@ -332,79 +331,77 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens
 		return v, err
 	}
 	if ks.cfg.Lease.Enabled {
-		return ks.leasedLoad(ctx, key, rkey, g, load)
+		return ks.leasedLoad(ctx, key, rkey, g, fence, load)
 	}
-	return ks.loadAndFill(ctx, key, rkey, g, load)
+	return ks.loadAndFill(ctx, key, rkey, g, fence, load)
 }
 
 // loadAndFill calls the loader and fills both tiers with what it returns,
-// a tombstone for ErrNotFound with NegativeTTL.
-func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (V, error) {
+// a tombstone for ErrNotFound with NegativeTTL, fenced by the read that
+// missed.
+func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, load Loader[K, V]) (V, error) {
 	v, delta, err := ks.callLoader(ctx, key, load)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			ks.fillMissing(ctx, key, rkey, g)
+			ks.fillMissing(ctx, key, rkey, g, fence)
 		}
 		return v, err
 	}
-	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, delta}}); err != nil {
+	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta}}); err != nil {
 		return v, err
 	}
 	return v, nil
 }
 
-// loaded is a value a loader returned for key, read under generation g,
-// and how long the load took.
+// loaded is a value a loader returned for key, read under generation g
+// after a read of L2 that returned fence, and how long the load took.
 type loaded[K Key, V any] struct {
 	key   K
 	rkey  string
 	v     V
 	g     gens
+	fence l2.Fence
 	delta time.Duration
 }
 
-// fillTiers stores loaded values in L2 (SET NX, one pipelined round trip)
-// and L1. A value the codec cannot encode fails the call (ErrEncode) and
-// nothing is stored. A key invalidated since its g is skipped: the load may
-// predate a Set or Delete, and storing it could put back what that write
-// replaced. A Delete whose invalidation has not reached this replica yet can
-// still be overtaken (tens of microseconds on loopback, longer while the bus
-// is down); leases (KeyspaceConfig.Lease) close that window. A key SET NX
-// found taken lost to a concurrent write: L1 is left for the next read. An
-// L2 failure is counted and logged, not returned. Tagged values are added to
-// their tag sets before and after the write (see tagWrite).
+// fillTiers stores loaded values in L2 and L1. A value the codec cannot
+// encode fails the call (ErrEncode) and nothing is stored. Each store into
+// Redis is fenced (see l2.Fill): it happens only if no write, delete or
+// invalidation of one of the value's tags touched the key since the read
+// that missed, whichever replica made it and whatever the bus's health, and
+// only if the key is still free; all in one pipelined round trip. A fill
+// refused by a fence is counted in StaleFillsPrevented. Only what Redis
+// stored fills L1, and only if no invalidation of the key reached this
+// replica since g (the fence decides for Redis: an invalidation seen here
+// may be the echo of this replica's own deletion of a corrupt value). An
+// L2 failure is counted, not returned.
 func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) error {
 	now := ks.c.now()
-	fills := make([]l2.Item, 0, len(ps))
+	fills := make([]l2.Fill, 0, len(ps))
 	kept := ps[:0:0] // ps[j] for fills[j]
-	var tags []l2.TagEntry
 	for _, p := range ps {
-		it, t, err := ks.encodeEntry(p.key, p.rkey, p.v, p.delta, now, nil)
+		it, tags, err := ks.encodeEntry(p.key, p.rkey, p.v, p.delta, now, nil)
 		if err != nil {
 			return err
 		}
-		if !ks.unchanged(p.key, p.g) {
-			continue
-		}
-		fills = append(fills, it)
+		fills = append(fills, l2.Fill{Item: it, Fence: p.fence, Tags: ks.tagFill(tags)})
 		kept = append(kept, p)
-		tags = append(tags, t...)
 	}
 	if len(fills) == 0 {
 		return nil
 	}
-	var stored []bool
-	err := ks.tagWrite(ctx, tags, func() (err error) {
-		stored, err = ks.c.store.FillMany(ctx, fills)
-		return err
-	})
+	res, err := ks.c.store.Fill(ctx, fills, ks.c.cfg.Channel)
 	if err != nil {
 		ks.fillFailed(err)
+		return nil
 	}
-	for j, ok := range stored {
-		if ok {
+	for j, r := range res {
+		switch r {
+		case l2.Stored:
 			p := kept[j]
 			ks.fillL1(p.key, p.v, len(fills[j].Value), now, fills[j].TTL, p.delta, p.g)
+		case l2.Fenced, l2.TagFenced:
+			ks.st.staleFills.Add(1)
 		}
 	}
 	return nil
@@ -416,8 +413,12 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 	ks.st.l2Errors.Add(1)
 }
 
-// fillL1 offers v, stored in L2 at now for l2TTL, to L1 under g.
+// fillL1 offers v, which L2 holds from now for l2TTL more, to L1 under g:
+// for the keyspace's L1 TTL, never past l2TTL.
 func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, delta time.Duration, g gens) {
+	if l2TTL <= 0 {
+		return
+	}
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
 	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
@@ -436,17 +437,18 @@ const l1EntryOverhead = 400
 func l1Cost(size int) int64 { return int64(size) + l1EntryOverhead }
 
 // encodeEntry returns the L2 item of v, loaded in delta (0: written, not
-// loaded), as written at now, with its tag entries (the tagger's and extra).
-// A value the codec cannot encode, or a bad tag, is an error.
-func (ks *Keyspace[K, V]) encodeEntry(key K, rkey string, v V, delta time.Duration, now time.Time, extra []string) (l2.Item, []l2.TagEntry, error) {
+// loaded), as written at now, with its tags (the tagger's and extra). A
+// value the codec cannot encode, a bad tag or a panicking tagger is an
+// error.
+func (ks *Keyspace[K, V]) encodeEntry(key K, rkey string, v V, delta time.Duration, now time.Time, extra []string) (l2.Item, tagList, error) {
 	b, err := ks.marshal(v, delta)
 	if err != nil {
-		return l2.Item{}, nil, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
+		return l2.Item{}, tagList{}, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
 	ttl, _ := ks.entryTTL(now)
 	tags, err := ks.tagEntries(key, v, rkey, ttl, extra)
 	if err != nil {
-		return l2.Item{}, nil, err
+		return l2.Item{}, tagList{}, err
 	}
 	return l2.Item{Key: rkey, Value: b, TTL: ttl}, tags, nil
 }
@@ -496,61 +498,66 @@ func guardedLoad[K Key, V, T any](ctx context.Context, ks *Keyspace[K, V], fn fu
 	return v, ks.c.now().Sub(start), err
 }
 
-// readL2 reads key from Redis and, on a hit, fills L1 under generation g.
-// A corrupt or undecodable value is counted, deleted and reported as a miss;
-// a tombstone is a miss wrapping errTombstone (and fills the negative cache),
-// another loader's lease a miss wrapping errLeased.
-func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens) (V, error) {
-	var (
-		v   V
-		b   []byte
-		ttl time.Duration
-		err error
-	)
-	start := time.Now()
-	if ks.cfg.EarlyRefresh > 0 {
-		b, ttl, err = ks.c.store.GetTTL(ctx, rkey)
-	} else {
-		b, err = ks.c.store.Get(ctx, rkey)
-	}
-	ks.st.l2Read.since(ctx, start)
-	if errors.Is(err, l2.ErrMiss) {
-		return v, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
-	}
+// readL2 reads key from Redis and, on a hit, fills L1 under generation g,
+// for no longer than the Redis entry has left. It returns the key's fence
+// for a fill after a miss. A corrupt or undecodable value is counted,
+// deleted and reported as a miss; a tombstone is a miss wrapping
+// errTombstone (and fills the negative cache), another loader's lease a
+// miss wrapping errLeased.
+func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens) (V, l2.Fence, error) {
+	var v V
+	start := ks.c.now()
+	wall := time.Now()
+	e, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
+	ks.st.l2Read.since(ctx, wall)
 	if err != nil {
 		ks.st.l2Errors.Add(1)
-		return v, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
+		return v, l2.Fence{}, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
 	}
-	return ks.fromL2(ctx, key, rkey, b, ttl, g)
+	if !e.Present() {
+		return v, e.Fence, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
+	}
+	v, err = ks.fromL2(ctx, key, rkey, e, start, g)
+	return v, e.Fence, err
 }
 
-// fromL2 decodes b, read from L2 with ttl left to live (0: unknown), and
-// fills L1 (or the negative cache) under g.
-func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, b []byte, ttl time.Duration, g gens) (V, error) {
+// fromL2 decodes e, read from L2 at start, and fills L1 (or the negative
+// cache) under g, for no longer than e has left to live.
+func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.Entry, start time.Time, g gens) (V, error) {
 	var v V
-	if err := ks.decode(ctx, rkey, b, &v); err != nil {
+	if err := ks.decode(ctx, rkey, e, &v); err != nil {
 		if errors.Is(err, errTombstone) {
-			ks.fillNeg(key, ttl, g)
+			ks.fillNeg(key, e.TTL, g)
 		}
 		return v, err
 	}
 	ks.st.l2Hits.Add(1)
-	now := ks.c.now()
-	if ttl <= 0 {
+	ttl := e.TTL
+	if ttl < 0 { // no expiry: not written by tiercache; L1 keeps its own bound
 		ttl = ks.cfg.TTL
 	}
-	delta, _ := codec.Delta(b)
-	ks.fillL1(key, v, len(b), now, ttl, delta, g)
+	delta, _ := codec.Delta(e.Value)
+	ks.fillL1(key, v, len(e.Value), start, ttl, delta, g)
 	return v, nil
 }
 
-// decode decodes an L2 value into v. Tombstones are misses. Values this
-// replica cannot read are counted and are misses; corrupt ones are also
-// deleted (with an invalidation, harmless to peers), while a newer format
-// version or a value over MaxValueSize is left for replicas that can read it.
-func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *V) error {
-	err := ks.codec.Unmarshal(b, v)
-	if err == nil {
+// maxNewerVersion bounds how far beyond codec.Version a value's format
+// version may be and still be left in Redis for newer replicas: the next
+// format only, the one a rolling deploy brings.
+const maxNewerVersion = 1
+
+// decode decodes an L2 entry into v. Tombstones are misses. Values this
+// replica cannot read are counted and are misses. A value is left in Redis
+// for replicas that may read it only when it is plausibly theirs: a format
+// version up to maxNewerVersion newer, or longer than MaxValueSize, and
+// with a TTL (tiercache writes none without). Everything else is deleted as
+// corrupt, if the key still holds it, with an invalidation (harmless to
+// peers), so that no key stays uncacheable.
+func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, e l2.Entry, v *V) error {
+	var err error
+	if e.TooLarge {
+		err = fmt.Errorf("%w: longer than max_value_size %d", codec.ErrTooLarge, ks.cfg.MaxValueSize)
+	} else if err = ks.codec.Unmarshal(e.Value, v); err == nil {
 		return nil
 	}
 	if errors.Is(err, codec.ErrTombstone) {
@@ -560,16 +567,31 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, b []byte, v *
 		return fmt.Errorf("%w: keyspace %q key %q", errLeased, ks.name, rkey)
 	}
 	ks.st.corrupt.Add(1)
-	if errors.Is(err, codec.ErrVersion) || errors.Is(err, codec.ErrTooLarge) {
+	if e.TTL > 0 && (errors.Is(err, codec.ErrTooLarge) || (errors.Is(err, codec.ErrVersion) && newerFormat(e.Value))) {
 		// Another replica may read it (a newer format during a rolling
-		// deploy, or a larger MaxValueSize): a miss here, left in place.
+		// deploy, or a larger MaxValueSize): a miss here, left in place
+		// until its TTL.
 		return fmt.Errorf("%w: keyspace %q key %q: unreadable value: %w", ErrNotFound, ks.name, rkey, err)
 	}
 	ks.corruptLog.log(ks.c.log, "tiercache: corrupt value deleted (later ones of this keyspace at debug; see Stats Corrupt)", "keyspace", ks.name, "key", rkey, "err", err)
 	if msg, merr := ks.message([]string{rkey}); merr == nil {
-		ks.c.store.DeleteAndPublish(ctx, []string{rkey}, ks.c.cfg.Channel, msg)
+		longer := 0
+		if e.TooLarge {
+			longer = ks.cfg.MaxValueSize
+		}
+		ks.c.store.DropUnreadable(ctx, rkey, e.Value, longer, ks.c.cfg.Channel, msg)
 	}
 	return fmt.Errorf("%w: keyspace %q key %q: undecodable value: %w", ErrNotFound, ks.name, rkey, err)
+}
+
+// newerFormat reports whether b's header names a format version from
+// codec.Version+1 to codec.Version+maxNewerVersion.
+func newerFormat(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	ver := int(b[0] >> 5)
+	return ver > codec.Version && ver <= codec.Version+maxNewerVersion
 }
 
 // GetMany returns the values of keys found in L1, in Redis (one pipelined
@@ -616,9 +638,9 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 	if len(miss) == 0 {
 		return out, nil
 	}
-	start := time.Now()
-	vals, err := ks.c.store.GetMany(ctx, rkeys)
-	ks.st.l2Read.since(ctx, start)
+	start, wall := ks.c.now(), time.Now()
+	es, err := ks.c.store.ReadMany(ctx, rkeys, ks.cfg.MaxValueSize, ks.tagVersions())
+	ks.st.l2Read.since(ctx, wall)
 	l2ok := err == nil // no fill against a failing Redis
 	if err != nil {
 		ks.st.l2Errors.Add(1)
@@ -635,12 +657,12 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 			n++
 		}
 		miss, rkeys, gs = miss[:n], rkeys[:n], gs[:n]
-		vals = make([][]byte, n)
+		es = make([]l2.Entry, n)
 	}
 	var toLoad []int // indexes into miss
-	for i, b := range vals {
-		if b != nil {
-			v, err := ks.fromL2(ctx, miss[i], rkeys[i], b, 0, gs[i])
+	for i, e := range es {
+		if e.Present() {
+			v, err := ks.fromL2(ctx, miss[i], rkeys[i], e, start, gs[i])
 			if err == nil {
 				out[miss[i]] = v
 				continue
@@ -655,16 +677,16 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		ks.st.misses.Add(uint64(len(toLoad)))
 		return out, nil
 	}
-	if err := ks.loadMany(ctx, miss, rkeys, gs, toLoad, load, out, l2ok); err != nil {
+	if err := ks.loadMany(ctx, miss, rkeys, gs, es, toLoad, load, out, l2ok); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
 // loadMany loads miss[i] for i in toLoad with one call of load, adds what it
-// found to out and, with fill, fills both tiers with it, key by key as
-// flight does.
-func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, toLoad []int, load BatchLoader[K, V], out map[K]V, fill bool) error {
+// found to out and, with fill, fills both tiers with it, each key fenced by
+// its read es[i], as flight does.
+func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, es []l2.Entry, toLoad []int, load BatchLoader[K, V], out map[K]V, fill bool) error {
 	if !ks.c.flights.enter() {
 		return ErrClosed
 	}
@@ -689,7 +711,7 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 			continue
 		}
 		out[miss[i]] = v
-		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], delta})
+		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta})
 	}
 	if !fill {
 		return nil
@@ -725,7 +747,7 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 		return err
 	}
 	op := l2.Op{Item: it}
-	err = ks.tagWrite(ctx, entries, func() error {
+	err = ks.tagWrite(ctx, entries.entries, func() error {
 		return ks.c.writes.write(ctx, batchKey{ks.name, l2.Slot(ks.c.client, rkey)}, []l2.Op{op}, ks.message, &ks.st)
 	})
 	// Evict after the write: a local fill that snapshotted before this point
@@ -733,7 +755,7 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 	ks.evict(key)
 	ks.st.sets.Add(1)
 	if err != nil {
-		return fmt.Errorf("tiercache: set keyspace %q key %q: %w: %w", ks.name, rkey, ErrNotPublished, err)
+		return notSent(fmt.Sprintf("set keyspace %q key %q", ks.name, rkey), err)
 	}
 	return nil
 }
@@ -762,7 +784,7 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 	ks.evict(keys...)
 	ks.st.deletes.Add(uint64(len(keys)))
 	if err != nil {
-		return fmt.Errorf("tiercache: delete keyspace %q: %w: %w", ks.name, ErrNotPublished, err)
+		return notSent(fmt.Sprintf("delete keyspace %q", ks.name), err)
 	}
 	return nil
 }
@@ -782,6 +804,16 @@ func (ks *Keyspace[K, V]) deleteRedisKeys(ctx context.Context, rkeys []string) e
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// notSent wraps err, the failure of a write described by what: with
+// ErrNotReplicated when Redis applied and published it but too few replicas
+// acknowledged it (Config.WriteReplicaAcks), else with ErrNotPublished.
+func notSent(what string, err error) error {
+	if errors.Is(err, l2.ErrNotReplicated) {
+		return fmt.Errorf("tiercache: %s: %w: %w", what, ErrNotReplicated, err)
+	}
+	return fmt.Errorf("tiercache: %s: %w: %w", what, ErrNotPublished, err)
 }
 
 // Wait blocks until the L1 writes buffered so far have been applied.

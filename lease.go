@@ -93,8 +93,8 @@ func newLeaseToken() string {
 }
 
 // leasedLoad loads key under a lease, or waits for the replica that holds
-// one, after an L2 miss.
-func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (V, error) {
+// one, after an L2 read that missed with fence.
+func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, load Loader[K, V]) (V, error) {
 	var zero V
 	lease, err := codec.Lease(newLeaseToken())
 	if err != nil {
@@ -107,6 +107,7 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 		// Register before looking, so a release between the look and the
 		// wait still wakes this flight.
 		woken, done := ks.leases.wait(msgKey)
+		start := ks.c.now()
 		cur, acquired, err := ks.c.store.Acquire(ctx, rkey, lease, ttl)
 		switch {
 		case err != nil:
@@ -114,27 +115,27 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 			ks.st.l2Errors.Add(1)
 			// Per request: an outage is logged once, by the breaker.
 			ks.c.log.Debug("tiercache: lease failed, loading without one", "keyspace", ks.name, "err", err)
-			return ks.loadAndFill(ctx, key, rkey, g, load)
+			return ks.loadAndFill(ctx, key, rkey, g, fence, load)
 		case acquired:
 			done()
 			ks.st.leases.Add(1)
-			return ks.loadLeased(ctx, key, rkey, g, lease, load)
-		case !codec.IsLease(cur):
+			return ks.loadLeased(ctx, key, rkey, g, fence, lease, load)
+		case !codec.IsLease(cur.Value):
 			done()
 			if waited {
 				ks.st.leaseWaits.Add(1)
 			}
-			v, err := ks.fromL2(ctx, key, rkey, cur, 0, g)
+			v, err := ks.fromL2(ctx, key, rkey, cur, start, g)
 			if err == nil || errors.Is(err, errTombstone) {
 				return v, err
 			}
-			return ks.loadAndFill(ctx, key, rkey, g, load) // unreadable: deleted, or left for others
+			return ks.loadAndFill(ctx, key, rkey, g, fence, load) // unreadable: deleted, or left for others
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
 			done()
 			ks.st.leaseTimeouts.Add(1)
-			return ks.loadAndFill(ctx, key, rkey, g, load)
+			return ks.loadAndFill(ctx, key, rkey, g, fence, load)
 		}
 		poll := time.NewTimer(min(ks.cfg.Lease.Poll, left))
 		select {
@@ -153,52 +154,57 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 // loadLeased runs the loader while holding lease on rkey, then replaces the
 // lease by the value (or a tombstone, with negative caching), or drops it
 // when the loader failed. The replacement happens only if the lease is still
-// there: a write or delete of the key since voided it.
-func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g gens, lease []byte, load Loader[K, V]) (V, error) {
+// there (a write or delete of the key since voided it) and no tag of the
+// value was invalidated since the read that returned fence.
+func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, lease []byte, load Loader[K, V]) (V, error) {
 	v, delta, lerr := ks.callLoader(ctx, key, load)
 	now := ks.c.now()
 	it := l2.Item{Key: rkey} // TTL 0: drop the lease
-	var tags []l2.TagEntry
+	var tags tagList
 	switch {
 	case lerr == nil:
 		var err error
 		if it, tags, err = ks.encodeEntry(key, rkey, v, delta, now, nil); err != nil {
-			ks.releaseLease(ctx, lease, l2.Item{Key: rkey})
+			ks.releaseLease(ctx, l2.Fill{Item: l2.Item{Key: rkey}, Mode: l2.FillLease, Lease: lease})
 			return v, err
 		}
 	case errors.Is(lerr, ErrNotFound) && ks.cfg.NegativeTTL > 0:
 		it = l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}
 	}
-	var stored bool
-	err := ks.tagWrite(ctx, tags, func() (err error) {
-		stored, err = ks.releaseLease(ctx, lease, it)
-		return err
-	})
+	r, err := ks.releaseLease(ctx, l2.Fill{Item: it, Mode: l2.FillLease, Lease: lease, Fence: fence, Tags: ks.tagFill(tags)})
 	if err != nil {
 		ks.fillFailed(err)
 	}
 	switch {
+	case r == l2.TagFenced:
+		ks.st.staleFills.Add(1)
+		// The lease stays until its TTL: drop it, so waiters load.
+		ks.releaseLease(ctx, l2.Fill{Item: l2.Item{Key: rkey}, Mode: l2.FillLease, Lease: lease})
 	case lerr != nil:
-		if stored && it.TTL > 0 {
+		if r == l2.Stored && it.TTL > 0 {
 			ks.fillNeg(key, it.TTL, g)
 		}
 		return v, lerr
-	case stored:
+	case r == l2.Stored:
 		ks.fillL1(key, v, len(it.Value), now, it.TTL, delta, g)
 	}
-	return v, nil
+	return v, lerr
 }
 
-// releaseLease ends lease on it.Key (see l2.Store.Release), publishing the
-// key's invalidation to wake the replicas that wait for it.
-func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, lease []byte, it l2.Item) (bool, error) {
-	msg, err := ks.message([]string{it.Key})
+// releaseLease ends a lease with f (see l2.Fill and l2.FillLease),
+// publishing the key's message to wake the replicas that wait for it.
+func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, f l2.Fill) (l2.FillResult, error) {
+	msg, err := ks.message([]string{f.Key})
 	if err != nil {
-		return false, err
+		return l2.Taken, err
 	}
-	released, err := ks.c.store.Release(ctx, lease, it, ks.c.cfg.Channel, msg)
-	if released {
+	f.Msg = msg
+	res, err := ks.c.store.Fill(ctx, []l2.Fill{f}, ks.c.cfg.Channel)
+	if err != nil {
+		return l2.Taken, err
+	}
+	if res[0] == l2.Stored {
 		ks.st.published.Add(1)
 	}
-	return released, err
+	return res[0], nil
 }

@@ -58,17 +58,6 @@ func (ks *Keyspace[K, V]) snapshot(key K) gens {
 	return gens{main: ks.l1.Snapshot(key), neg: ks.neg.Snapshot(key)}
 }
 
-// unchanged reports whether key saw no invalidation since g was taken. Its
-// callers ask it before a fill: false refuses the fill, counted in
-// KeyspaceStats.StaleFillsPrevented.
-func (ks *Keyspace[K, V]) unchanged(key K, g gens) bool {
-	if ks.l1.Snapshot(key) == g.main {
-		return true
-	}
-	ks.st.staleFills.Add(1)
-	return false
-}
-
 // cachedMissing reports whether L1 holds key as missing (and may be used).
 func (ks *Keyspace[K, V]) cachedMissing(key K) bool {
 	if ks.neg == nil || !ks.c.sub.Healthy() {
@@ -95,18 +84,22 @@ func (ks *Keyspace[K, V]) fillNeg(key K, ttl time.Duration, g gens) {
 }
 
 // fillMissing caches key as missing in both tiers (negative caching), unless
-// it was invalidated since g or NegativeTTL is off. The tombstone is stored
-// with SET NX, so it never replaces a value written meanwhile.
-func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g gens) {
-	if ks.cfg.NegativeTTL <= 0 || !ks.unchanged(key, g) {
+// NegativeTTL is off; L1 only if key was not invalidated here since g. The tombstone is a
+// fenced fill (see fillTiers): it never replaces a value written meanwhile,
+// nor survives a delete made since the read that returned fence.
+func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g gens, fence l2.Fence) {
+	if ks.cfg.NegativeTTL <= 0 {
 		return
 	}
-	stored, err := ks.c.store.Fill(ctx, l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL})
+	res, err := ks.c.store.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}, Fence: fence}}, ks.c.cfg.Channel)
 	if err != nil {
 		ks.fillFailed(err)
 		return
 	}
-	if stored {
+	switch res[0] {
+	case l2.Stored:
 		ks.fillNeg(key, ks.cfg.NegativeTTL, g)
+	case l2.Fenced:
+		ks.st.staleFills.Add(1)
 	}
 }

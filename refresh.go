@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tiercache/tiercache/codec"
+	"github.com/tiercache/tiercache/l2"
 )
 
 // Early refresh (XFetch: Vattani, Chierichetti and Lowenstein, "Optimal
@@ -18,9 +19,9 @@ import (
 // value's L2 expiry, U uniform in (0, 1]: rarely while expiry is far, almost
 // surely in the last few deltas. The refresh runs in the background, one per
 // key at a time in a process; callers keep the current value meanwhile. It
-// rereads the value in L2 first and replaces it only if it is still that
-// value (compare and set, with the invalidation), so a refresh never
-// overwrites a newer write.
+// rereads the value in L2 first, with its fence, and replaces it only if no
+// write of the key happened since (a fenced fill, with the invalidation), so
+// a refresh never overwrites a newer write.
 
 // getOrLoadRefreshing is GetOrLoad with early refresh.
 func (ks *Keyspace[K, V]) getOrLoadRefreshing(ctx context.Context, key K, load Loader[K, V]) (V, error) {
@@ -71,15 +72,15 @@ func (ks *Keyspace[K, V]) refresh(key K, load Loader[K, V]) {
 	}()
 }
 
-// runRefresh loads key again and replaces its L2 value if that is still
-// what it read first.
+// runRefresh loads key again and replaces its L2 value if no write of the
+// key happened since it read it (the fence of that read).
 func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, load Loader[K, V]) error {
-	old, err := ks.c.store.Get(ctx, rkey)
+	old, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
 	if err != nil {
-		return err // a miss too: the next GetOrLoad loads it
+		return err
 	}
-	if codec.IsTombstone(old) || codec.IsLease(old) {
-		return errors.New("not a value")
+	if old.Value == nil || codec.IsTombstone(old.Value) || codec.IsLease(old.Value) {
+		return errors.New("not a value") // the next GetOrLoad loads it
 	}
 	v, delta, err := ks.callLoader(ctx, key, load)
 	if err != nil {
@@ -89,21 +90,24 @@ func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, lo
 	if err != nil {
 		return err
 	}
-	var replaced bool
-	err = ks.tagWrite(ctx, tags, func() (err error) {
-		// Release is compare-and-set: old plays the lease.
-		replaced, err = ks.releaseLease(ctx, old, it)
+	msg, err := ks.message([]string{rkey})
+	if err != nil {
 		return err
-	})
+	}
+	res, err := ks.c.store.Fill(ctx, []l2.Fill{{Item: it, Mode: l2.FillReplace, Fence: old.Fence, Tags: ks.tagFill(tags), Msg: msg}}, ks.c.cfg.Channel)
 	if err != nil {
 		ks.fillFailed(err)
 		return err
 	}
-	if replaced {
+	switch res[0] {
+	case l2.Stored:
 		// Evict here too, not only on the echo: the stale entry would
 		// start another refresh before its invalidation arrives.
 		ks.evict(key)
+		ks.st.published.Add(1)
 		ks.st.refreshes.Add(1)
+	case l2.Fenced, l2.TagFenced:
+		ks.st.staleFills.Add(1)
 	}
 	return nil
 }

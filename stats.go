@@ -74,7 +74,7 @@ type KeyspaceStats struct {
 	Coalesced           uint64 `json:"coalesced"`             // writes that joined another write's script and invalidation
 	Invalidations       uint64 `json:"invalidations"`         // keys evicted by invalidations from the bus
 	Flushes             uint64 `json:"flushes"`               // whole-L1 flushes (bus resets, flush messages)
-	StaleFillsPrevented uint64 `json:"stale_fills_prevented"` // fills refused because their key was invalidated or L1 flushed while they loaded
+	StaleFillsPrevented uint64 `json:"stale_fills_prevented"` // fills Redis refused: a write, delete or tag invalidation came after the read that missed
 	NegativeHits        uint64 `json:"negative_hits"`         // reads answered not-found from the negative cache in L1
 	Leases              uint64 `json:"leases"`                // leases taken to load a key (KeyspaceConfig.Lease)
 	LeaseWaits          uint64 `json:"lease_waits"`           // loads avoided: another replica's lease delivered the value

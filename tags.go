@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -55,30 +56,81 @@ func ValidTag(tag string) error {
 	return nil
 }
 
+// tagVersionsKept is how long a tag's version outlives its invalidation in
+// the keyspace's tag version set: a load that takes longer than this is
+// not stored in Redis if any tag of its keyspace was invalidated meanwhile.
+const tagVersionsKept = 10 * time.Minute
+
+// tagList is the tags of one value: their names and their entries in the
+// tag sets, one per name.
+type tagList struct {
+	names   []string
+	entries []l2.TagEntry
+}
+
+// tagVersions returns the Redis key of the keyspace's tag version set
+// (see l2.Store.BumpTags), or "" when the keyspace has no tagger: only
+// loaded values carry the tagger's tags, so only they need the tag fence.
+func (ks *Keyspace[K, V]) tagVersions() string {
+	if ks.opts.tags == nil {
+		return ""
+	}
+	return ks.c.cfg.Namespace + "::tagv:{" + ks.name + "}"
+}
+
+// tagFill returns the tag fence of a fill of a value carrying tags, or nil.
+func (ks *Keyspace[K, V]) tagFill(tags tagList) *l2.TagFill {
+	if len(tags.names) == 0 {
+		return nil
+	}
+	return &l2.TagFill{Versions: ks.tagVersions(), Names: tags.names, Entries: tags.entries, Slack: tagSlack}
+}
+
 // tagSet returns the Redis key of tag's set; the pending set of an
 // invalidation shares its hash tag, and so its slot.
 func (ks *Keyspace[K, V]) tagSet(tag string) string {
 	return ks.c.cfg.Namespace + "::tag:{" + ks.name + ":" + tag + "}"
 }
 
-// tagEntries returns the tag set entries of v, stored under rkey for ttl:
-// the keyspace tagger's tags and extra, validated.
-func (ks *Keyspace[K, V]) tagEntries(key K, v V, rkey string, ttl time.Duration, extra []string) ([]l2.TagEntry, error) {
+// tagEntries returns the tags of v, stored under rkey for ttl: the
+// keyspace tagger's tags and extra, validated, each once. A panicking
+// tagger is an error wrapping ErrTaggerPanic.
+func (ks *Keyspace[K, V]) tagEntries(key K, v V, rkey string, ttl time.Duration, extra []string) (tagList, error) {
 	tags := extra
 	if ks.opts.tags != nil {
-		tags = append(ks.opts.tags(key, v), extra...)
+		mine, err := ks.callTagger(key, v)
+		if err != nil {
+			return tagList{}, err
+		}
+		tags = append(mine, extra...)
 	}
 	if len(tags) == 0 {
-		return nil, nil
+		return tagList{}, nil
 	}
-	out := make([]l2.TagEntry, 0, len(tags))
+	out := tagList{names: make([]string, 0, len(tags)), entries: make([]l2.TagEntry, 0, len(tags))}
 	for _, t := range tags {
 		if err := ValidTag(t); err != nil {
-			return nil, fmt.Errorf("keyspace %q key %q: %w", ks.name, rkey, err)
+			return tagList{}, fmt.Errorf("keyspace %q key %q: %w", ks.name, rkey, err)
 		}
-		out = append(out, l2.TagEntry{Set: ks.tagSet(t), Member: rkey, TTL: ttl})
+		if slices.Contains(out.names, t) {
+			continue
+		}
+		out.names = append(out.names, t)
+		out.entries = append(out.entries, l2.TagEntry{Set: ks.tagSet(t), Member: rkey, TTL: ttl})
 	}
 	return out, nil
+}
+
+// callTagger calls the keyspace's tagger, turning a panic into an error
+// wrapping ErrTaggerPanic: a tagger runs inside shared load flights,
+// refreshes and lease releases, where a panic would end the process.
+func (ks *Keyspace[K, V]) callTagger(key K, v V) (tags []string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: keyspace %q: %v", ErrTaggerPanic, ks.name, r)
+		}
+	}()
+	return ks.opts.tags(key, v), nil
 }
 
 // tagWrite runs write between two adds of entries to their tag sets; with
@@ -123,13 +175,21 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 			// them all, so that it does not serve what it failed to
 			// invalidate.
 			ks.flush()
-			return fmt.Errorf("tiercache: keyspace %q: invalidate tag %q: %w: %w", ks.name, t, ErrNotPublished, err)
+			return notSent(fmt.Sprintf("keyspace %q: invalidate tag %q", ks.name, t), err)
 		}
 	}
 	return nil
 }
 
 func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
+	// New versions first: every load of a value with the tag that read
+	// Redis before this is refused when it fills (see l2.Fill), and every
+	// one that filled before is in the set taken below.
+	if v := ks.tagVersions(); v != "" {
+		if err := ks.c.store.BumpTags(ctx, v, []string{tag}, max(tagVersionsKept, 2*ks.cfg.LoadTimeout)); err != nil {
+			return err
+		}
+	}
 	set := ks.tagSet(tag)
 	pending := set + ":pending"
 	n, err := ks.c.store.TakeTag(ctx, set, pending)

@@ -17,7 +17,7 @@ import (
 // Write-behind.
 //
 // WriteBehind stores a value in the cache and records the write in a Redis
-// Stream, "<namespace>:wb:{<keyspace>}", in one atomic script (outside a
+// Stream, "<namespace>::wb:{<keyspace>}", in one atomic script (outside a
 // Cluster). Every replica runs a flusher for the keyspace: a consumer,
 // named by the Cache's InstanceID, of the stream's group "tiercache", so
 // that the replicas share the records, each read by one of them. A flusher
@@ -211,6 +211,14 @@ func (ks *Keyspace[K, V]) WriteBehindStats() WriteBehindStats {
 	}
 }
 
+// writeBehindKey returns the Redis key of the keyspace's write-behind
+// stream, "<namespace>::wb:{<keyspace>}"; its dead letters, latest-record
+// hash and flight markers are that key followed by ":dead", ":last" and
+// ":flight:<key>".
+func (ks *Keyspace[K, V]) writeBehindKey() string {
+	return ks.c.cfg.Namespace + "::wb:{" + ks.name + "}"
+}
+
 // startWriteBehind sets up write-behind when the keyspace has a BatchWriter
 // (WithWriteBehind): its stream, and its flusher as a job of the Cache.
 // Without one it does nothing.
@@ -218,7 +226,7 @@ func (ks *Keyspace[K, V]) startWriteBehind() error {
 	if ks.opts.batchWriter == nil {
 		return nil
 	}
-	st, err := l2.NewStream(ks.c.cfg.Namespace+":wb:{"+ks.name+"}", writeBehindGroup)
+	st, err := l2.NewStream(ks.writeBehindKey(), writeBehindGroup)
 	if err != nil {
 		return fmt.Errorf("%w: keyspace %q: write-behind: %w", ErrInvalidConfig, ks.name, err)
 	}
@@ -279,7 +287,7 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 	rk := rkey[len(ks.prefix):]
 	together := l2.Slot(ks.c.client, rkey) == l2.Slot(ks.c.client, wb.stream.Key())
 	var recorded, cached bool
-	err = ks.tagWrite(ctx, tags, func() error {
+	err = ks.tagWrite(ctx, tags.entries, func() error {
 		if together {
 			msg, err := ks.message([]string{rkey})
 			if err != nil {
@@ -312,6 +320,8 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, l2.ErrNotReplicated):
+		return notSent(fmt.Sprintf("write-behind keyspace %q key %q", ks.name, rkey), err)
 	case !recorded:
 		return fmt.Errorf("tiercache: write-behind keyspace %q key %q: not recorded: %w: %w", ks.name, rkey, ErrNotPublished, err)
 	case !cached:

@@ -54,7 +54,7 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	if err != nil {
 		return err
 	}
-	marker := ks.c.cfg.Namespace + "::wt:" + rkey[len(ks.c.cfg.Namespace)+1:]
+	marker := ks.writeMarker(rkey)
 	cluster := isCluster(ks.c.client)
 	var begun bool
 	if !cluster {
@@ -76,7 +76,7 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	if !begun {
 		return ks.dropAfterWrite(cctx, key, rkey, errors.New("write not guarded against overlapping writes"), cluster)
 	}
-	err = ks.tagWrite(cctx, entries, func() error {
+	err = ks.tagWrite(cctx, entries.entries, func() error {
 		_, err := ks.c.store.EndWrite(cctx, marker, it, ks.c.cfg.Channel, msg)
 		if err == nil {
 			ks.st.published.Add(1)
@@ -84,10 +84,21 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 		return err
 	})
 	ks.st.sets.Add(1)
-	if err != nil {
+	switch {
+	case errors.Is(err, l2.ErrNotReplicated):
+		// Stored and published: only its durability is in doubt.
+		return notSent(fmt.Sprintf("write keyspace %q key %q", ks.name, rkey), err)
+	case err != nil:
 		return ks.dropAfterWrite(cctx, key, rkey, err, false)
 	}
 	return nil
+}
+
+// writeMarker returns the Redis key that counts the write-through writes of
+// rkey in flight: "<namespace>::wt:<keyspace>:<key>", which shares rkey's
+// hash tag when it has one.
+func (ks *Keyspace[K, V]) writeMarker(rkey string) string {
+	return ks.c.cfg.Namespace + "::wt:" + rkey[len(ks.c.cfg.Namespace)+1:]
 }
 
 // guardWriter runs fn, a call of a user's Writer, BatchWriter or

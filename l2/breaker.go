@@ -256,6 +256,8 @@ func classify(ctx context.Context, err error) outcome {
 		return neutral // the caller gave up; its own budget is not Redis's fault
 	case errors.Is(err, ErrInvalid):
 		return neutral
+	case errors.Is(err, ErrNotReplicated):
+		return success // the master answered; its replicas are not the breaker's business
 	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,15 @@ type Options struct {
 	// Breaker configures the circuit breaker every call goes through; the
 	// zero value is the default breaker (see BreakerOptions).
 	Breaker BreakerOptions
+	// FencePrefix prefixes the fences of hash slots that every write moves
+	// and every fill checks (see Fill). Empty means DefaultFencePrefix. Give
+	// each namespace of keys its own.
+	FencePrefix string
+	// ReplicaAcks makes every write script wait, in the same round trip,
+	// until this many replicas acknowledged it (WAIT, bounded by the rest of
+	// the write budget), and fail with ErrNotReplicated when fewer did.
+	// Zero: writes return once the server applied them.
+	ReplicaAcks int
 }
 
 // Item is one value to store.
@@ -74,16 +84,21 @@ type Store struct {
 	readTimeout  time.Duration // < 0: no budget of its own
 	writeTimeout time.Duration // < 0: no budget of its own
 	brk          *breaker      // nil: off
+	fencePrefix  string
+	replicaAcks  int
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
 	writeScript  *redis.Script // SETs and DELs, then PUBLISH
 
-	acquireScript, releaseScript *redis.Script // leases
+	acquireScript *redis.Script // leases
 	tagScript, untagScript       *redis.Script // tag sets
 
 	beginWriteScript, endWriteScript *redis.Script // write-through
 
 	incrScript, takeCountsScript, claimCountsScript *redis.Script // counters
+
+	fillScript, tagCheckScript, bumpTagsScript *redis.Script // fenced fills, tag versions
+	dropUnreadableScript                       *redis.Script
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -92,19 +107,24 @@ type Store struct {
 // before it changes anything, where a write made first would stay, with no
 // replica told of it.
 
-// setAndPublishSrc publishes ARGV[4] on channel ARGV[3], then sets KEYS[1]
-// to ARGV[1] for ARGV[2] milliseconds. It returns the number of receivers.
-const setAndPublishSrc = `local n = redis.call('PUBLISH', ARGV[3], ARGV[4])
+// setAndPublishSrc publishes ARGV[4] on channel ARGV[3], moves the fence
+// KEYS[2], then sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds. It
+// returns the number of receivers.
+const setAndPublishSrc = fenceLua + `local n = redis.call('PUBLISH', ARGV[3], ARGV[4])
+bump(KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return n`
 
-// deleteAndPublishSrc publishes ARGV[2] on channel ARGV[1], then deletes
-// every key of KEYS, and returns the number of keys deleted. It deletes in
-// chunks because unpack fails on a few thousand values.
-const deleteAndPublishSrc = `redis.call('PUBLISH', ARGV[1], ARGV[2])
+// deleteAndPublishSrc publishes ARGV[2] on channel ARGV[1], moves the
+// fences KEYS[ARGV[3]+1..], then deletes the ARGV[3] keys before them, and
+// returns the number of keys deleted. It deletes in chunks because unpack
+// fails on a few thousand values.
+const deleteAndPublishSrc = fenceLua + `redis.call('PUBLISH', ARGV[1], ARGV[2])
+local k = tonumber(ARGV[3])
+for i = k + 1, #KEYS do bump(KEYS[i]) end
 local n = 0
-for i = 1, #KEYS, 1000 do
-  n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, #KEYS)))
+for i = 1, k, 1000 do
+  n = n + redis.call('DEL', unpack(KEYS, i, math.min(i + 999, k)))
 end
 return n`
 
@@ -113,16 +133,23 @@ func New(c Client, opts Options) (*Store, error) {
 	if isNil(c) {
 		return nil, fmt.Errorf("l2 new: nil client: %w", ErrInvalid)
 	}
+	if opts.ReplicaAcks < 0 {
+		return nil, fmt.Errorf("l2 new: negative replica acks %d: %w", opts.ReplicaAcks, ErrInvalid)
+	}
+	if opts.FencePrefix == "" {
+		opts.FencePrefix = DefaultFencePrefix
+	}
 	s := &Store{
 		c:            c,
 		readTimeout:  opts.ReadTimeout,
 		writeTimeout: opts.WriteTimeout,
+		fencePrefix:  opts.FencePrefix,
+		replicaAcks:  opts.ReplicaAcks,
 		setScript:    redis.NewScript(setAndPublishSrc),
 		delScript:    redis.NewScript(deleteAndPublishSrc),
 		writeScript:  redis.NewScript(writeAndPublishSrc),
 
 		acquireScript: redis.NewScript(acquireSrc),
-		releaseScript: redis.NewScript(releaseSrc),
 		tagScript:     redis.NewScript(tagSrc),
 		untagScript:   redis.NewScript(untagSrc),
 
@@ -132,6 +159,12 @@ func New(c Client, opts Options) (*Store, error) {
 		incrScript:        redis.NewScript(incrSrc),
 		takeCountsScript:  redis.NewScript(takeCountsSrc),
 		claimCountsScript: redis.NewScript(claimCountsSrc),
+
+		fillScript:     redis.NewScript(fillSrc),
+		tagCheckScript: redis.NewScript(tagCheckSrc),
+		bumpTagsScript: redis.NewScript(bumpTagsSrc),
+
+		dropUnreadableScript: redis.NewScript(dropUnreadableSrc),
 	}
 	var err error
 	if s.brk, err = newBreaker(opts.Breaker); err != nil {
@@ -244,67 +277,6 @@ func (s *Store) GetMany(ctx context.Context, keys []string) ([][]byte, error) {
 	return vals, nil
 }
 
-// Fill stores it only if its key is absent (SET key value PX ttl NX) and
-// reports whether it stored. A cache fill after a load uses it, so that it
-// never overwrites a value written concurrently by SetAndPublish.
-func (s *Store) Fill(ctx context.Context, it Item) (bool, error) {
-	if !s.usable() {
-		return false, fmt.Errorf("l2 fill %q: %w", it.Key, errNoStore)
-	}
-	if err := it.validate(); err != nil {
-		return false, fmt.Errorf("l2 fill: %w", err)
-	}
-	stored, err := s.setNX(ctx, []Item{it}, "l2 fill")
-	if err != nil {
-		return false, err
-	}
-	return stored[0], nil
-}
-
-// FillMany is Fill for several items in one pipelined round trip (one per
-// node on a Cluster). Each item is stored only if its key is absent;
-// stored[i] reports whether items[i] was. Every item is validated before
-// anything is sent. It returns an error when a SET fails, wrapping the first
-// failure. No items return nil, nil without a round trip.
-func (s *Store) FillMany(ctx context.Context, items []Item) (stored []bool, err error) {
-	if !s.usable() {
-		return nil, fmt.Errorf("l2 fill many: %w", errNoStore)
-	}
-	if len(items) == 0 {
-		return nil, nil
-	}
-	for i := range items {
-		if err := items[i].validate(); err != nil {
-			return nil, fmt.Errorf("l2 fill many: item %d of %d: %w", i, len(items), err)
-		}
-	}
-	return s.setNX(ctx, items, "l2 fill many")
-}
-
-// setNX sends SET key value PX ttl NX for every item in one pipelined round
-// trip and reports which were stored. op names the call in errors.
-func (s *Store) setNX(ctx context.Context, items []Item, op string) ([]bool, error) {
-	var cmds []redis.Cmder
-	err := s.call(ctx, s.writeTimeout, op, items[0].Key, len(items), func(ctx context.Context) (err error) {
-		cmds, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i := range items {
-				it := &items[i]
-				p.Do(ctx, "set", it.Key, it.Value, "px", pxMillis(it.TTL), "nx")
-			}
-			return nil
-		})
-		return firstReal(cmds, err, len(items))
-	})
-	if err != nil {
-		return nil, err
-	}
-	stored := make([]bool, len(cmds))
-	for i, cmd := range cmds {
-		stored[i] = cmd.Err() == nil // redis.Nil: the key existed
-	}
-	return stored, nil
-}
-
 // SetAndPublish stores it whether or not its key exists (SET key value PX
 // ttl) and publishes msg on channel, atomically and in one round trip (two
 // when the server does not have the script yet: see the package
@@ -326,7 +298,7 @@ func (s *Store) SetAndPublish(ctx context.Context, it Item, channel string, msg 
 		return fmt.Errorf("l2 set and publish %q: %w", it.Key, err)
 	}
 	return s.call(ctx, s.writeTimeout, "l2 set and publish", it.Key, 1, func(ctx context.Context) error {
-		return s.setScript.Run(ctx, s.c, keys, it.Value, pxMillis(it.TTL), channel, msg).Err()
+		return s.run(ctx, s.setScript, []string{it.Key, s.FenceKey(it.Key)}, it.Value, pxMillis(it.TTL), channel, msg).Err()
 	})
 }
 
@@ -359,7 +331,7 @@ func (s *Store) DeleteAndPublish(ctx context.Context, keys []string, channel str
 	}
 	var n int64
 	err := s.call(ctx, s.writeTimeout, "l2 delete and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
-		n, err = s.delScript.Run(ctx, s.c, keys, channel, msg).Int64()
+		n, err = s.run(ctx, s.delScript, append(slices.Clip(keys), s.fenceKeys(keys)...), channel, msg, len(keys)).Int64()
 		return err
 	})
 	if err != nil {
@@ -467,32 +439,4 @@ func failed(ctx, cctx context.Context, own bool, d time.Duration, what string, e
 		return fmt.Errorf("%s: budget %v used up: %w", what, d, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
-}
-
-// GetTTL is Get that also returns how long the key has left to live (PTTL),
-// in the same round trip; the TTL is 0 when the key has none.
-func (s *Store) GetTTL(ctx context.Context, key string) ([]byte, time.Duration, error) {
-	if !s.usable() {
-		return nil, 0, fmt.Errorf("l2 get ttl %q: %w", key, errNoStore)
-	}
-	var (
-		get *redis.StringCmd
-		ttl *redis.DurationCmd
-	)
-	err := s.call(ctx, s.readTimeout, "l2 get ttl", key, 1, func(ctx context.Context) error {
-		cmds, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			get = p.Get(ctx, key)
-			ttl = p.PTTL(ctx, key)
-			return nil
-		})
-		return firstReal(cmds, err, 2)
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	b, err := get.Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, 0, ErrMiss
-	}
-	return b, max(ttl.Val(), 0), nil
 }

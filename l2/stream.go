@@ -151,12 +151,14 @@ func splitID(id string) (ms, seq uint64) {
 // recordAndSetSrc records a write and stores its value, after publishing
 // its invalidation: it publishes ARGV[4] on channel ARGV[3] (first: see
 // setAndPublishSrc), adds the record (key ARGV[5], value ARGV[1]) to the
-// stream KEYS[2], makes it its key's latest in the last hash KEYS[3], then
+// stream KEYS[2], makes it its key's latest in the last hash KEYS[3], moves
+// the fence KEYS[4], then
 // sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds, and returns the
 // record's id. The record comes before the SET: a stream refused (an ACL
 // without XADD, a key of another type) stops the script before the cache
 // holds a value no record will bring to the source.
-const recordAndSetSrc = `redis.call('PUBLISH', ARGV[3], ARGV[4])
+const recordAndSetSrc = fenceLua + `redis.call('PUBLISH', ARGV[3], ARGV[4])
+bump(KEYS[4])
 local id = redis.call('XADD', KEYS[2], '*', 'key', ARGV[5], 'value', ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[5], id)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -365,7 +367,7 @@ func (s *Store) RecordAndSet(ctx context.Context, st *Stream, key string, it Ite
 	}
 	var id string
 	err := s.call(ctx, s.writeTimeout, "l2 record and set", it.Key, 1, func(ctx context.Context) (err error) {
-		id, err = st.recordAndSet.Run(ctx, s.c, keys, it.Value, pxMillis(it.TTL), channel, msg, key).Text()
+		id, err = s.run(ctx, st.recordAndSet, append(keys, s.FenceKey(it.Key)), it.Value, pxMillis(it.TTL), channel, msg, key).Text()
 		return err
 	})
 	return id, err
@@ -380,7 +382,7 @@ func (s *Store) Record(ctx context.Context, st *Stream, key string, value []byte
 	}
 	var id string
 	err := s.call(ctx, s.writeTimeout, "l2 record", st.key, 1, func(ctx context.Context) (err error) {
-		id, err = st.record.Run(ctx, s.c, []string{st.key, st.last}, key, value).Text()
+		id, err = s.run(ctx, st.record, []string{st.key, st.last}, key, value).Text()
 		return err
 	})
 	return id, err

@@ -15,23 +15,24 @@ import (
 // its latest score, so the bookkeeping of expired values does not outlive
 // them.
 
+// tagLua defines addTag(set, member, ttl, slack): it adds member to the
+// tag set, scored now + ttl + slack milliseconds (never lowering its
+// score), drops members past their score and extends the set's TTL to its
+// latest score.
+const tagLua = `local function addTag(set, member, ttl, slack)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local exp = now + tonumber(ttl) + tonumber(slack)
+  redis.call('ZADD', set, 'GT', exp, member)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  if redis.call('PTTL', set) < exp - now then redis.call('PEXPIRE', set, exp - now) end
+end
+`
+
 // tagSrc adds the members ARGV[2], ARGV[4], ... to the tag set KEYS[1],
-// scored now + the TTL in milliseconds that follows each (ARGV[3], ...) +
-// the slack ARGV[1], never lowering a member's score; then drops members
-// past their score and extends the set's TTL to its latest score.
-const tagSrc = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local slack = tonumber(ARGV[1])
-local far = 0
-for i = 2, #ARGV, 2 do
-  local exp = now + tonumber(ARGV[i + 1]) + slack
-  redis.call('ZADD', KEYS[1], 'GT', exp, ARGV[i])
-  if exp > far then far = exp end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('PTTL', KEYS[1]) < far - now then
-  redis.call('PEXPIRE', KEYS[1], far - now)
-end
+// each for the TTL in milliseconds that follows it (ARGV[3], ...) plus the
+// slack ARGV[1] (see addTag).
+const tagSrc = tagLua + `for i = 2, #ARGV, 2 do addTag(KEYS[1], ARGV[i], ARGV[i + 1], ARGV[1]) end
 return 0`
 
 // untagSrc moves the tag set KEYS[1] into its pending set KEYS[2], merging

@@ -3,6 +3,7 @@ package l2
 import (
 	"context"
 	"fmt"
+	"slices"
 )
 
 // Op is one write of WriteAndPublish: a SET of Item, or a DEL of Item.Key
@@ -12,20 +13,23 @@ type Op struct {
 	Delete bool
 }
 
-// writeAndPublishSrc applies one op per key, in order: ARGV[2i-1] is the
-// value and ARGV[2i] the TTL in milliseconds of KEYS[i], or "" and "" for a
-// DEL, after the PUBLISH of ARGV[#ARGV] on channel ARGV[#ARGV-1] (see
-// setAndPublishSrc for why first). Each op runs under pcall, so that one
-// refused op does not stop the others. It returns, per op, 1 or the error
-// message.
-const writeAndPublishSrc = `redis.call('PUBLISH', ARGV[#ARGV-1], ARGV[#ARGV])
+// writeAndPublishSrc applies one op per key, in order, after the PUBLISH
+// of ARGV[2] on channel ARGV[1] (see setAndPublishSrc for why first) and
+// after moving the fences: ARGV[3] is the number of ops, the keys after
+// them in KEYS are their fences, and ARGV[2+2i] and ARGV[3+2i] are the
+// value and the TTL in milliseconds of KEYS[i], or "" and "" for a DEL.
+// Each op runs under pcall, so that one refused op does not stop the
+// others. It returns, per op, 1 or the error message.
+const writeAndPublishSrc = fenceLua + `redis.call('PUBLISH', ARGV[1], ARGV[2])
+local k = tonumber(ARGV[3])
+for i = k + 1, #KEYS do bump(KEYS[i]) end
 local res = {}
-for i = 1, #KEYS do
+for i = 1, k do
   local r
-  if ARGV[2*i] == '' then
+  if ARGV[3 + 2*i] == '' then
     r = redis.pcall('DEL', KEYS[i])
   else
-    r = redis.pcall('SET', KEYS[i], ARGV[2*i-1], 'PX', ARGV[2*i])
+    r = redis.pcall('SET', KEYS[i], ARGV[2 + 2*i], 'PX', ARGV[3 + 2*i])
   end
   if type(r) == 'table' and r.err then res[i] = r.err else res[i] = 1 end
 end
@@ -54,7 +58,7 @@ func (s *Store) WriteAndPublish(ctx context.Context, ops []Op, channel string, m
 		return nil, fmt.Errorf("l2 write and publish: no ops: %w", ErrInvalid)
 	}
 	keys := make([]string, len(ops))
-	args := make([]any, 0, 2*len(ops)+2)
+	args := make([]any, 3, 2*len(ops)+3)
 	for i := range ops {
 		op := &ops[i]
 		if op.Delete {
@@ -77,10 +81,11 @@ func (s *Store) WriteAndPublish(ctx context.Context, ops []Op, channel string, m
 	if err := scriptable(s.c, keys); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	args = append(args, channel, msg)
+	args[0], args[1], args[2] = channel, msg, len(ops)
+	all := append(slices.Clip(keys), s.fenceKeys(keys)...)
 	var res []any
 	err = s.call(ctx, s.writeTimeout, "l2 write and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
-		res, err = s.writeScript.Run(ctx, s.c, keys, args...).Slice()
+		res, err = s.run(ctx, s.writeScript, all, args...).Slice()
 		return err
 	})
 	if err != nil {

@@ -24,15 +24,17 @@ return n`
 
 // endWriteSrc ends a write counted on the marker KEYS[2] for the value key
 // KEYS[1]: it publishes ARGV[4] on channel ARGV[3] (first: see
-// setAndPublishSrc), then sets KEYS[1] to ARGV[1] for ARGV[2] milliseconds
+// setAndPublishSrc) and moves the fence KEYS[3], then sets KEYS[1] to
+// ARGV[1] for ARGV[2] milliseconds
 // if no write overlapped (returns 1), or deletes it (returns 0). With
 // ARGV[2] "0" the write failed at the source: it only uncounts it and
 // returns -1.
-const endWriteSrc = `local n = redis.call('HINCRBY', KEYS[2], 'n', -1)
+const endWriteSrc = fenceLua + `local n = redis.call('HINCRBY', KEYS[2], 'n', -1)
 local dirty = redis.call('HGET', KEYS[2], 'dirty')
 if n <= 0 then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == '0' then return -1 end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
+bump(KEYS[3])
 if dirty then
   redis.call('DEL', KEYS[1])
   return 0
@@ -88,7 +90,7 @@ func (s *Store) EndWrite(ctx context.Context, marker string, it Item, channel st
 	}
 	var n int64
 	err = s.call(ctx, s.writeTimeout, "l2 end write", it.Key, 1, func(ctx context.Context) (err error) {
-		n, err = s.endWriteScript.Run(ctx, s.c, keys, it.Value, ttl, channel, msg).Int64()
+		n, err = s.run(ctx, s.endWriteScript, append(keys, s.FenceKey(it.Key)), it.Value, ttl, channel, msg).Int64()
 		return err
 	})
 	return n == 1, err
