@@ -316,8 +316,8 @@ func (r FillResult) String() string {
 // since the read that missed. KEYS[2] is the key's fence; with tags,
 // KEYS[3] is the keyspace's tag version set and KEYS[4..] the tag sets.
 // ARGV: 1 value, 2 TTL in ms ('0' drops a lease), 3 mode ('nx', 'set' or
-// 'lease'), 4 the fence read ('' for none) or the lease, 5 channel ('' to
-// publish nothing), 6 message, 7 tag epoch read ('' for none), 8 tag set
+// 'lease'), 4 the fence read (” for none) or the lease, 5 channel (” to
+// publish nothing), 6 message, 7 tag epoch read (” for none), 8 tag set
 // slack in ms, 9.. the tags, one per tag set. It returns 1 stored, 0 key
 // taken or lease gone, -1 fence moved, -2 tag invalidated.
 const fillSrc = tagLua + `local mode = ARGV[3]
@@ -346,7 +346,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`
 
 // tagCheckSrc checks, on a Cluster, that no tag ARGV[2..] of the tag
-// version set KEYS[1] has a version above the epoch ARGV[1] ('' for none)
+// version set KEYS[1] has a version above the epoch ARGV[1] (” for none)
 // and that no trim dropped one: 1 when none has, else 0.
 const tagCheckSrc = `local seen = tonumber(ARGV[1])
 for i = 2, #ARGV do
@@ -568,7 +568,7 @@ func millisUp(d time.Duration) int64 {
 // bumpTagsSrc gives every tag ARGV[2..] a new version in the tag version
 // set KEYS[1]: one above the set's highest, or the server's time in
 // microseconds if that is higher. Versions older than ARGV[1] milliseconds
-// are dropped; the highest dropped one stays as the member '' (a fill that
+// are dropped; the highest dropped one stays as the member ” (a fill that
 // read an epoch below it is refused: it cannot see what was dropped). The
 // set never expires: it holds what was invalidated within ARGV[1]. It
 // returns the new version.

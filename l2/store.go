@@ -90,8 +90,8 @@ type Store struct {
 	delScript    *redis.Script // DEL keys, then PUBLISH
 	writeScript  *redis.Script // SETs and DELs, then PUBLISH
 
-	acquireScript *redis.Script // leases
-	tagScript, untagScript       *redis.Script // tag sets
+	acquireScript          *redis.Script // leases
+	tagScript, untagScript *redis.Script // tag sets
 
 	beginWriteScript, endWriteScript *redis.Script // write-through
 
