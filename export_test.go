@@ -44,3 +44,35 @@ func WriteBehindRecordIDs[K Key](ctx context.Context) map[K]string { return reco
 func WithBeatHook(fn func(error)) Option {
 	return func(c *Cache) { c.onBeat = fn }
 }
+
+// L1Deadline returns until when L1 serves key (the Fresh of its entry's
+// meta) and whether L1 holds it. Call ks.Wait first.
+func L1Deadline[K Key, V any](ks *Keyspace[K, V], key K) (time.Time, bool) {
+	_, m, ok := ks.l1.GetMeta(key)
+	return m.Fresh, ok
+}
+
+// NegativeDeadline returns until when the negative cache holds key as
+// missing, and whether it does. Call ks.Wait first.
+func NegativeDeadline[K Key, V any](ks *Keyspace[K, V], key K) (time.Time, bool) {
+	ks.neg.Wait()
+	_, m, ok := ks.neg.GetMeta(key)
+	return m.Fresh, ok
+}
+
+// BookkeepingKeys returns every Redis key of ks's own bookkeeping that the
+// keys, tag and replica id given can produce: write-behind, write-through,
+// tags, counters, fences and presence.
+func BookkeepingKeys[K Key, V any](ks *Keyspace[K, V], key K, tag, id string) []string {
+	rkey := ks.RedisKey(key)
+	wb := ks.writeBehindKey()
+	ck := ks.counterKeys()
+	return []string{
+		wb, wb + ":last", wb + ":dead", wb + ":flight:" + formatKey(key),
+		ks.writeMarker(rkey),
+		ks.tagSet(tag), ks.tagSet(tag) + ":pending", ks.tagVersionsKey(),
+		ck.totals, ck.pending, ck.index, ck.takenPrefix + id,
+		ks.c.store.FenceKey(rkey),
+		PresenceKey(ks.c.cfg.Namespace, id), PresenceIndexKey(ks.c.cfg.Namespace),
+	}
+}

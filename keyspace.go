@@ -413,17 +413,19 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 	ks.st.l2Errors.Add(1)
 }
 
-// fillL1 offers v, which L2 holds from now for l2TTL more, to L1 under g:
-// for the keyspace's L1 TTL, never past l2TTL.
+// fillL1 offers v, which L2 holds from now (taken before the read or the
+// write) for l2TTL more, to L1 under g: for the keyspace's L1 TTL, and
+// never past now + l2TTL, so L1 never outlives L2.
 func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, delta time.Duration, g gens) {
-	if l2TTL <= 0 {
-		return
-	}
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
+	left := l1TTL - ks.c.now().Sub(now) // the read and the decode took some
+	if left <= 0 {
+		return
+	}
 	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
 	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
-	ks.l1.SetMeta(key, v, l1Cost(size), l1TTL+ks.cfg.ServeStale, g.main, m)
+	ks.l1.SetMeta(key, v, l1Cost(size), left+ks.cfg.ServeStale, g.main, m)
 }
 
 // l1EntryOverhead is what an L1 entry costs beyond its encoded value, in
@@ -527,7 +529,7 @@ func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.E
 	var v V
 	if err := ks.decode(ctx, rkey, e, &v); err != nil {
 		if errors.Is(err, errTombstone) {
-			ks.fillNeg(key, e.TTL, g)
+			ks.fillNeg(key, start, e.TTL, g)
 		}
 		return v, err
 	}

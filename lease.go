@@ -182,7 +182,7 @@ func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g 
 		ks.releaseLease(ctx, l2.Fill{Item: l2.Item{Key: rkey}, Mode: l2.FillLease, Lease: lease})
 	case lerr != nil:
 		if r == l2.Stored && it.TTL > 0 {
-			ks.fillNeg(key, it.TTL, g)
+			ks.fillNeg(key, now, it.TTL, g)
 		}
 		return v, lerr
 	case r == l2.Stored:

@@ -72,15 +72,23 @@ func (ks *Keyspace[K, V]) notFound(rkey string) error {
 	return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
 }
 
-// fillNeg records key as missing in L1 under g, for ttl (0: NegativeTTL).
-func (ks *Keyspace[K, V]) fillNeg(key K, ttl time.Duration, g gens) {
-	if ks.neg == nil {
+// fillNeg records key as missing in L1 under g: a tombstone that L2 holds
+// from now (taken before the read or the write) for ttl more (negative: no
+// expiry, NegativeTTL then bounds it), for at most NegativeTTL and L1TTL,
+// and never past now + ttl.
+func (ks *Keyspace[K, V]) fillNeg(key K, now time.Time, ttl time.Duration, g gens) {
+	if ks.neg == nil || ttl == 0 {
 		return
 	}
-	if ttl <= 0 || ttl > ks.cfg.NegativeTTL {
+	if ttl < 0 || ttl > ks.cfg.NegativeTTL {
 		ttl = ks.cfg.NegativeTTL
 	}
-	ks.neg.Set(key, struct{}{}, l1Cost(0), min(ttl, ks.cfg.L1TTL), g.neg)
+	ttl = min(ttl, ks.cfg.L1TTL)
+	left := ttl - ks.c.now().Sub(now)
+	if left <= 0 {
+		return
+	}
+	ks.neg.SetMeta(key, struct{}{}, l1Cost(0), left, g.neg, l1.Meta{Expire: now.Add(ttl), Fresh: now.Add(ttl)})
 }
 
 // fillMissing caches key as missing in both tiers (negative caching), unless
@@ -91,6 +99,7 @@ func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g
 	if ks.cfg.NegativeTTL <= 0 {
 		return
 	}
+	now := ks.c.now()
 	res, err := ks.c.store.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}, Fence: fence}}, ks.c.cfg.Channel)
 	if err != nil {
 		ks.fillFailed(err)
@@ -98,7 +107,7 @@ func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g
 	}
 	switch res[0] {
 	case l2.Stored:
-		ks.fillNeg(key, ks.cfg.NegativeTTL, g)
+		ks.fillNeg(key, now, ks.cfg.NegativeTTL, g)
 	case l2.Fenced:
 		ks.st.staleFills.Add(1)
 	}

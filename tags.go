@@ -75,6 +75,12 @@ func (ks *Keyspace[K, V]) tagVersions() string {
 	if ks.opts.tags == nil {
 		return ""
 	}
+	return ks.tagVersionsKey()
+}
+
+// tagVersionsKey returns the Redis key of the keyspace's tag version set,
+// "<namespace>::tagv:{<keyspace>}".
+func (ks *Keyspace[K, V]) tagVersionsKey() string {
 	return ks.c.cfg.Namespace + "::tagv:{" + ks.name + "}"
 }
 

@@ -112,7 +112,7 @@ func (d *wbStore) snapshot() (data, writes map[string]int) {
 
 // wbStream returns the Redis key of the write-behind stream of keyspace ks
 // in the default namespace.
-func wbStream(ks string) string { return "tiercache:wb:{" + ks + "}" }
+func wbStream(ks string) string { return "tiercache::wb:{" + ks + "}" }
 
 // pending returns XPENDING's count for stream.
 func pending(t *testing.T, c *redis.Client, stream string) int64 {
@@ -760,10 +760,10 @@ func TestWriteBehindCluster(t *testing.T) {
 	d.await(t, want, waitTimeout)
 	stop(t, a.c)
 	stop(t, b.c)
-	if got := cl.Client(t).XLen(ctx, "cl:wb:{wbc}").Val(); got != 0 {
+	if got := cl.Client(t).XLen(ctx, "cl::wb:{wbc}").Val(); got != 0 {
 		t.Errorf("XLEN = %d; want 0", got)
 	}
-	if got, err := cl.Client(t).XPending(ctx, "cl:wb:{wbc}", "tiercache").Result(); err != nil || got.Count != 0 {
+	if got, err := cl.Client(t).XPending(ctx, "cl::wb:{wbc}", "tiercache").Result(); err != nil || got.Count != 0 {
 		t.Errorf("XPENDING = %v, %v; want 0", got, err)
 	}
 }
