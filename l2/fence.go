@@ -130,10 +130,11 @@ type Entry struct {
 	// TooLarge reports a value longer than the read's limit: Read did not
 	// transfer it.
 	TooLarge bool
-	// TTL is how long the key has left to live, read in the same round
-	// trip: positive for a value or a TooLarge one, -1 for a key that never
-	// expires (tiercache never writes one), 0 when the key is absent or
-	// expired during the read.
+	// TTL is how long the key has left to live at most, read in the same
+	// round trip (PTTL less a millisecond, so it never exceeds the key's
+	// real life): positive for a value or a TooLarge one, -1 for a key that
+	// never expires (tiercache never writes one), 0 when the key is absent
+	// or expires within a millisecond.
 	TTL time.Duration
 	// Fence is the key's fence at the read, for a fill after a miss.
 	Fence Fence
@@ -216,13 +217,7 @@ func (s *Store) ReadMany(ctx context.Context, keys []string, max int, tagVersion
 	for i, r := range rs {
 		e := &out[i]
 		e.Fence = Fence{slot: r.fence.Val(), tags: tagEpoch, ok: true}
-		ttl := r.ttl.Val()
-		switch {
-		case ttl == -2*time.Nanosecond || ttl == -2*time.Millisecond:
-			ttl = 0 // absent
-		case ttl < 0:
-			ttl = -1 // no expiry
-		}
+		ttl := lifeLeft(r.ttl.Val())
 		v := r.val.Val()
 		switch {
 		case v == "":
@@ -237,6 +232,23 @@ func (s *Store) ReadMany(ctx context.Context, keys []string, max int, tagVersion
 		e.TTL = ttl
 	}
 	return out, nil
+}
+
+// lifeLeft turns a PTTL reply into Entry.TTL: 0 for an absent key (-2),
+// -1 for a key without expiry, else the reply less a millisecond. Redis
+// counts PTTL from the current millisecond, truncated, so the reply may
+// exceed the key's real life by up to a millisecond; less one, it never
+// does.
+func lifeLeft(pttl time.Duration) time.Duration {
+	switch {
+	case pttl == -2*time.Nanosecond || pttl == -2*time.Millisecond:
+		return 0
+	case pttl < 0:
+		return -1
+	case pttl <= time.Millisecond:
+		return 0 // about to expire: too short to cache
+	}
+	return pttl - time.Millisecond
 }
 
 // FillMode says what a fill may replace.

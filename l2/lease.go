@@ -61,7 +61,7 @@ func (s *Store) Acquire(ctx context.Context, key string, lease []byte, ttl time.
 	ms, _ := res[1].(int64)
 	e := Entry{Value: []byte(v), TTL: -1}
 	if ms >= 0 {
-		e.TTL = time.Duration(ms) * time.Millisecond
+		e.TTL = lifeLeft(time.Duration(ms) * time.Millisecond)
 	}
 	return e, false, nil
 }
