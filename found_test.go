@@ -1,0 +1,184 @@
+package tiercache_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/l2"
+)
+
+// TestTaggerPanicIsAnError: a tagger that panics inside a shared GetOrLoad
+// flight, a lease release, an early refresh, a GetMany fill or a Set is an
+// error wrapping ErrTaggerPanic (singleflight would re-panic it on a new
+// goroutine, ending the process), and nothing is stored for that key.
+func TestTaggerPanicIsAnError(t *testing.T) {
+	srv := redistest.Start(t)
+	// A read that fails loads without filling, and so without tagging:
+	// give reads time on a loaded machine.
+	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	ctx := t.Context()
+	tagger := tiercache.WithTags(func(key, _ string) []string {
+		if strings.HasPrefix(key, "bad") {
+			panic("tagger boom")
+		}
+		return []string{"t"}
+	})
+	load := func(_ context.Context, key string) (string, error) { return "v-" + key, nil }
+	tests := []struct {
+		give string
+		cfg  tiercache.KeyspaceConfig
+		call func(ks *tiercache.Keyspace[string, string]) error
+	}{
+		{"GetOrLoad flight", tiercache.KeyspaceConfig{}, func(ks *tiercache.Keyspace[string, string]) error {
+			_, err := ks.GetOrLoad(ctx, "bad1", load)
+			return err
+		}},
+		{"lease", tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: time.Second}}, func(ks *tiercache.Keyspace[string, string]) error {
+			_, err := ks.GetOrLoad(ctx, "bad2", load)
+			return err
+		}},
+		{"GetMany", tiercache.KeyspaceConfig{}, func(ks *tiercache.Keyspace[string, string]) error {
+			_, err := ks.GetMany(ctx, []string{"bad3"}, func(context.Context, []string) (map[string]string, error) {
+				return map[string]string{"bad3": "v"}, nil
+			})
+			return err
+		}},
+		{"Set", tiercache.KeyspaceConfig{}, func(ks *tiercache.Keyspace[string, string]) error {
+			return ks.Set(ctx, "bad4", "v")
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			ks := mustKeyspace(t, r.c, "tp"+string(rune('a'+i)), tt.cfg, tagger)
+			err := tt.call(ks)
+			if !errors.Is(err, tiercache.ErrTaggerPanic) || !strings.Contains(err.Error(), "tagger boom") {
+				t.Fatalf("err = %v; want ErrTaggerPanic naming the panic", err)
+			}
+			for _, k := range []string{"bad1", "bad2", "bad3", "bad4"} {
+				if n := r.client.Exists(ctx, ks.RedisKey(k)).Val(); n != 0 {
+					t.Errorf("%s stored in Redis after the tagger panicked", k)
+				}
+			}
+			// The key is not locked: a well-behaved read works.
+			if v, err := ks.GetOrLoad(ctx, "good", load); err != nil || v != "v-good" {
+				t.Errorf("GetOrLoad(good) = %q, %v", v, err)
+			}
+		})
+	}
+
+	// An early refresh runs on a goroutine of its own: a panicking tagger
+	// there must not end the process. The value is filled by a first
+	// GetOrLoad whose tagger is fine, then the tagger turns bad.
+	t.Run("early refresh", func(t *testing.T) {
+		var bad atomic.Bool
+		refreshed := make(chan struct{}, 16)
+		// Entries live 200 ms and took a millisecond to load: with beta
+		// 100, XFetch refreshes a good share of the hits.
+		ks := mustKeyspace(t, r.c, "tprefresh", tiercache.KeyspaceConfig{EarlyRefresh: 100, TTL: 200 * time.Millisecond},
+			tiercache.WithTags(func(string, string) []string {
+				if bad.Load() {
+					panic("tagger boom")
+				}
+				return []string{"t"}
+			}))
+		tiercache.OnRefreshDone(ks, func() { refreshed <- struct{}{} })
+		slow := func(context.Context, string) (string, error) { time.Sleep(time.Millisecond); return "v", nil } // a load's duration drives XFetch
+		if _, err := ks.GetOrLoad(ctx, "k", slow); err != nil {
+			t.Fatal(err)
+		}
+		ks.Wait()
+		bad.Store(true)
+		for range 1000 { // XFetch with beta 100 refreshes on almost every hit; bounded
+			if _, err := ks.GetOrLoad(ctx, "k", slow); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-refreshed:
+				return // the refresh ran its tagger, which panicked, and ended
+			default:
+			}
+		}
+		t.Fatal("no refresh ran in 1000 hits")
+	})
+}
+
+// TestForeignLease: a lease that another writer left without a TTL, or
+// with more TTL than this keyspace's leases ever get, does not make every
+// GetOrLoad wait the lease TTL and never fill: it counts as expired.
+func TestForeignLease(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{})
+	ctx := t.Context()
+	ks := mustKeyspace[string, string](t, r.c, "fl", tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: 10 * time.Second}})
+	lease := []byte{0x24, 'f', 'o', 'r', 'e', 'i', 'g', 'n'} // a lease envelope: version 1, lease flag
+	for _, ttl := range []time.Duration{0, time.Hour} {
+		rkey := ks.RedisKey("k")
+		if err := r.client.Set(ctx, rkey, lease, ttl).Err(); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		v, err := ks.GetOrLoad(ctx, "k", func(context.Context, string) (string, error) { return "loaded", nil })
+		if err != nil || v != "loaded" {
+			t.Fatalf("GetOrLoad over a foreign lease (ttl %v) = %q, %v", ttl, v, err)
+		}
+		if waited := time.Since(start); waited >= 10*time.Second {
+			t.Errorf("GetOrLoad waited %v, the lease TTL", waited)
+		}
+		if st := ks.Stats(); st.LeaseTimeouts != 0 {
+			t.Errorf("LeaseTimeouts = %d; want 0: the foreign lease counts as expired at once", st.LeaseTimeouts)
+		}
+		if b, err := r.client.Get(ctx, rkey).Bytes(); err != nil || string(b) == string(lease) {
+			t.Errorf("Redis holds %q, %v after GetOrLoad; want the loaded value", b, err)
+		}
+		if err := ks.Delete(ctx, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBreakerBadKey: a value too large to read (over max_value_size) is
+// refused from its length, without its body crossing the wire, and is a
+// miss of that key only: reading it many times never opens the breaker
+// that every keyspace shares, and other keys keep their hits.
+func TestBreakerBadKey(t *testing.T) {
+	srv := redistest.Start(t)
+	// A read budget too short for 64 MiB: were the body read, every read
+	// of the big key would time out and count as a Redis failure.
+	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 20 * time.Millisecond})
+	ctx := t.Context()
+	ks := mustKeyspace[string, string](t, r.c, "bb", tiercache.KeyspaceConfig{MaxValueSize: 1 << 20})
+	big := make([]byte, 64<<20)
+	big[0] = 0x20
+	if err := r.client.Set(ctx, ks.RedisKey("big"), big, time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.Set(ctx, "ok", "fine"); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // four times the breaker's default threshold
+		if _, err := ks.Get(ctx, "big"); !errors.Is(err, tiercache.ErrNotFound) || errors.Is(err, tiercache.ErrUnavailable) {
+			t.Fatalf("Get(big) = %v; want a miss, not ErrUnavailable", err)
+		}
+		ks.EvictLocal("ok")
+		if v, err := ks.Get(ctx, "ok"); err != nil || v != "fine" {
+			t.Fatalf("Get(ok) after reading the big key = %q, %v", v, err)
+		}
+	}
+	if st := r.c.Stats().Breaker; st.State != l2.BreakerClosed || st.Opens != 0 {
+		t.Errorf("breaker = %+v; want closed, never opened", st)
+	}
+	if got := ks.Stats().Corrupt; got != 20 {
+		t.Errorf("Corrupt = %d; want 20 (each read of the big key)", got)
+	}
+	// With a TTL it may be another replica's (a larger max_value_size):
+	// left in place.
+	if n := r.client.Exists(ctx, ks.RedisKey("big")).Val(); n != 1 {
+		t.Error("the big value with a TTL was deleted")
+	}
+}
