@@ -562,15 +562,17 @@ func pubsubAddrs(t *testing.T, srv *redistest.Server) map[string]bool {
 // TestBoundFencedFill checks fenced fills: no store into Redis of a loaded
 // value survives a write or delete of its key made after the miss that
 // started the load, on any replica, with L1 on or off, whatever the bus's
-// health. Three replicas on one redis-server share 200 keys and a database;
-// replicas 0 and 1 write (cache-aside: update the database, then Set or
-// Delete, half each, every key written by one writer), all three read with
-// GetOrLoad and Get, and the loader reads the database, then takes 0.5 ms
-// to return. A read is stale when it started after a newer version's write
-// was acknowledged and delivered to the reading replica (see ledger) and
-// returned an older version (for a deleted key: any version older than the
-// delete); its window runs from that delivery to the read's start. There
-// must be none.
+// health. Three replicas on one redis-server share 200 keys (Zipf: a few
+// hot ones take most of the traffic) and a database; replicas 0 and 1
+// write, each key by one writer, cache-aside: a new row then Set, a new
+// row then Delete (the next read loads it), or the row deleted then
+// Delete, in turn. All three read with GetOrLoad (and one read in five
+// with Get); the loader reads the database, then takes 0.5 ms to return.
+// A read is stale when it started after a newer version's write was
+// acknowledged and delivered to the reading replica (see ledger) and
+// returned an older version (for a deleted row: any version older than
+// the deletion); its window runs from that delivery to the read's start.
+// There must be none.
 //
 //   - NoLeases: no fault, L1 on, no leases.
 //   - DisableL1: the same without L1, where the fill guard has nothing to
@@ -1157,6 +1159,10 @@ func TestBoundReplicaAcks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			held, err := master.DBSize(ctx).Result()
+			if err != nil {
+				t.Fatalf("DBSIZE of the new master: %v", err)
+			}
 			var lost []string
 			lostWrites := 0
 			for _, k := range keys {
@@ -1178,8 +1184,8 @@ func TestBoundReplicaAcks(t *testing.T) {
 				}
 			}
 			t.Logf("%s: readers: %s; %d stale in all", tt.give, reads, reads.stale.Load())
-			t.Logf("%s: %d Sets acknowledged, %d failed with ErrNotReplicated, %d failed otherwise; %d keys lost an acknowledged write (%d acknowledged writes lost) on failover to %s",
-				tt.give, acked.Load(), notRepl.Load(), failedOther.Load(), len(lost), lostWrites, newMaster)
+			t.Logf("%s: %d Sets acknowledged, %d failed with ErrNotReplicated, %d failed otherwise; %d keys lost an acknowledged write (%d acknowledged writes lost) on failover to %s, which holds %d keys",
+				tt.give, acked.Load(), notRepl.Load(), failedOther.Load(), len(lost), lostWrites, newMaster, held)
 			for _, l := range lost[:min(len(lost), boundExamples)] {
 				t.Logf("lost: %s", l)
 			}
