@@ -16,9 +16,10 @@ import (
 //
 //   - silence chosen connections both ways without closing them, as a
 //     network partition does (Cut), or all of them and every new one
-//     (Partition), and let their held bytes through again, as TCP
-//     retransmission would (Heal);
+//     (Partition: a blackhole), and let their held bytes through again, as
+//     TCP retransmission would (Heal);
 //   - delay every byte it forwards (SetLatency);
+//   - cap the bandwidth of chosen connections (Throttle);
 //   - reset every open connection with a TCP RST (Reset);
 //   - reset every new connection at once, as a dead server's port does
 //     (Refuse).
@@ -48,6 +49,7 @@ type link struct {
 	client   net.Conn
 	upstream net.Conn           // under Proxy.mu; nil until dialled
 	cut      bool               // under Proxy.mu
+	rate     int                // under Proxy.mu: bytes per second each way; 0: no cap
 	stopDial context.CancelFunc // under Proxy.mu; nil until dialling
 	done     chan struct{}      // closed by drop, under Proxy.mu
 	pending  atomic.Int64       // chunks read and not yet handed to Write
@@ -66,6 +68,10 @@ const (
 	// written, before the proxy stops reading from that side; with a
 	// latency d, a direction carries at least queueLen chunks per d.
 	queueLen = 64
+	// throttleTick is how much of a throttled link's rate one write
+	// carries: a throttled direction writes rate*throttleTick bytes at a
+	// time (at least one), then waits on a timer until they are paid for.
+	throttleTick = 10 * time.Millisecond
 )
 
 // NewProxy listens on a free loopback port and forwards every connection to
@@ -199,10 +205,12 @@ func (p *Proxy) read(l *link, src net.Conn, q chan<- chunk) {
 	}
 }
 
-// write writes each chunk of q to dst once it is due and l is not cut. When
-// q ends (its side ended) or a write fails, it drops l: when either side
-// ends, both do, after what was read before the end.
+// write writes each chunk of q to dst once it is due, l is not cut and,
+// when l is throttled, no faster than its rate. When q ends (its side
+// ended) or a write fails, it drops l: when either side ends, both do,
+// after what was read before the end.
 func (p *Proxy) write(l *link, q <-chan chunk, dst net.Conn) {
+	var next time.Time // when a throttled write may go next: this direction's pace
 	for {
 		var c chunk
 		var ok bool
@@ -215,35 +223,71 @@ func (p *Proxy) write(l *link, q <-chan chunk, dst net.Conn) {
 			p.drop(l, false)
 			return
 		}
-		if !p.hold(l, c.at) {
-			return
-		}
-		l.pending.Add(-1) // before the far side can see it
-		if _, err := dst.Write(c.b); err != nil {
-			p.drop(l, false)
-			return
+		first := true
+		for b := c.b; len(b) > 0; {
+			n, rate, alive := p.hold(l, c.at, len(b), next)
+			if !alive {
+				return
+			}
+			if first {
+				l.pending.Add(-1) // before the far side can see it
+				first = false
+			}
+			if _, err := dst.Write(b[:n]); err != nil {
+				p.drop(l, false)
+				return
+			}
+			b = b[n:]
+			next = paced(next, n, rate)
 		}
 	}
 }
 
-// hold waits until a chunk read at readAt may be written: the latency has
-// passed since readAt and l is not cut. It reports false once l is dropped.
-func (p *Proxy) hold(l *link, readAt time.Time) bool {
+// paced returns when the next write of a direction throttled to rate may
+// go, after n bytes were written now and the previous pace was next. A
+// direction that fell behind by no more than one tick catches up (timers
+// fire late); one idle for longer gets no credit, so no burst exceeds one
+// tick's worth. Without a throttle there is no pace: the zero time.
+func paced(next time.Time, n, rate int) time.Time {
+	if rate <= 0 {
+		return time.Time{}
+	}
+	now := time.Now()
+	if now.Sub(next) > throttleTick {
+		next = now
+	}
+	return next.Add(time.Duration(n) * time.Second / time.Duration(rate))
+}
+
+// hold waits until up to size bytes of a chunk read at readAt may be
+// written: the latency has passed since readAt, l is not cut and, when l
+// is throttled, its pace next has come. It returns how many bytes may go
+// now (all of them unless l is throttled, then at most a tick's worth),
+// the rate they go at (0: not throttled), and false once l is dropped.
+func (p *Proxy) hold(l *link, readAt time.Time, size int, next time.Time) (n, rate int, alive bool) {
 	for {
 		p.mu.Lock()
 		cut, due, changed := l.cut, readAt.Add(p.latency), p.changed
+		rate = l.rate
 		p.mu.Unlock()
+		n = size
+		if rate > 0 {
+			n = min(size, max(rate/int(time.Second/throttleTick), 1))
+			if next.After(due) {
+				due = next
+			}
+		}
 		var timer *time.Timer
 		var fired <-chan time.Time // nil while cut: only a change helps
 		if !cut {
 			wait := time.Until(due)
 			if wait <= 0 {
-				return true
+				return n, rate, true
 			}
 			timer = time.NewTimer(wait)
 			fired = timer.C
 		}
-		alive := true
+		alive = true
 		select {
 		case <-fired:
 		case <-changed:
@@ -254,7 +298,7 @@ func (p *Proxy) hold(l *link, readAt time.Time) bool {
 			timer.Stop()
 		}
 		if !alive {
-			return false
+			return 0, 0, false
 		}
 	}
 }
@@ -325,7 +369,8 @@ func (p *Proxy) Cut(match func(serverSideAddr string) bool) int {
 
 // Partition cuts every open connection, as Cut with a match-all func does,
 // and holds every connection accepted before Heal: accepted, but with nothing
-// read from it and no connection to the server yet.
+// read from it and no connection to the server yet. It is a blackhole: no
+// byte crosses the proxy either way, and no connection ends, until Heal.
 func (p *Proxy) Partition() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -336,15 +381,43 @@ func (p *Proxy) Partition() {
 }
 
 // Heal ends a partition and lets every cut connection through again, held
-// bytes first; connections a partition held reach the server now.
+// bytes first; connections a partition held reach the server now. It also
+// lifts every throttle.
 func (p *Proxy) Heal() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.partitioned = false
 	for l := range p.links {
 		l.cut = false
+		l.rate = 0
 	}
 	p.broadcast()
+}
+
+// Throttle caps the bandwidth of every open connection whose upstream side
+// (the address the server sees as the client's, as in CLIENT LIST addr=)
+// satisfies match, to bytesPerSecond in each direction, and returns how
+// many connections it matched. A throttled direction writes a tick's worth
+// of the rate (10 ms, at least one byte) at a time and waits on a timer
+// until it is paid for, so N bytes take at least (N - rate/100)/rate
+// seconds to cross; bytes it has not written yet wait in the proxy, which
+// stops reading that side once its queue is full, as a slow link does.
+// A rate of 0 or less lifts the throttle of the connections matched, and
+// Heal lifts every throttle. Connections opened later are not throttled,
+// and neither are those a partition holds before they reach the server. A
+// new rate applies at once to bytes already waiting.
+func (p *Proxy) Throttle(match func(serverSideAddr string) bool, bytesPerSecond int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		if l.upstream != nil && match(l.upstream.LocalAddr().String()) {
+			l.rate = max(bytesPerSecond, 0)
+			n++
+		}
+	}
+	p.broadcast()
+	return n
 }
 
 // SetLatency delays every chunk the proxy forwards, both ways, on open and

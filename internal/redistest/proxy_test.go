@@ -478,3 +478,186 @@ func TestProxyCloseWithLatency(t *testing.T) {
 	c.Close()
 	goleak.VerifyNone(t, ignore)
 }
+
+// namedAddr names c's connection (CLIENT SETNAME) and returns its address
+// as the server sees it: what Cut and Throttle match.
+func namedAddr(t *testing.T, ctx context.Context, srv *Server, c *redis.Client, name string) string {
+	t.Helper()
+	if err := c.Do(ctx, "CLIENT", "SETNAME", name).Err(); err != nil {
+		t.Fatal(err)
+	}
+	list, err := srv.Client(t).ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := clientAddr(list, name)
+	if addr == "" {
+		t.Fatalf("no client named %s in CLIENT LIST:\n%s", name, list)
+	}
+	return addr
+}
+
+// A throttled connection carries N bytes no faster than its rate, each way:
+// they take at least (N - one tick's worth)/rate, whatever the machine's
+// speed. Other connections are untouched, and a rate of 0, or Heal, lifts
+// the throttle.
+func TestProxyThrottle(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const size, rate = 256 << 10, 512 << 10
+	least := time.Duration(size-rate/100) * time.Second / rate // ~490ms
+	value := strings.Repeat("x", size)
+	if err := srv.Client(t).Set(ctx, "big", value, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	throttled := redis.NewClient(proxyOptions(srv, p))
+	defer throttled.Close()
+	other := redis.NewClient(proxyOptions(srv, p))
+	defer other.Close()
+	if err := other.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+	addr := namedAddr(t, ctx, srv, throttled, "throttled")
+	match := func(a string) bool { return a == addr }
+
+	// get times a GET of the big value through c.
+	get := func(c *redis.Client) time.Duration {
+		t.Helper()
+		start := time.Now()
+		got, err := c.Get(ctx, "big").Result()
+		d := time.Since(start)
+		if err != nil || len(got) != size {
+			t.Fatalf("GET big = %d bytes, %v; want %d bytes", len(got), err, size)
+		}
+		return d
+	}
+	if n := p.Throttle(match, rate); n != 1 {
+		t.Fatalf("Throttle matched %d connections; want 1", n)
+	}
+	down := get(throttled)
+	if down < least || down > 4*least+2*time.Second {
+		t.Errorf("server to client: GET of %d bytes at %d B/s took %v; want at least %v, and not stuck", size, rate, down, least)
+	}
+	start := time.Now()
+	if err := throttled.Set(ctx, "copy", value, 0).Err(); err != nil {
+		t.Fatalf("SET through the throttle: %v", err)
+	}
+	up := time.Since(start)
+	if up < least || up > 4*least+2*time.Second {
+		t.Errorf("client to server: SET of %d bytes at %d B/s took %v; want at least %v, and not stuck", size, rate, up, least)
+	}
+	t.Logf("%d bytes at %d B/s: down %v (%.0f B/s), up %v (%.0f B/s)", size, rate,
+		down, float64(size)/down.Seconds(), up, float64(size)/up.Seconds())
+	if d := get(other); d >= least/2 {
+		t.Errorf("GET on another connection during the throttle took %v; want it untouched, under %v", d, least/2)
+	}
+
+	if n := p.Throttle(match, 0); n != 1 {
+		t.Fatalf("Throttle(0) matched %d connections; want 1", n)
+	}
+	if d := get(throttled); d >= least/2 {
+		t.Errorf("GET after Throttle(0) took %v; want under %v", d, least/2)
+	}
+	p.Throttle(match, rate)
+	p.Heal()
+	if d := get(throttled); d >= least/2 {
+		t.Errorf("GET after Heal took %v; want under %v", d, least/2)
+	}
+}
+
+// Close returns promptly while a throttled reply crawls through, and
+// leaves no goroutine behind.
+func TestProxyCloseWhileThrottled(t *testing.T) {
+	srv := Start(t)
+	ignore := goleak.IgnoreCurrent()
+	p, err := NewProxy(srv.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := srv.Client(t).Set(ctx, "big", strings.Repeat("x", 256<<10), 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(proxyOptions(srv, p))
+	addr := namedAddr(t, ctx, srv, c, "slow")
+	if n := p.Throttle(func(a string) bool { return a == addr }, 1<<10); n != 1 {
+		t.Fatalf("Throttle matched %d connections; want 1", n)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Get(ctx, "big").Err() }()
+	if err := waitUntil(ctx, "the reply to queue behind the throttle", func(context.Context) error {
+		if p.Pending() == 0 {
+			return errors.New("nothing pending")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	closeCtx, closeCancel := context.WithTimeout(ctx, 2*time.Second)
+	defer closeCancel()
+	select {
+	case <-closed:
+	case <-closeCtx.Done():
+		t.Fatalf("Close with a 1 KB/s throttle did not return within 2s")
+	}
+	if err := <-errc; err == nil {
+		t.Errorf("GET across Close succeeded; want an error")
+	}
+	c.Close()
+	goleak.VerifyNone(t, ignore)
+}
+
+// A partition is a blackhole both ways: a subscriber through the proxy
+// hears nothing published meanwhile, and a command sent through it does
+// not reach the server; Heal delivers what was held.
+func TestProxyPartitionBothWays(t *testing.T) {
+	srv := Start(t)
+	p := StartProxy(t, srv.Addr)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	admin := srv.Client(t)
+	sub := redis.NewClient(proxyOptions(srv, p))
+	defer sub.Close()
+	ps := sub.Subscribe(ctx, "ch")
+	defer ps.Close()
+	if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatalf("SUBSCRIBE through the proxy: %v", err)
+	}
+	w := redis.NewClient(proxyOptions(srv, p))
+	defer w.Close()
+	if err := w.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING through the proxy: %v", err)
+	}
+
+	p.Partition()
+	if n, err := admin.Publish(ctx, "ch", "m1").Result(); err != nil || n != 1 {
+		t.Fatalf("PUBLISH = %d, %v; want 1 subscriber (the server holds the connection)", n, err)
+	}
+	if msg, err := ps.ReceiveTimeout(ctx, 300*time.Millisecond); !isTimeout(err) {
+		t.Errorf("server to client: subscriber received %v, %v during the partition; want a deadline error", msg, err)
+	}
+	setCtx, setCancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := w.Set(setCtx, "k", "v", 0).Err()
+	setCancel()
+	if !isTimeout(err) {
+		t.Errorf("client to server: SET during the partition = %v; want a deadline error", err)
+	}
+	if n, err := admin.Exists(ctx, "k").Result(); err != nil || n != 0 {
+		t.Errorf("EXISTS k during the partition = %d, %v; want 0", n, err)
+	}
+
+	p.Heal()
+	msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+	if m, ok := msg.(*redis.Message); err != nil || !ok || m.Payload != "m1" {
+		t.Errorf("after the heal the subscriber received %v, %v; want the held message m1", msg, err)
+	}
+}
