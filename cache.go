@@ -61,6 +61,7 @@ type Cache struct {
 type keyspace interface {
 	invalidate(keys []string) // evict keys (as in Redis, without prefix) from L1
 	flush()                   // evict the whole L1
+	tagged()                  // a tag was invalidated: loads in flight are no longer shared
 	close()                   // release L1
 	stats() KeyspaceStats
 }
@@ -84,6 +85,7 @@ type Invalidation struct {
 	Origin   string   // instance id of the publisher ("" for external publishers)
 	Keyspace string   // "" with Flush for every keyspace
 	Keys     []string // keys as in Redis, without the "<namespace>:<keyspace>:" prefix
+	Tags     []string // tags invalidated (InvalidateTags); their keys come as Keys, in messages of their own
 	Flush    bool     // the whole keyspace (or every keyspace) was evicted
 	Reset    bool     // a bus reset (subscription (re)established or messages lost) flushed every L1
 }
@@ -381,14 +383,16 @@ func (c *Cache) register(name string, ks keyspace) error {
 // origin are applied too: the writer evicted its entries after a write that
 // returned, but a write that timed out may have reached Redis later, and
 // only its echo then evicts what a read filled meanwhile. InvalidateTags
-// publishes the keys it deleted; a message naming tags (from another
-// publisher: replicas keep no local tag index) flushes its keyspace, so it
-// never leaves a tagged entry behind.
+// names its tags in a message of their own, which makes the keyspace's
+// later loads start anew rather than share one begun before (see
+// flightEpochs), then publishes the keys it deleted; a message naming tags
+// from a publisher that is not a tiercache replica (no origin) flushes its
+// keyspace, since replicas keep no local tag index.
 func (c *Cache) handle(m bus.Message) {
 	c.lastInv.Store(time.Now().UnixNano())
-	flush := m.Flush || len(m.Tags) > 0
+	flush := m.Flush || (len(m.Tags) > 0 && m.Origin == "")
 	if c.onInv != nil {
-		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Flush: flush})
+		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Tags: m.Tags, Flush: flush})
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -404,8 +408,11 @@ func (c *Cache) handle(m bus.Message) {
 	if !ok {
 		return // a keyspace this replica does not use
 	}
-	if flush {
+	switch {
+	case flush:
 		ks.flush()
+	case len(m.Tags) > 0:
+		ks.tagged()
 	}
 	if len(m.Keys) > 0 {
 		ks.invalidate(m.Keys)

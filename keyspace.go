@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,9 @@ type Keyspace[K Key, V any] struct {
 	opts       keyspaceOptions[K, V]
 	leases     leaseWaits // replicas' lease releases awaited here
 	refreshing sync.Map   // Redis keys with an early refresh running
-	refreshed  func()     // tests: called when a refresh goroutine ends
-	repairs    repairs    // write-through deletions left to retry
+	fe         flightEpochs
+	refreshed  func()  // tests: called when a refresh goroutine ends
+	repairs    repairs // write-through deletions left to retry
 
 	wb *writeBehind // write-behind state; nil without WithWriteBehind
 
@@ -100,6 +102,10 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 	}
 	if cfg.MaxConcurrentLoads > 0 {
 		ks.sem = semaphore.NewWeighted(int64(cfg.MaxConcurrentLoads))
+	}
+	if cfg.DisableL1 {
+		ks.fe.stripes = make([]atomic.Uint64, flightStripes)
+		ks.fe.seed = maphash.MakeSeed()
 	}
 	if !cfg.DisableL1 {
 		ks.l1, err = l1.New[K, V](l1.Config{MaxCost: cfg.L1MaxCost})
@@ -282,7 +288,8 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 	// before it (and may have read the old value); it starts its own.
 	g := ks.snapshot(key)
 	gen, epoch := g.main.Version()
-	fkey := rkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36)
+	fkey := rkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36) +
+		"." + strconv.FormatUint(g.epoch, 36) + "." + strconv.FormatUint(g.stripe, 36)
 	ch := ks.group.DoChan(fkey, func() (any, error) {
 		return ks.flight(ctx, key, rkey, g, load)
 	})
@@ -864,7 +871,13 @@ func (ks *Keyspace[K, V]) invalidate(keys []string) {
 	}
 }
 
+// tagged records a tag invalidation from a tiercache replica: loads that
+// began before it are not shared with later callers. Its keys come in
+// messages of their own.
+func (ks *Keyspace[K, V]) tagged() { ks.fe.epoch.Add(1) }
+
 func (ks *Keyspace[K, V]) flush() {
+	ks.fe.epoch.Add(1)
 	ks.l1.Flush()
 	ks.neg.Flush()
 	ks.st.flushes.Add(1)
@@ -881,6 +894,7 @@ func (ks *Keyspace[K, V]) close() {
 // evict drops keys from L1 and the negative cache and voids their fills in
 // flight.
 func (ks *Keyspace[K, V]) evict(keys ...K) {
+	ks.invalidated(keys)
 	ks.l1.Invalidate(keys...)
 	ks.neg.Invalidate(keys...)
 }

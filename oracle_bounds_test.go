@@ -256,7 +256,7 @@ type raise struct {
 type hookEvent struct {
 	marker string
 	origin string
-	keys   int
+	keys   int // keys and tags named
 	flush  bool
 }
 
@@ -306,7 +306,7 @@ func (l *ledger) hook(r int) func(tiercache.Invalidation) {
 			return
 		}
 		if l.events {
-			rep.events = append(rep.events, hookEvent{origin: i.Origin, keys: len(i.Keys), flush: i.Flush})
+			rep.events = append(rep.events, hookEvent{origin: i.Origin, keys: len(i.Keys) + len(i.Tags), flush: i.Flush})
 		}
 	}
 }

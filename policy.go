@@ -3,7 +3,9 @@ package tiercache
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/tiercache/tiercache/codec"
@@ -50,12 +52,47 @@ func (ks *Keyspace[K, V]) Bucket(t time.Time) string {
 // gens are the generations of one key in L1 and in the negative cache, taken
 // together before a read of L2 or the source.
 type gens struct {
-	main l1.Gen
-	neg  l1.Gen
+	main   l1.Gen
+	neg    l1.Gen
+	epoch  uint64 // the keyspace's flight epoch (see flightEpochs)
+	stripe uint64 // without L1, the key's flight stripe
 }
 
 func (ks *Keyspace[K, V]) snapshot(key K) gens {
-	return gens{main: ks.l1.Snapshot(key), neg: ks.neg.Snapshot(key)}
+	g := gens{main: ks.l1.Snapshot(key), neg: ks.neg.Snapshot(key), epoch: ks.fe.epoch.Load()}
+	if ks.fe.stripes != nil {
+		g.stripe = ks.fe.stripe(maphash.Comparable(ks.fe.seed, key)).Load()
+	}
+	return g
+}
+
+// flightEpochs keep a GetOrLoad that starts after an invalidation from
+// joining a load that began before it, and may have read the old value,
+// where the L1 generations cannot tell: a tag invalidation, whose keys a
+// replica does not know (its value's tags are known only once loaded), and
+// a keyspace without L1, which has no generations.
+type flightEpochs struct {
+	epoch   atomic.Uint64   // bumped by every flush and tag invalidation
+	stripes []atomic.Uint64 // without L1 only: bumped by each key's invalidation
+	seed    maphash.Seed
+}
+
+// flightStripes is the number of flight stripes of a keyspace without L1.
+const flightStripes = 4096
+
+// stripe returns the flight stripe of a key hashed to h.
+func (f *flightEpochs) stripe(h uint64) *atomic.Uint64 {
+	return &f.stripes[h&(flightStripes-1)]
+}
+
+// invalidated records the invalidation of keys, for a keyspace without L1.
+func (ks *Keyspace[K, V]) invalidated(keys []K) {
+	if ks.fe.stripes == nil {
+		return
+	}
+	for _, k := range keys {
+		ks.fe.stripe(maphash.Comparable(ks.fe.seed, k)).Add(1)
+	}
 }
 
 // cachedMissing reports whether L1 holds key as missing (and may be used).

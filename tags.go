@@ -10,6 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/l2"
 )
 
@@ -188,13 +189,17 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 }
 
 func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
-	// New versions first: every load of a value with the tag that read
-	// Redis before this is refused when it fills (see l2.Fill), and every
-	// one that filled before is in the set taken below.
-	if v := ks.tagVersions(); v != "" {
-		if err := ks.c.store.BumpTags(ctx, v, []string{tag}, max(tagVersionsKept, 2*ks.cfg.LoadTimeout)); err != nil {
-			return err
-		}
+	// New versions first, with a message naming the tag: every load of a
+	// value with the tag that read Redis before this is refused when it
+	// fills (see l2.Fill), every one that filled before is in the set
+	// taken below, and every replica starts new loads for its keyspace
+	// rather than share one that began before (see flightEpochs).
+	msg, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: []string{tag}}).Marshal()
+	if err != nil {
+		return fmt.Errorf("tiercache: encode invalidation: %w", err)
+	}
+	if err := ks.c.store.BumpTags(ctx, ks.tagVersionsKey(), []string{tag}, max(tagVersionsKept, 2*ks.cfg.LoadTimeout), ks.c.cfg.Channel, msg); err != nil {
+		return err
 	}
 	set := ks.tagSet(tag)
 	pending := set + ":pending"

@@ -577,7 +577,8 @@ func millisUp(d time.Duration) int64 {
 	return pxMillis(d)
 }
 
-// bumpTagsSrc gives every tag ARGV[2..] a new version in the tag version
+// bumpTagsSrc publishes ARGV[3] on channel ARGV[2] (first: see
+// setAndPublishSrc), then gives every tag ARGV[4..] a new version in the tag version
 // set KEYS[1]: one above the set's highest, or the server's time in
 // microseconds if that is higher. Versions older than ARGV[1] milliseconds
 // are dropped; the highest dropped one stays as the member ” (a fill that
@@ -590,7 +591,8 @@ local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 local v = now
 if top[2] and tonumber(top[2]) >= v then v = tonumber(top[2]) + 1 end
 local vs = string.format('%.0f', v)
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], vs, ARGV[i]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+for i = 4, #ARGV do redis.call('ZADD', KEYS[1], vs, ARGV[i]) end
 local horizon = now - tonumber(ARGV[1]) * 1000
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', horizon), 'WITHSCORES')
 local drop = {}
@@ -607,20 +609,21 @@ if h then
 end
 return vs`
 
-// BumpTags gives tags new versions in the tag version set versions, above
-// every version it holds, in one round trip, so that every fill of a value
-// carrying one of them whose Read came before is refused. Versions older
-// than keep are forgotten (a fill whose read is older than that is refused
-// all the same). Call it before deleting the tagged keys.
-func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, keep time.Duration) error {
+// BumpTags publishes msg on channel and gives tags new versions in the tag
+// version set versions, above every version it holds, atomically and in
+// one round trip, so that every fill of a value carrying one of them whose
+// Read came before is refused. Versions older than keep are forgotten (a
+// fill whose read is older than that is refused all the same). Call it
+// before deleting the tagged keys.
+func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, keep time.Duration, channel string, msg []byte) error {
 	if !s.usable() {
 		return fmt.Errorf("l2 bump tags %q: %w", versions, errNoStore)
 	}
-	if versions == "" || len(tags) == 0 || keep <= 0 {
-		return fmt.Errorf("l2 bump tags %q: no set, no tags or keep %v: %w", versions, keep, ErrInvalid)
+	if versions == "" || len(tags) == 0 || keep <= 0 || channel == "" {
+		return fmt.Errorf("l2 bump tags %q: no set, tags or channel, or keep %v: %w", versions, keep, ErrInvalid)
 	}
-	args := make([]any, 0, len(tags)+1)
-	args = append(args, millisUp(keep))
+	args := make([]any, 0, len(tags)+3)
+	args = append(args, millisUp(keep), channel, msg)
 	for _, t := range tags {
 		if t == "" {
 			return fmt.Errorf("l2 bump tags %q: empty tag: %w", versions, ErrInvalid)
