@@ -3,10 +3,13 @@ package tiercache_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
@@ -180,5 +183,54 @@ func TestBreakerBadKey(t *testing.T) {
 	// left in place.
 	if n := r.client.Exists(ctx, ks.RedisKey("big")).Val(); n != 1 {
 		t.Error("the big value with a TTL was deleted")
+	}
+}
+
+// TestBreakerBadKeyClusterNode: on a Cluster each master has its own
+// breaker: with one master dead, the reads of its keys fail until its
+// breaker opens, and the reads of the other masters' keys keep their hits
+// and never see ErrUnavailable.
+func TestBreakerBadKeyClusterNode(t *testing.T) {
+	cl := redistest.StartCluster(t)
+	o := cl.Options()
+	o.ContextTimeoutEnabled = true
+	o.MaxRetries = -1
+	o.MaxRedirects = -1
+	client := redis.NewClusterClient(o)
+	t.Cleanup(func() { client.Close() })
+	r := newReplicaOn(t, client, tiercache.Config{Namespace: "bn", ReadTimeout: 200 * time.Millisecond})
+	ctx := t.Context()
+	ks := mustKeyspace[string, string](t, r.c, "ks", tiercache.KeyspaceConfig{})
+	channelNode := cl.NodeFor(r.c.Config().Channel)
+	var dead *redistest.Server
+	var deadKey, liveKey string
+	for i := 0; deadKey == "" || liveKey == ""; i++ {
+		k := "k" + strconv.Itoa(i)
+		n := cl.NodeFor(ks.RedisKey(k))
+		switch {
+		case n == channelNode:
+		case dead == nil || n == dead:
+			dead, deadKey = n, k
+		default:
+			liveKey = k
+		}
+	}
+	for _, k := range []string{deadKey, liveKey} {
+		if err := ks.Set(ctx, k, "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead.Kill()
+	for range 20 {
+		if _, err := ks.Get(ctx, deadKey); err == nil {
+			t.Fatalf("Get(%s) on the dead master = nil error", deadKey)
+		}
+		ks.EvictLocal(liveKey)
+		if v, err := ks.Get(ctx, liveKey); err != nil || v != "v" {
+			t.Fatalf("Get(%s) on a live master = %q, %v; want its value", liveKey, v, err)
+		}
+	}
+	if st := r.c.Stats().Breaker; st.Opens == 0 || st.State == l2.BreakerClosed {
+		t.Errorf("breaker = %+v; want the dead master's open", st)
 	}
 }

@@ -75,8 +75,9 @@ func (s *BreakerState) UnmarshalText(b []byte) error {
 // successes: Redis answered. A call whose caller's context ended first, or
 // that was refused before it was sent, counts as neither.
 //
-// The breaker is per Store, so on a Cluster one failing node opens it for
-// every node.
+// The breaker is per Store, and on a Cluster per master: one failing node
+// opens the breaker of the calls whose first key it serves, not the
+// others'.
 type BreakerOptions struct {
 	// Failures is the number of consecutive failures that open the breaker.
 	// Zero means DefaultBreakerFailures; negative turns the breaker off.
@@ -275,20 +276,55 @@ func classify(ctx context.Context, err error) outcome {
 // with the name of the operation, op on n keys the first of which is first
 // (see describe), and say when the budget ran out (see failed).
 func (s *Store) call(ctx context.Context, d time.Duration, op, first string, n int, fn func(ctx context.Context) error) error {
-	probe, err := s.brk.allow()
+	brk := s.breakerFor(ctx, first)
+	probe, err := brk.allow()
 	if err != nil {
 		return fmt.Errorf("%s: %w", describe(op, first, n), err)
 	}
 	cctx, cancel, own := withBudget(ctx, d)
 	defer cancel()
 	err = fn(cctx)
-	s.brk.done(probe, classify(ctx, err), err)
+	brk.done(probe, classify(ctx, err), err)
 	if err == nil || errors.Is(err, redis.Nil) {
 		return err
 	}
 	return failed(ctx, cctx, own, d, describe(op, first, n), err)
 }
 
+// breakerFor returns the breaker of a call whose first key is key: on a
+// Cluster, that of the master serving key (made on first use), else the
+// Store's.
+func (s *Store) breakerFor(ctx context.Context, key string) *breaker {
+	cc, ok := s.c.(*redis.ClusterClient)
+	if s.brk == nil || !ok || key == "" {
+		return s.brk
+	}
+	node, err := cc.MasterForKey(ctx, key)
+	if err != nil {
+		return s.brk // the cluster's state is unknown: the Store's breaker
+	}
+	addr := node.Options().Addr
+	if b, ok := s.nodes.Load(addr); ok {
+		return b.(*breaker)
+	}
+	b, _ := newBreaker(s.brkOpts) // the options were checked by New
+	got, _ := s.nodes.LoadOrStore(addr, b)
+	return got.(*breaker)
+}
+
 // Breaker returns the breaker's state and counters; the zero BreakerStats
-// when the breaker is off.
-func (s *Store) Breaker() BreakerStats { return s.brk.stats() }
+// when the breaker is off. On a Cluster it sums the counters of every
+// master's breaker and reports the worst state among them.
+func (s *Store) Breaker() BreakerStats {
+	st := s.brk.stats()
+	s.nodes.Range(func(_, v any) bool {
+		n := v.(*breaker).stats()
+		st.Opens += n.Opens
+		st.Rejected += n.Rejected
+		if n.State == BreakerOpen || (n.State == BreakerHalfOpen && st.State == BreakerClosed) {
+			st.State = n.State
+		}
+		return true
+	})
+	return st
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,6 +85,8 @@ type Store struct {
 	readTimeout  time.Duration // < 0: no budget of its own
 	writeTimeout time.Duration // < 0: no budget of its own
 	brk          *breaker      // nil: off
+	brkOpts      BreakerOptions
+	nodes        sync.Map // on a Cluster: master address -> *breaker
 	fencePrefix  string
 	replicaAcks  int
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
@@ -167,6 +170,7 @@ func New(c Client, opts Options) (*Store, error) {
 		dropUnreadableScript: redis.NewScript(dropUnreadableSrc),
 	}
 	var err error
+	s.brkOpts = opts.Breaker
 	if s.brk, err = newBreaker(opts.Breaker); err != nil {
 		return nil, err
 	}
