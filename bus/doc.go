@@ -8,8 +8,9 @@
 // One msgpack map per message, with short field names: "v" the format
 // version (WireVersion), "o" the publisher's instance ID ("" for others),
 // "ks" the keyspace, "k" the keys (as stored in Redis, without the
-// "<namespace>:<keyspace>:" prefix), "t" tags, "f" flush. A message can only
-// evict. Unknown fields are ignored. Garbage is counted and dropped. A
+// "<namespace>:<keyspace>:" prefix), "t" tags, "f" flush, "fl" filled (the
+// keys were stored where Redis held nothing: evict nothing, wake the loads
+// waiting on them). A message can only evict. Unknown fields are ignored. Garbage is counted and dropped. A
 // message of an unknown version or beyond Limits is counted and, because it
 // may have been an invalidation this replica cannot read, triggers a reset
 // (OnReset: every L1 flushed) rather than being silently dropped. Decoding is
