@@ -8,8 +8,9 @@
 // One msgpack map per message, with short field names: "v" the format
 // version (WireVersion), "o" the publisher's instance ID ("" for others),
 // "ks" the keyspace, "k" the keys (as stored in Redis, without the
-// "<namespace>:<keyspace>:" prefix), "t" tags, "f" flush. A message can only
-// evict. Unknown fields are ignored. Garbage is counted and dropped. A
+// "<namespace>:<keyspace>:" prefix), "t" tags, "f" flush, "fl" filled (the
+// keys were stored where Redis held nothing: evict nothing, wake the loads
+// waiting on them). A message can only evict. Unknown fields are ignored. Garbage is counted and dropped. A
 // message of an unknown version or beyond Limits is counted and, because it
 // may have been an invalidation this replica cannot read, triggers a reset
 // (OnReset: every L1 flushed) rather than being silently dropped. Decoding is
@@ -19,12 +20,14 @@
 //
 // NewSubscriber starts nothing. Start subscribes and returns once Redis has
 // confirmed the subscription and the first OnReset has run. Stop closes the
-// connection and waits for the three goroutines: the read loop (owns the
+// connection and waits for the goroutines: the read loop (owns the
 // connection, never blocks: it queues decoded messages without waiting and
 // drops them when the queue is full), the dispatcher (calls Handler and
-// OnReset, in order) and the pinger (PINGs the connection and abandons it
-// when a PONG is late). go-redis's PubSub.Channel is not used: it drops
-// messages after a timeout and hides reconnections.
+// OnReset, and applies proofs, in queue order), the pinger (PINGs the
+// connection on a fixed cadence, pipelined, and abandons it when the oldest
+// PONG is late) and, with FollowMaster, the data-path toucher. go-redis's
+// PubSub.Channel is not used: it drops messages after a timeout and hides
+// reconnections.
 //
 // # Consistency
 //
@@ -59,8 +62,38 @@
 //     can set it again; that flush follows M's arrival, hence K's change.
 //
 // Messages still queued when a reset runs are applied after it; an extra
-// eviction is harmless. The one window the bus cannot close is between a
-// connection dying silently and the subscriber noticing: at most
-// PingInterval + PingTimeout (a closed or reset TCP connection is seen at
-// once).
+// eviction is harmless. Without MaxStaleness the one window the bus cannot
+// close is between a connection dying silently, or falling behind, and the
+// subscriber noticing: at most PingInterval + PingTimeout (a closed or reset
+// TCP connection is seen at once).
+//
+// # Bounded staleness
+//
+// Options.MaxStaleness closes that window: Healthy then also needs a proof,
+// younger than MaxStaleness, that the subscriber has applied everything
+// published before the proof's stamp. The pinger reads the clock, then
+// writes PING with its number and that stamp T. Redis executes the PING
+// after T, so every PUBLISH it executed before T is on the connection ahead
+// of the PONG; the read loop queues each message as it reads it and queues
+// the PONG as a proof behind them; the dispatcher applies them in order. So
+// when the dispatcher applies the proof stamped T, every invalidation
+// published before T has been applied (or, after a loss, Healthy is false
+// until a reset, which covers it). A reset's flush covers everything
+// published before it, so a reset is a proof stamped at its subscription's
+// confirmation (which precedes it), or, after an overflow, at its start. On
+// a Cluster a PONG says nothing of the other masters: a probe round does,
+// stamped at its start, since each master delivers its broadcasts to the
+// subscription's node in order.
+//
+// The dispatcher arms a timer for T+MaxStaleness at each proof; when it
+// fires with no newer proof, Healthy turns false, and the next proof turns
+// it true again (no reset: nothing was lost). So if an invalidation
+// published at P has not been applied, every proof applied is stamped
+// before P, and Healthy is false from P+MaxStaleness at the latest (plus
+// the timer's scheduling delay): a replica serves a replaced value from L1
+// for at most MaxStaleness after its invalidation was published, whatever
+// stalls (the network, Redis, the read loop, the dispatcher). Readers pay nothing for it: Healthy stays one
+// atomic load, flipped by the timer and the dispatcher. The cost is the
+// PINGs: one every MaxStaleness/5 (10 a second at 500ms), so that a proof
+// renews before it expires while PONGs take under 4/5 of the bound.
 package bus

@@ -22,8 +22,9 @@ import (
 // client dials, tells its own subscription's dial from the others by a
 // context mark, and resubscribes (with the reset every subscription brings)
 // as soon as the client's data connections and the subscription are on
-// different servers. The pinger touches the data path after each PING, so a
-// quiet replica notices within PingInterval of the client's switch.
+// different servers. A goroutine of its own touches the data path every
+// PingInterval, so a quiet replica notices within PingInterval of the
+// client's switch.
 
 // subscriptionDial marks the context of a subscription's dial.
 type subscriptionDial struct{}

@@ -49,6 +49,13 @@ type Message struct {
 	Tags []string `msgpack:"t,omitempty"`
 	// Flush evicts the whole keyspace, or every keyspace when Keyspace is "".
 	Flush bool `msgpack:"f,omitempty"`
+	// Filled says the keys were filled where Redis held nothing for them (a
+	// lease holder stored its loaded value): nothing was replaced, so nothing
+	// needs evicting; replicas only wake the loads waiting on those keys. A
+	// filled message names a keyspace and keys, and neither tags nor Flush.
+	// A subscriber that does not know the field evicts the keys, which is
+	// harmless. Absent on the wire means false.
+	Filled bool `msgpack:"fl,omitempty"`
 }
 
 // Limits bounds what Unmarshal accepts, and so what a hostile or broken
@@ -89,6 +96,15 @@ func (m *Message) check() error {
 	if m.Version != WireVersion {
 		return fmt.Errorf("%w %d", ErrVersion, m.Version)
 	}
+	if m.Filled {
+		switch {
+		case m.Flush || len(m.Tags) > 0:
+			return fmt.Errorf("%w: filled with flush or tags", ErrMalformed)
+		case m.Keyspace == "" || len(m.Keys) == 0:
+			return fmt.Errorf("%w: filled without keyspace or keys", ErrMalformed)
+		}
+		return nil
+	}
 	if m.Flush {
 		return nil
 	}
@@ -104,7 +120,8 @@ func (m *Message) check() error {
 // Marshal validates m and returns its wire form. A zero Version is taken as
 // WireVersion; any other Version than WireVersion is ErrVersion. The keyspace
 // must be non-empty unless Flush is set, and the message must carry at least
-// one key, a tag or Flush (ErrMalformed). A message that a subscriber with
+// one key, a tag or Flush (ErrMalformed); a Filled message must name a
+// keyspace and keys, and carry neither tags nor Flush. A message that a subscriber with
 // default Limits would refuse is ErrTooLarge, so that a writer learns it
 // instead of every replica silently dropping its invalidation.
 func (m Message) Marshal() ([]byte, error) {
@@ -140,6 +157,9 @@ func (m Message) Marshal() ([]byte, error) {
 	if m.Flush {
 		fields++
 	}
+	if m.Filled {
+		fields++
+	}
 	b := make([]byte, 0, size)
 	b = append(b, msgpcode.FixedMapLow|byte(fields))
 	b = appendString(b, "v")
@@ -158,6 +178,10 @@ func (m Message) Marshal() ([]byte, error) {
 	}
 	if m.Flush {
 		b = appendString(b, "f")
+		b = append(b, msgpcode.True)
+	}
+	if m.Filled {
+		b = appendString(b, "fl")
 		b = append(b, msgpcode.True)
 	}
 	if len(b) > DefaultMaxBytes {
@@ -309,6 +333,8 @@ func (dec *decoder) decode(src string, lim Limits) (Message, error) {
 			m.Tags, err = dec.strs(lim.MaxKeys)
 		case "f":
 			m.Flush, err = dec.d.DecodeBool()
+		case "fl":
+			m.Filled, err = dec.d.DecodeBool()
 		default:
 			if err := dec.skip(); err != nil {
 				return Message{}, fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)

@@ -61,6 +61,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 			want: Message{Version: WireVersion, Keyspace: strings.Repeat("k", 300), Keys: manyKeys(70_000, "")},
 		},
 		{
+			name: "filled keys",
+			give: Message{Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Filled: true},
+			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Filled: true},
+		},
+		{
 			name: "a 70 KB key",
 			give: Message{Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
 			want: Message{Version: WireVersion, Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
@@ -117,6 +122,42 @@ func TestMarshalWireFields(t *testing.T) {
 	}
 }
 
+// A filled message carries "fl": true and nothing else new; a message that
+// is not filled carries no "fl" at all, so old subscribers see no change.
+func TestMarshalFilledField(t *testing.T) {
+	tests := []struct {
+		name string
+		give Message
+		want map[string]any
+	}{
+		{
+			name: "filled",
+			give: Message{Origin: "a", Keyspace: "users", Keys: []string{"1"}, Filled: true},
+			want: map[string]any{"v": int8(1), "o": "a", "ks": "users", "k": []any{"1"}, "fl": true},
+		},
+		{
+			name: "not filled",
+			give: Message{Origin: "a", Keyspace: "users", Keys: []string{"1"}},
+			want: map[string]any{"v": int8(1), "o": "a", "ks": "users", "k": []any{"1"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.give.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]any
+			if err := msgpack.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("wire map = %#v; want %#v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestMarshalErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -129,6 +170,10 @@ func TestMarshalErrors(t *testing.T) {
 		{name: "too many keys", give: Message{Keyspace: "u", Keys: make([]string, DefaultMaxKeys+1)}, want: ErrTooLarge},
 		{name: "too many tags", give: Message{Keyspace: "u", Tags: make([]string, DefaultMaxKeys+1)}, want: ErrTooLarge},
 		{name: "too many bytes", give: Message{Keyspace: "u", Keys: []string{strings.Repeat("x", DefaultMaxBytes)}}, want: ErrTooLarge},
+		{name: "filled with flush", give: Message{Keyspace: "u", Keys: []string{"1"}, Flush: true, Filled: true}, want: ErrMalformed},
+		{name: "filled with tags", give: Message{Keyspace: "u", Keys: []string{"1"}, Tags: []string{"t"}, Filled: true}, want: ErrMalformed},
+		{name: "filled without keys", give: Message{Keyspace: "u", Filled: true}, want: ErrMalformed},
+		{name: "filled without keyspace", give: Message{Keys: []string{"1"}, Filled: true}, want: ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,6 +235,26 @@ func TestUnmarshal(t *testing.T) {
 			give: mp(t, map[string]any{"v": 1, "ks": "u", "k": []string{}, "f": true}),
 			want: valid(Message{Keyspace: "u", Flush: true}),
 		},
+		{
+			name: "filled, as another language builds it",
+			give: mp(t, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "fl": true}),
+			want: valid(Message{Keyspace: "users", Keys: []string{"42"}, Filled: true}),
+		},
+		{
+			name: "filled false on the wire",
+			give: mp(t, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "fl": false}),
+			want: valid(Message{Keyspace: "users", Keys: []string{"42"}}),
+		},
+		{
+			name: "filled beside an unknown field",
+			give: mp(t, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "fl": true, "fx": []any{1, "x"}}),
+			want: valid(Message{Keyspace: "users", Keys: []string{"42"}, Filled: true}),
+		},
+		{name: "filled not bool", give: mp(t, map[string]any{"v": 1, "ks": "u", "k": []string{"1"}, "fl": 1}), wantErr: ErrMalformed},
+		{name: "filled with flush", give: mp(t, map[string]any{"v": 1, "ks": "u", "k": []string{"1"}, "f": true, "fl": true}), wantErr: ErrMalformed},
+		{name: "filled with tags", give: mp(t, map[string]any{"v": 1, "ks": "u", "k": []string{"1"}, "t": []string{"x"}, "fl": true}), wantErr: ErrMalformed},
+		{name: "filled without keys", give: mp(t, map[string]any{"v": 1, "ks": "u", "fl": true}), wantErr: ErrMalformed},
+		{name: "filled of version 2", give: mp(t, map[string]any{"v": 2, "ks": "u", "fl": "yes"}), wantErr: ErrVersion},
 		{name: "empty", give: nil, wantErr: ErrMalformed},
 		{name: "garbage", give: []byte("hello, world"), wantErr: ErrMalformed},
 		{name: "not a map", give: mp(t, []int{1, 2}), wantErr: ErrMalformed},
@@ -315,6 +380,7 @@ func FuzzDecodeInvalidation(f *testing.F) {
 		{Origin: "node-1", Keyspace: "users", Keys: []string{"1", "2", "3"}, Tags: []string{"t"}},
 		{Flush: true},
 		{Keyspace: "u", Flush: true},
+		{Origin: "node-2", Keyspace: "users", Keys: []string{"7", "8"}, Filled: true},
 	} {
 		b, err := m.Marshal()
 		if err != nil {
@@ -324,6 +390,9 @@ func FuzzDecodeInvalidation(f *testing.F) {
 	}
 	f.Add(mp(f, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "x": []any{map[string]any{"y": nil}}}))
 	f.Add(mp(f, map[string]any{"v": 2, "ks": "users", "k": []string{"42"}}))
+	f.Add(mp(f, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "fl": false}))
+	f.Add(mp(f, map[string]any{"v": 1, "ks": "users", "k": []string{"42"}, "fl": true, "f": true}))
+	f.Add(mp(f, map[string]any{"v": 1, "ks": "users", "fl": 1}))
 	f.Add([]byte{})
 	f.Add([]byte("garbage"))
 	f.Add([]byte{0xc1})

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -22,9 +24,11 @@ import (
 // a probe channel of its own, and its pinger publishes a numbered probe
 // through every master (ForEachMaster): a subscription becomes healthy only
 // once the probe of every master has arrived after its confirmation (the
-// reset is queued then, behind everything received before), and every ping
-// round repeats the probe, abandoning the subscription when a master's
-// probe is late.
+// reset is queued then, behind everything received before), and a round
+// is repeated at every PING, one at a time, abandoning the subscription
+// when a master's probe is late. A completed round is also the proof
+// Options.MaxStaleness asks for, stamped with the round's start: a PONG from
+// the subscription's node says nothing of what the other masters broadcast.
 //
 // What a probe cannot see: a cluster-bus link that drops and comes back
 // between two rounds loses what was broadcast meanwhile.
@@ -59,14 +63,19 @@ func (s *Subscriber) probed(payload string) {
 	signal(s.pong)
 }
 
-// probeRound publishes probe round n through every master and waits
-// PingTimeout for all of them to arrive. It reports false when the
-// subscription was abandoned (or Stop called) instead.
-func (s *Subscriber) probeRound(ctx context.Context, ps *redis.PubSub, n uint64) bool {
+// startRound starts a probe round on p.ps: it publishes the round's probe
+// through every master, stamped now (before the first PUBLISH), and the
+// pinger then waits for the read loop to see them all (check). A completed
+// round is a proof that everything published through any master before its
+// start has been received; it is queued behind it, and r, a reset, ahead of
+// it. startRound abandons the subscription, and reports false, when a
+// PUBLISH fails.
+func (p *pinger) startRound(ctx context.Context, now time.Time, r resetAt) bool {
+	s := p.s
+	p.n++
 	s.probe.seen.Store(0)
-	s.probe.round.Store(n)
-	defer s.probe.round.Store(0)
-	payload := strconv.FormatUint(n, 10)
+	s.probe.round.Store(p.n)
+	payload := strconv.FormatUint(p.n, 10)
 	var masters atomic.Int64
 	pctx, cancel := context.WithTimeout(ctx, s.opts.PingTimeout)
 	err := s.cluster.ForEachMaster(pctx, func(ctx context.Context, c *redis.Client) error {
@@ -74,11 +83,21 @@ func (s *Subscriber) probeRound(ctx context.Context, ps *redis.PubSub, n uint64)
 		return c.Publish(ctx, s.probeChannel, payload).Err()
 	})
 	cancel()
+	if err == nil && masters.Load() == 0 {
+		err = errors.New("no master to probe") // a round of nothing would prove nothing
+	}
 	if err != nil {
-		s.fail(ps, "cluster probe", err)
+		p.endRound()
+		s.fail(p.ps, "cluster probe", err)
 		return false
 	}
-	ok, _ := s.awaitRead(ps, func() bool { return s.probe.seen.Load() >= masters.Load() },
-		"cluster probe timeout: a master's broadcasts do not reach this node")
-	return ok
+	p.round = probeRound{active: true, start: now, masters: masters.Load(), reset: r}
+	return true
+}
+
+// endRound gives up the round in progress, if any: its late probes are
+// ignored.
+func (p *pinger) endRound() {
+	p.round = probeRound{}
+	p.s.probe.round.Store(0)
 }

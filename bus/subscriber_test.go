@@ -124,6 +124,13 @@ func newSub(t *testing.T, c Client, r *recorder, opts Options) *Subscriber {
 func start(t *testing.T, ctx context.Context, c Client, r *recorder, opts Options) *Subscriber {
 	t.Helper()
 	s := newSub(t, c, r, opts)
+	startSub(t, ctx, s, r)
+	return s
+}
+
+// startSub is start for a subscriber made by newSub.
+func startSub(t *testing.T, ctx context.Context, s *Subscriber, r *recorder) {
+	t.Helper()
 	if s.Healthy() {
 		t.Errorf("Healthy before Start = true; want false")
 	}
@@ -141,7 +148,6 @@ func start(t *testing.T, ctx context.Context, c Client, r *recorder, opts Option
 	if h := await(t, ctx, r.health, "healthy"); !h {
 		t.Fatalf("first health change = false; want true")
 	}
-	return s
 }
 
 // publishRaw publishes b and returns the number of subscribers that got it.
@@ -191,6 +197,8 @@ func TestNewSubscriberValidates(t *testing.T) {
 		{name: "negative ping timeout", give: with(func(o *Options) { o.PingTimeout = -time.Second }), c: c},
 		{name: "negative max bytes", give: with(func(o *Options) { o.Limits.MaxBytes = -1 }), c: c},
 		{name: "negative max keys", give: with(func(o *Options) { o.Limits.MaxKeys = -1 }), c: c},
+		{name: "negative max staleness", give: with(func(o *Options) { o.MaxStaleness = -time.Millisecond }), c: c},
+		{name: "max staleness below the least", give: with(func(o *Options) { o.MaxStaleness = MinMaxStaleness - 1 }), c: c},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,6 +210,45 @@ func TestNewSubscriberValidates(t *testing.T) {
 	}
 	if _, err := NewSubscriber(c, ok); err != nil {
 		t.Errorf("NewSubscriber(valid options) = %v", err)
+	}
+}
+
+// With MaxStaleness the PINGs go every min(PingInterval, MaxStaleness/5);
+// PingTimeout is not held against MaxStaleness, either way.
+func TestPingCadence(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}) // never dialled
+	t.Cleanup(func() { c.Close() })
+	tests := []struct {
+		name         string
+		interval     time.Duration
+		timeout      time.Duration
+		maxStaleness time.Duration
+		want         time.Duration
+	}{
+		{name: "defaults", want: DefaultPingInterval},
+		{name: "cache default", maxStaleness: 500 * time.Millisecond, want: 100 * time.Millisecond},
+		{name: "ping interval shorter", interval: 10 * time.Millisecond, maxStaleness: 500 * time.Millisecond, want: 10 * time.Millisecond},
+		{name: "bound longer than the interval", maxStaleness: time.Minute, want: DefaultPingInterval},
+		{name: "least bound", maxStaleness: MinMaxStaleness, want: MinMaxStaleness / 5},
+		{name: "ping timeout below the bound", timeout: 100 * time.Millisecond, maxStaleness: time.Second, want: 200 * time.Millisecond},
+		{name: "ping timeout above the bound", timeout: 10 * time.Second, maxStaleness: 20 * time.Millisecond, want: 4 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := NewSubscriber(c, Options{
+				Channel:      testChannel,
+				Handler:      func(Message) {},
+				PingInterval: tt.interval,
+				PingTimeout:  tt.timeout,
+				MaxStaleness: tt.maxStaleness,
+			})
+			if err != nil {
+				t.Fatalf("NewSubscriber: %v", err)
+			}
+			if s.cadence != tt.want {
+				t.Errorf("cadence = %v; want %v", s.cadence, tt.want)
+			}
+		})
 	}
 }
 
