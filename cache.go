@@ -62,6 +62,7 @@ type keyspace interface {
 	invalidate(keys []string) // evict keys (as in Redis, without prefix) from L1
 	flush()                   // evict the whole L1
 	tagged()                  // a tag was invalidated: loads in flight are no longer shared
+	filled(keys []string)     // a lease holder filled keys: wake their waiters
 	close()                   // release L1
 	stats() KeyspaceStats
 }
@@ -87,6 +88,7 @@ type Invalidation struct {
 	Keys     []string // keys as in Redis, without the "<namespace>:<keyspace>:" prefix
 	Tags     []string // tags invalidated (InvalidateTags); their keys come as Keys, in messages of their own
 	Flush    bool     // the whole keyspace (or every keyspace) was evicted
+	Filled   bool     // Keys were filled by a lease holder: nothing evicted, their waiters woken
 	Reset    bool     // a bus reset (subscription (re)established or messages lost) flushed every L1
 }
 
@@ -164,6 +166,7 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		OnReset:      c.flushAll,
 		PingInterval: cfg.PingInterval,
 		PingTimeout:  cfg.PingTimeout,
+		MaxStaleness: cfg.MaxStaleness,
 		FollowMaster: true,
 		Logger:       c.log,
 	})
@@ -349,6 +352,7 @@ func (c *Cache) Stats() Stats {
 		InstanceID: c.cfg.InstanceID,
 		Bus:        c.sub.Stats(),
 		Breaker:    c.store.Breaker(),
+		ProofAge:   c.sub.ProofAge(),
 		Keyspaces:  make(map[string]KeyspaceStats, len(kss)),
 	}
 	if t := c.lastInv.Load(); t != 0 {
@@ -392,7 +396,7 @@ func (c *Cache) handle(m bus.Message) {
 	c.lastInv.Store(time.Now().UnixNano())
 	flush := m.Flush || (len(m.Tags) > 0 && m.Origin == "")
 	if c.onInv != nil {
-		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Tags: m.Tags, Flush: flush})
+		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Tags: m.Tags, Flush: flush, Filled: m.Filled})
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -413,6 +417,12 @@ func (c *Cache) handle(m bus.Message) {
 		ks.flush()
 	case len(m.Tags) > 0:
 		ks.tagged()
+	case m.Filled:
+		// A lease holder stored what it loaded where Redis held nothing:
+		// nothing was replaced, so nothing is evicted (not even the
+		// holder's own fill); the loads waiting for the keys wake.
+		ks.filled(m.Keys)
+		return
 	}
 	if len(m.Keys) > 0 {
 		ks.invalidate(m.Keys)

@@ -341,8 +341,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative ping timeout %v", ErrInvalidConfig, c.PingTimeout)
 	case c.Breaker.CoolDown < 0:
 		return c, fmt.Errorf("%w: negative breaker cool_down %v", ErrInvalidConfig, c.Breaker.CoolDown)
-	case c.MaxStaleness < 0:
-		return c, fmt.Errorf("%w: negative max_staleness %v", ErrInvalidConfig, c.MaxStaleness)
+	case c.MaxStaleness < 0 || (c.MaxStaleness > 0 && c.MaxStaleness < bus.MinMaxStaleness):
+		return c, fmt.Errorf("%w: max_staleness %v below %v", ErrInvalidConfig, c.MaxStaleness, bus.MinMaxStaleness)
 	case c.WriteReplicaAcks < 0:
 		return c, fmt.Errorf("%w: negative write_replica_acks %d", ErrInvalidConfig, c.WriteReplicaAcks)
 	}

@@ -234,3 +234,32 @@ func TestBreakerBadKeyClusterNode(t *testing.T) {
 		t.Errorf("breaker = %+v; want the dead master's open", st)
 	}
 }
+
+// TestLeaseOwnerKeepsItsFill: with leases, the message that ends a lease
+// (and wakes the other replicas' waiters) evicts nothing, so the value the
+// owner filled stays in its L1 and the next read on the owner is an L1
+// hit, even after the owner's own echo of that message.
+func TestLeaseOwnerKeepsItsFill(t *testing.T) {
+	srv := redistest.Start(t)
+	a := newReplica(t, srv, tiercache.Config{})
+	ctx := t.Context()
+	ks := mustKeyspace[string, string](t, a.c, "lo", tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: time.Second}})
+	if _, err := ks.GetOrLoad(ctx, "k", func(context.Context, string) (string, error) { return "v", nil }); err != nil {
+		t.Fatal(err)
+	}
+	if st := ks.Stats(); st.Leases != 1 {
+		t.Fatalf("Leases = %d; want 1", st.Leases)
+	}
+	inv := a.waitFor(t, func(i tiercache.Invalidation) bool { return i.Keyspace == "lo" })
+	if !inv.Filled || len(inv.Keys) != 1 || inv.Keys[0] != "k" {
+		t.Fatalf("echo of the lease's end = %+v; want Filled for k", inv)
+	}
+	ks.Wait()
+	hits := ks.Stats().L1Hits
+	if v, err := ks.Get(ctx, "k"); err != nil || v != "v" {
+		t.Fatalf("Get = %q, %v", v, err)
+	}
+	if got := ks.Stats().L1Hits; got != hits+1 {
+		t.Errorf("L1 hits %d -> %d: the owner's read after its own echo missed L1", hits, got)
+	}
+}

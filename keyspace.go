@@ -871,6 +871,14 @@ func (ks *Keyspace[K, V]) invalidate(keys []string) {
 	}
 }
 
+// filled wakes the loads waiting for another replica's lease on keys, now
+// filled (see leasedLoad).
+func (ks *Keyspace[K, V]) filled(keys []string) {
+	if ks.cfg.Lease.Enabled {
+		ks.leases.wake(keys)
+	}
+}
+
 // tagged records a tag invalidation from a tiercache replica: loads that
 // began before it are not shared with later callers. Its keys come in
 // messages of their own.

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
+	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/codec"
 	"github.com/tiercache/tiercache/l2"
 )
@@ -192,11 +194,14 @@ func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g 
 }
 
 // releaseLease ends a lease with f (see l2.Fill and l2.FillLease),
-// publishing the key's message to wake the replicas that wait for it.
+// publishing a message that wakes the replicas that wait for the key. The
+// message is marked Filled: the key held no value, so no replica evicts
+// anything, and the holder keeps the value it fills in its L1.
 func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, f l2.Fill) (l2.FillResult, error) {
-	msg, err := ks.message([]string{f.Key})
+	msg, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name,
+		Keys: []string{f.Key[len(ks.prefix):]}, Filled: true}).Marshal()
 	if err != nil {
-		return l2.Taken, err
+		return l2.Taken, fmt.Errorf("tiercache: encode invalidation: %w", err)
 	}
 	f.Msg = msg
 	res, err := ks.c.store.Fill(ctx, []l2.Fill{f}, ks.c.cfg.Channel)
