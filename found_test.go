@@ -263,3 +263,45 @@ func TestLeaseOwnerKeepsItsFill(t *testing.T) {
 		t.Errorf("L1 hits %d -> %d: the owner's read after its own echo missed L1", hits, got)
 	}
 }
+
+// TestMissPathRoundTrips counts the Redis round trips of a GetOrLoad that
+// misses both tiers, on a standalone server: one read (value, its TTL, its
+// slot's fence and, with a tagger, the tag epoch) and one fenced fill; with
+// a lease, one more to take it. The fences and tag checks add none.
+func TestMissPathRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	var rt roundTrips
+	r.client.AddHook(&rt)
+	ctx := t.Context()
+	load := func(_ context.Context, k string) (string, error) { return "v-" + k, nil }
+	tests := []struct {
+		give string
+		cfg  tiercache.KeyspaceConfig
+		opts []tiercache.KeyspaceOption[string, string]
+		want int64
+	}{
+		{"plain", tiercache.KeyspaceConfig{}, nil, 2},
+		{"tagged", tiercache.KeyspaceConfig{}, []tiercache.KeyspaceOption[string, string]{
+			tiercache.WithTags(func(string, string) []string { return []string{"a", "b"} }),
+		}, 2},
+		{"leased", tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: time.Second}}, nil, 3},
+	}
+	for i, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			ks := mustKeyspace(t, r.c, "rt"+strconv.Itoa(i), tt.cfg, tt.opts...)
+			// The first call of each script on a server loads it
+			// (NOSCRIPT, then EVAL): warm them up first.
+			if _, err := ks.GetOrLoad(ctx, "warm", load); err != nil {
+				t.Fatal(err)
+			}
+			before := rt.n.Load()
+			if v, err := ks.GetOrLoad(ctx, "cold", load); err != nil || v != "v-cold" {
+				t.Fatalf("GetOrLoad = %q, %v", v, err)
+			}
+			if got := rt.n.Load() - before; got != tt.want {
+				t.Errorf("round trips of a GetOrLoad that missed = %d; want %d", got, tt.want)
+			}
+		})
+	}
+}
