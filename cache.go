@@ -387,14 +387,14 @@ func (c *Cache) register(name string, ks keyspace) error {
 // origin are applied too: the writer evicted its entries after a write that
 // returned, but a write that timed out may have reached Redis later, and
 // only its echo then evicts what a read filled meanwhile. InvalidateTags
-// names its tags in a message of their own, which makes the keyspace's
-// later loads start anew rather than share one begun before (see
-// flightEpochs), then publishes the keys it deleted; a message naming tags
-// from a publisher that is not a tiercache replica (no origin) flushes its
-// keyspace, since replicas keep no local tag index.
+// names its tags in a message of their own, marked KeysFollow, which makes
+// the keyspace's later loads start anew rather than share one begun before
+// (see flightEpochs), then publishes the keys it deleted; a message naming
+// tags without KeysFollow (another publisher's) flushes its keyspace, since
+// replicas keep no local tag index.
 func (c *Cache) handle(m bus.Message) {
 	c.lastInv.Store(time.Now().UnixNano())
-	flush := m.Flush || (len(m.Tags) > 0 && m.Origin == "")
+	flush := m.Flush || (len(m.Tags) > 0 && !m.KeysFollow)
 	if c.onInv != nil {
 		defer c.onInv(Invalidation{Origin: m.Origin, Keyspace: m.Keyspace, Keys: m.Keys, Tags: m.Tags, Flush: flush, Filled: m.Filled})
 	}

@@ -194,13 +194,14 @@ func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
 	// fills (see l2.Fill), every one that filled before is in the set
 	// taken below, and every replica starts new loads for its keyspace
 	// rather than share one that began before (see flightEpochs).
-	msg, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: []string{tag}}).Marshal()
+	msg, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: []string{tag}, KeysFollow: true}).Marshal()
 	if err != nil {
 		return fmt.Errorf("tiercache: encode invalidation: %w", err)
 	}
 	if err := ks.c.store.BumpTags(ctx, ks.tagVersionsKey(), []string{tag}, max(tagVersionsKept, 2*ks.cfg.LoadTimeout), ks.c.cfg.Channel, msg); err != nil {
 		return err
 	}
+	ks.st.published.Add(1)
 	set := ks.tagSet(tag)
 	pending := set + ":pending"
 	n, err := ks.c.store.TakeTag(ctx, set, pending)

@@ -44,8 +44,10 @@ type Message struct {
 	// Keys are the keys to evict, as stored in Redis without the
 	// "<namespace>:<keyspace>:" prefix.
 	Keys []string `msgpack:"k,omitempty"`
-	// Tags are reserved for tag invalidation (issue #4); a message with tags
-	// and no keys is valid.
+	// Tags names tags whose values were invalidated. A subscriber that keeps
+	// no index of the tags of what it holds evicts the whole keyspace for
+	// them, unless KeysFollow is set. A message with tags and no keys is
+	// valid.
 	Tags []string `msgpack:"t,omitempty"`
 	// Flush evicts the whole keyspace, or every keyspace when Keyspace is "".
 	Flush bool `msgpack:"f,omitempty"`
@@ -56,6 +58,14 @@ type Message struct {
 	// A subscriber that does not know the field evicts the keys, which is
 	// harmless. Absent on the wire means false.
 	Filled bool `msgpack:"fl,omitempty"`
+	// KeysFollow says that the publisher of Tags deletes every value that
+	// carries them and publishes those keys in messages of their own (as a
+	// tiercache replica's InvalidateTags does): a subscriber need not evict
+	// the keyspace for the tags; it only stops sharing the loads of the
+	// keyspace that began before. It needs Tags. A subscriber that does not
+	// know the field evicts the keyspace, which is harmless. Absent on the
+	// wire means false.
+	KeysFollow bool `msgpack:"kf,omitempty"`
 }
 
 // Limits bounds what Unmarshal accepts, and so what a hostile or broken
@@ -104,6 +114,9 @@ func (m *Message) check() error {
 			return fmt.Errorf("%w: filled without keyspace or keys", ErrMalformed)
 		}
 		return nil
+	}
+	if m.KeysFollow && len(m.Tags) == 0 {
+		return fmt.Errorf("%w: keys follow without tags", ErrMalformed)
 	}
 	if m.Flush {
 		return nil
@@ -160,6 +173,9 @@ func (m Message) Marshal() ([]byte, error) {
 	if m.Filled {
 		fields++
 	}
+	if m.KeysFollow {
+		fields++
+	}
 	b := make([]byte, 0, size)
 	b = append(b, msgpcode.FixedMapLow|byte(fields))
 	b = appendString(b, "v")
@@ -182,6 +198,10 @@ func (m Message) Marshal() ([]byte, error) {
 	}
 	if m.Filled {
 		b = appendString(b, "fl")
+		b = append(b, msgpcode.True)
+	}
+	if m.KeysFollow {
+		b = appendString(b, "kf")
 		b = append(b, msgpcode.True)
 	}
 	if len(b) > DefaultMaxBytes {
@@ -335,6 +355,8 @@ func (dec *decoder) decode(src string, lim Limits) (Message, error) {
 			m.Flush, err = dec.d.DecodeBool()
 		case "fl":
 			m.Filled, err = dec.d.DecodeBool()
+		case "kf":
+			m.KeysFollow, err = dec.d.DecodeBool()
 		default:
 			if err := dec.skip(); err != nil {
 				return Message{}, fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)

@@ -66,6 +66,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Filled: true},
 		},
 		{
+			name: "tags whose keys follow",
+			give: Message{Origin: "node-1", Keyspace: "users", Tags: []string{"t"}, KeysFollow: true},
+			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Tags: []string{"t"}, KeysFollow: true},
+		},
+		{
 			name: "a 70 KB key",
 			give: Message{Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
 			want: Message{Version: WireVersion, Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
@@ -174,6 +179,7 @@ func TestMarshalErrors(t *testing.T) {
 		{name: "filled with tags", give: Message{Keyspace: "u", Keys: []string{"1"}, Tags: []string{"t"}, Filled: true}, want: ErrMalformed},
 		{name: "filled without keys", give: Message{Keyspace: "u", Filled: true}, want: ErrMalformed},
 		{name: "filled without keyspace", give: Message{Keys: []string{"1"}, Filled: true}, want: ErrMalformed},
+		{name: "keys follow without tags", give: Message{Keyspace: "u", Keys: []string{"1"}, KeysFollow: true}, want: ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -381,6 +387,7 @@ func FuzzDecodeInvalidation(f *testing.F) {
 		{Flush: true},
 		{Keyspace: "u", Flush: true},
 		{Origin: "node-2", Keyspace: "users", Keys: []string{"7", "8"}, Filled: true},
+		{Origin: "node-2", Keyspace: "users", Tags: []string{"red"}, KeysFollow: true},
 	} {
 		b, err := m.Marshal()
 		if err != nil {
