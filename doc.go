@@ -16,38 +16,39 @@
 //
 // # Consistency
 //
-// After Set or Delete returns nil on any replica, no replica's read returns the
-// old value from L1 once the invalidation has been delivered to it (tens of
-// microseconds on loopback). The mechanisms:
+// After Set or Delete returns nil on any replica, no replica's read returns
+// the old value from L1 once the invalidation has been delivered to it, and
+// none does later than Config.MaxStaleness (500ms by default) after the
+// invalidation was published, whatever fails. The mechanisms (see
+// docs/consistency.md for the bounds and the tests that prove them):
 //
 //   - A write and its invalidation reach Redis in one round trip, atomically
-//     (one Lua script doing SET or DEL and PUBLISH): no crash can leave Redis
-//     changed and the invalidation unsent.
-//   - Stale fills are never served. Every fill of L1 (from Redis or from a
-//     loader) takes a generation snapshot of its key before reading; an
-//     invalidation or flush bumps the generation; L1 serves an entry only if
-//     its generation is still current. This holds even though ristretto's Set
-//     is asynchronous and may be applied after the invalidation.
-//   - Load flights are keyed by that snapshot, so a GetOrLoad that starts
-//     after an invalidation never joins a load that began before it.
-//   - Pub/sub is at-most-once. Every (re)subscription, any queue overflow in
-//     the subscriber and any message it cannot read flush every L1 before L1
-//     is used again; while the bus is not subscribed or misses its health
-//     PING, reads bypass L1 and go to Redis. A lost message cannot leave a
-//     stale L1 entry past the reconnect.
-//   - Every replica applies every invalidation, its own echoes included: a
-//     write that timed out on the client may still reach Redis later.
+//     (one Lua script that publishes and writes): no crash can leave Redis
+//     changed and the invalidation unsent. Every replica applies every
+//     invalidation, its own echoes included.
+//   - Bounded staleness. L1 serves only while the bus has proved, within
+//     Config.MaxStaleness, that it applied everything published before the
+//     proof (a PING answered behind every earlier message, or on a Cluster a
+//     probe through every master, that the dispatcher reached in order);
+//     otherwise reads bypass L1. Every (re)subscription, queue overflow or
+//     unreadable message flushes every L1.
+//   - Fenced fills. Every write moves its hash slot's fence in Redis, in
+//     the same script; every read of Redis returns the fence with the value,
+//     and a fill of a loaded value (GetOrLoad, GetMany, leases, early
+//     refresh, tombstones, warming) stores only if the fence has not moved
+//     and none of the value's tags was invalidated since: a load never puts
+//     back what a write, delete or tag invalidation replaced, on any replica,
+//     whatever the bus's health.
+//   - Stale fills never reach L1: every L1 fill takes a generation snapshot
+//     of its key before reading; an invalidation or flush bumps it, and L1
+//     serves an entry only while its generation is current.
+//   - Load flights are keyed by that snapshot (and by the keyspace's tag
+//     invalidations), so a GetOrLoad that starts after an invalidation never
+//     joins a load that began before it.
+//   - An L1 entry lives no longer than its Redis entry had left when it was
+//     read.
 //   - The writer evicts its own L1 entry after the write; it does not fill
-//     L1 with the value it wrote (another replica's concurrent write could be
-//     the newer one), so the next read goes to Redis.
-//   - Loader fills of Redis use SET NX, so a load never overwrites a value
-//     that a concurrent Set stored, and they are skipped when the key was
-//     invalidated during the load, so a load does not put back what a Delete
-//     removed. A Delete whose invalidation has not reached the loading
-//     replica yet can still be overtaken; leases (issue #4) close that.
-//   - An L1 entry's TTL is at most its keyspace's Redis TTL (a last-resort
-//     bound, not the mechanism); it is not clamped to the time its Redis
-//     entry has left.
+//     L1 with the value it wrote, so the next read goes to Redis.
 //
 // Values served from L1 are shared by all callers and must not be mutated.
 //
@@ -84,9 +85,12 @@
 //
 // # Wire format
 //
-// Redis keys are "<namespace>:<keyspace>:<key>"; integer keys are decimal.
-// Presence records are at "<namespace>::replicas{<namespace>}:<id>", out of
-// every keyspace's way (a keyspace name cannot be empty).
+// Redis keys of values are "<namespace>:<keyspace>:<key>"; integer keys are
+// decimal. Every key of the cache's own bookkeeping (fences, tag sets and
+// versions, write-behind streams, write-through markers, counters, presence
+// records) starts with "<namespace>::", out of every keyspace's way (a
+// keyspace name is never empty and never holds ':'); see
+// docs/wire-format.md.
 // Values are codec envelopes (see package codec). Invalidations are msgpack
 // maps on channel "<namespace>:invalidate" (see package bus); any service in
 // any language may publish one to evict keys from every replica's L1.
