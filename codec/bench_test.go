@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,29 @@ func BenchmarkValidate(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(len(body)), "body-bytes")
+		})
+	}
+}
+
+// BenchmarkHeapBound is the walk that bounds the heap of a decoded value,
+// alone: what Unmarshal adds to Validate and msgpack.
+func BenchmarkHeapBound(b *testing.B) {
+	c := newCodec(b, Options{})
+	for _, bv := range benchValues() {
+		body, err := msgpack.Marshal(&bv.give)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(bv.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			var st decodeState
+			rv := reflect.ValueOf(new(benchValue))
+			for b.Loop() {
+				if _, err := c.heapBound(&st, body, rv, DefaultMaxHeapRatio*DefaultMaxSize); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/s2"
@@ -27,6 +28,10 @@ const (
 	// DefaultMaxDepth is the default Options.MaxDepth, in nested arrays and
 	// maps.
 	DefaultMaxDepth = 64
+
+	// DefaultMaxHeapRatio is the default ratio of Options.MaxHeap to
+	// Options.MaxSize: by default, decoding may build up to 64 MiB.
+	DefaultMaxHeapRatio = 4
 )
 
 // Header bits.
@@ -72,6 +77,24 @@ type Options struct {
 	// Unmarshal accepts; it bounds decoding recursion. Zero means
 	// DefaultMaxDepth (64).
 	MaxDepth int `json:"maxDepth" yaml:"maxDepth"`
+
+	// MaxHeap is the most heap, in bytes, that Unmarshal lets one value
+	// build. Before decoding, Unmarshal computes from the msgpack body and
+	// the Go type of the destination an upper bound of the heap the
+	// decoded value will hold (see UnmarshalCost), and refuses a body
+	// whose bound is larger with ErrTooComplex. MaxSize alone does not
+	// bound the heap: a one-byte msgpack nil becomes a 16-byte string
+	// header in a []string, and a whole zero struct in a slice of structs.
+	// Zero means DefaultMaxHeapRatio times MaxSize, 64 MiB with the
+	// default MaxSize. The bound is 1 to 8 times the msgpack size of
+	// typical structs, slices and strings, and up to about 20 times that
+	// of maps of small entries and of documents decoded into interfaces,
+	// so with the defaults any value of a few MiB decodes, and one of
+	// 16 MiB does if it is mostly strings and numbers. A value whose
+	// bound is larger, even an honest one, is refused: raise MaxHeap for
+	// a keyspace that holds such values (no default L1, 32 MiB, could
+	// keep one anyway).
+	MaxHeap int `json:"maxHeap" yaml:"maxHeap"`
 }
 
 // A Codec encodes values into envelopes and decodes them back. It is safe
@@ -81,13 +104,16 @@ type Codec struct {
 	compressAbove int // 0 means DefaultCompressAbove
 	maxSize       int // 0 means DefaultMaxSize
 	maxDepth      int // 0 means DefaultMaxDepth
+	maxHeap       int // 0 means DefaultMaxHeapRatio * maxSize
 
-	encoders sync.Pool // of *encodeState
-	decoders sync.Pool // of *decodeState
+	encoders sync.Pool            // of *encodeState
+	decoders sync.Pool            // of *decodeState
+	plans    sync.Map             // reflect.Type of a destination to its *plan
+	lastPlan atomic.Pointer[plan] // the plan used last, looked up first
 }
 
-// New returns a Codec configured by opts. It returns an error if MaxSize or
-// MaxDepth is negative.
+// New returns a Codec configured by opts. It returns an error if MaxSize,
+// MaxDepth or MaxHeap is negative.
 func New(opts Options) (*Codec, error) {
 	if opts.MaxSize < 0 {
 		return nil, fmt.Errorf("codec: negative MaxSize %d", opts.MaxSize)
@@ -95,29 +121,36 @@ func New(opts Options) (*Codec, error) {
 	if opts.MaxDepth < 0 {
 		return nil, fmt.Errorf("codec: negative MaxDepth %d", opts.MaxDepth)
 	}
+	if opts.MaxHeap < 0 {
+		return nil, fmt.Errorf("codec: negative MaxHeap %d", opts.MaxHeap)
+	}
 	return &Codec{
 		compressAbove: opts.CompressAbove,
 		maxSize:       opts.MaxSize,
 		maxDepth:      opts.MaxDepth,
+		maxHeap:       opts.MaxHeap,
 	}, nil
 }
 
 // options returns the effective settings, defaults applied.
-func (c *Codec) options() (compressAbove, maxSize, maxDepth int) {
+func (c *Codec) options() (compressAbove, maxSize, maxDepth, maxHeap int) {
 	compressAbove, maxSize, maxDepth = DefaultCompressAbove, DefaultMaxSize, DefaultMaxDepth
-	if c == nil {
-		return
+	if c != nil {
+		if c.compressAbove != 0 {
+			compressAbove = c.compressAbove
+		}
+		if c.maxSize != 0 {
+			maxSize = c.maxSize
+		}
+		if c.maxDepth != 0 {
+			maxDepth = c.maxDepth
+		}
+		maxHeap = c.maxHeap
 	}
-	if c.compressAbove != 0 {
-		compressAbove = c.compressAbove
+	if maxHeap == 0 {
+		maxHeap = DefaultMaxHeapRatio * min(maxSize, maxBound/DefaultMaxHeapRatio)
 	}
-	if c.maxSize != 0 {
-		maxSize = c.maxSize
-	}
-	if c.maxDepth != 0 {
-		maxDepth = c.maxDepth
-	}
-	return
+	return compressAbove, maxSize, maxDepth, maxHeap
 }
 
 // Tombstone returns a new tombstone envelope: the negative-cache marker that
@@ -191,7 +224,7 @@ func (c *Codec) MarshalDelta(v any, delta time.Duration) ([]byte, error) {
 
 // marshal is Marshal, recording delta when it is not negative.
 func (c *Codec) marshal(v any, delta time.Duration) ([]byte, error) {
-	compressAbove, maxSize, _ := c.options()
+	compressAbove, maxSize, _, _ := c.options()
 	var meta [binary.MaxVarintLen64]byte
 	metaLen := 0
 	if delta >= 0 {
@@ -240,6 +273,7 @@ func (c *Codec) marshal(v any, delta time.Duration) ([]byte, error) {
 type decodeState struct {
 	body   []byte // decompressed body
 	guards []int  // see validate
+	dict   []span // see walker
 	r      guardReader
 }
 
@@ -247,79 +281,140 @@ type decodeState struct {
 // must be a non-nil pointer. Unmarshal returns:
 //
 //   - ErrTombstone if data is a tombstone;
+//   - ErrLease if data is a lease;
 //   - an error wrapping ErrVersion if data has an unknown format version;
 //   - an error wrapping ErrTooLarge if the msgpack body is, or decompresses
 //     to, more than Options.MaxSize bytes (checked before decompressing);
 //   - an error wrapping ErrCorrupt if data is malformed (see Validate) or
 //     msgpack cannot decode it into v, for example because the stored type
-//     does not match.
+//     does not match;
+//   - an error wrapping ErrTooComplex if decoding the body into v could
+//     make v hold more than Options.MaxHeap bytes of heap (checked before
+//     decoding: see UnmarshalCost).
 //
 // Unmarshal does not panic on any input: it validates the body before
 // decoding and turns a panic inside msgpack into an ErrCorrupt error.
 // Nothing decoded into v shares memory with data.
 func (c *Codec) Unmarshal(data []byte, v any) error {
-	if rv := reflect.ValueOf(v); rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return fmt.Errorf("codec: Unmarshal(%T): want a non-nil pointer", v)
+	_, err := c.UnmarshalCost(data, v)
+	return err
+}
+
+// UnmarshalCost is Unmarshal, also returning heap: an upper bound, in
+// bytes, of the heap that the value v points to holds once decoded, not
+// counting the envelope. Unmarshal computes it before decoding, from the
+// msgpack body and the Go type of v, and refuses with ErrTooComplex a body
+// whose bound exceeds Options.MaxHeap; it is what an in-process cache
+// should charge for keeping the decoded value.
+//
+// The bound counts what decoding makes v reach that v does not already
+// own: backing arrays of slices (length times element size), maps with
+// their entries (Go's swiss tables: keys, values and control bytes at the
+// lowest load factor they keep), the bytes of strings and []byte,
+// pointees, values boxed in interfaces (msgpack's generic types), and
+// structs allocated through embedded pointers. It does not count the value
+// *v itself, nor what msgpack allocates and drops while decoding: about as
+// much again as the bound, plus buffers of up to the body's size. Sizes are
+// rounded up as the Go allocator rounds them, by up to a quarter. For
+// ordinary values the bound is 1.1 to 2 times the heap they actually hold,
+// and at most twice what decoding allocates in all.
+//
+// Where msgpack's work cannot be seen from the type, the bound charges a
+// copy of the encoding plus what msgpack's generic decoding would build
+// from it: for a type with its own decoder (msgpack.CustomDecoder or
+// Unmarshaler, encoding.BinaryUnmarshaler or TextUnmarshaler) and for an
+// extension type registered with msgpack, which holds for decoders that
+// build what they read. Decoders registered with msgpack.Register are not
+// seen at all. An interface that v already holds a value in is charged as
+// an empty one (msgpack decodes into what it holds), except *v itself:
+// decode into zero values, as a cache does.
+//
+// heap is 0 when err is not nil, and for a msgpack nil.
+func (c *Codec) UnmarshalCost(data []byte, v any) (heap int, err error) {
+	return c.unmarshal(data, v, true)
+}
+
+// Cost returns what UnmarshalCost(data, v) would return, without decoding:
+// the same bound and the same errors, except those msgpack reports while
+// decoding. It does not modify v, which only tells the destination's type
+// (and, if v points to an interface holding a pointer, that pointer's). It
+// costs a pass over the body and, if the body is compressed, a
+// decompressed copy of it.
+func (c *Codec) Cost(data []byte, v any) (heap int, err error) {
+	return c.unmarshal(data, v, false)
+}
+
+// unmarshal implements UnmarshalCost, and Cost when decode is false.
+func (c *Codec) unmarshal(data []byte, v any, decode bool) (heap int, err error) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return 0, fmt.Errorf("codec: decode into %T: want a non-nil pointer", v)
 	}
 	if len(data) == 0 {
-		return fmt.Errorf("%w: empty envelope", ErrCorrupt)
+		return 0, fmt.Errorf("%w: empty envelope", ErrCorrupt)
 	}
 	h := data[0]
 	if version := h >> versionShift; version != Version {
-		return fmt.Errorf("%w: %d", ErrVersion, version)
+		return 0, fmt.Errorf("%w: %d", ErrVersion, version)
 	}
 	if h&reservedBits != 0 {
-		return fmt.Errorf("%w: reserved header bits set in %#02x", ErrCorrupt, h)
+		return 0, fmt.Errorf("%w: reserved header bits set in %#02x", ErrCorrupt, h)
 	}
 	body := data[1:]
 	if h&flagTombstone != 0 {
 		if h&^(versionMask|flagTombstone) != 0 || len(body) != 0 {
-			return fmt.Errorf("%w: tombstone with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
+			return 0, fmt.Errorf("%w: tombstone with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
 		}
-		return ErrTombstone
+		return 0, ErrTombstone
 	}
 	if h&flagLease != 0 {
 		if h&^(versionMask|flagLease) != 0 || len(body) == 0 || len(body) > MaxLeaseToken {
-			return fmt.Errorf("%w: lease with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
+			return 0, fmt.Errorf("%w: lease with header %#02x and %d body bytes", ErrCorrupt, h, len(body))
 		}
-		return ErrLease
+		return 0, ErrLease
 	}
 	if h&flagDelta != 0 {
 		us, n := binary.Uvarint(body)
 		if n <= 0 || us > maxDeltaMicros {
-			return fmt.Errorf("%w: bad load duration field", ErrCorrupt)
+			return 0, fmt.Errorf("%w: bad load duration field", ErrCorrupt)
 		}
 		body = body[n:]
 	}
 
-	_, maxSize, maxDepth := c.options()
+	_, maxSize, maxDepth, maxHeap := c.options()
 	st := c.getDecodeState()
 	defer c.putDecodeState(st)
 
 	if h&flagCompressed != 0 {
 		n, err := s2.DecodedLen(body)
 		if err != nil {
-			return fmt.Errorf("%w: s2 block header: %w", ErrCorrupt, err)
+			return 0, fmt.Errorf("%w: s2 block header: %w", ErrCorrupt, err)
 		}
 		if n > maxSize {
-			return fmt.Errorf("%w: compressed body decodes to %d bytes, max %d", ErrTooLarge, n, maxSize)
+			return 0, fmt.Errorf("%w: compressed body decodes to %d bytes, max %d", ErrTooLarge, n, maxSize)
 		}
 		st.body = grow(st.body, n)
 		if body, err = s2.Decode(st.body, body); err != nil {
-			return fmt.Errorf("%w: s2 block: %w", ErrCorrupt, err)
+			return 0, fmt.Errorf("%w: s2 block: %w", ErrCorrupt, err)
 		}
 	} else if len(body) > maxSize {
-		return fmt.Errorf("%w: body is %d bytes, max %d", ErrTooLarge, len(body), maxSize)
+		return 0, fmt.Errorf("%w: body is %d bytes, max %d", ErrTooLarge, len(body), maxSize)
 	}
 
 	if err := validate(body, maxDepth, &st.guards); err != nil {
-		return err
+		return 0, err
 	}
-	return decode(st, body, v)
+	if heap, err = c.heapBound(st, body, rv, maxHeap); err != nil || !decode {
+		return heap, err
+	}
+	if err := decodeBody(st, body, v); err != nil {
+		return 0, err
+	}
+	return heap, nil
 }
 
-// decode decodes the validated body into v.
-func decode(st *decodeState, body []byte, v any) (err error) {
+// decodeBody decodes the validated body into v.
+func decodeBody(st *decodeState, body []byte, v any) (err error) {
 	st.r.reset(body, st.guards)
 	dec := msgpack.GetDecoder()
 	dec.Reset(&st.r)
@@ -367,6 +462,7 @@ func (c *Codec) getDecodeState() *decodeState {
 	if c != nil {
 		if st, ok := c.decoders.Get().(*decodeState); ok {
 			st.guards = st.guards[:0]
+			st.dict = st.dict[:0]
 			return st
 		}
 	}
@@ -383,6 +479,9 @@ func (c *Codec) putDecodeState(st *decodeState) {
 	}
 	if cap(st.guards) > maxPooledBuffer/8 {
 		st.guards = nil
+	}
+	if cap(st.dict) > maxPooledBuffer/16 {
+		st.dict = nil
 	}
 	c.decoders.Put(st)
 }

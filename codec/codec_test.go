@@ -499,9 +499,10 @@ func TestNew(t *testing.T) {
 	}{
 		{"zero", Options{}, false},
 		{"never compress", Options{CompressAbove: -1}, false},
-		{"all set", Options{CompressAbove: 1, MaxSize: 1, MaxDepth: 1}, false},
+		{"all set", Options{CompressAbove: 1, MaxSize: 1, MaxDepth: 1, MaxHeap: 1}, false},
 		{"negative MaxSize", Options{MaxSize: -1}, true},
 		{"negative MaxDepth", Options{MaxDepth: -1}, true},
+		{"negative MaxHeap", Options{MaxHeap: -1}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

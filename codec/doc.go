@@ -42,10 +42,17 @@
 // Validate has not accepted: exactly one object, every length present in
 // the input, every element count no larger than the bytes left, nesting no
 // deeper than Options.MaxDepth. A compressed body is refused before it is
-// decompressed if its declared length exceeds Options.MaxSize. Together
-// these bound what a hostile value can make Unmarshal allocate to a small
-// multiple of the body size (times the size of the destination's element
-// types) and the depth it recurses to a constant.
+// decompressed if its declared length exceeds Options.MaxSize.
+//
+// Bytes do not bound the heap, though: a one-byte nil becomes a 16-byte
+// string header in a []string, a whole zero struct in a slice of structs,
+// an entry in a map. So Unmarshal then computes, in one more pass over the
+// body guided by the Go type of the destination, an upper bound of the
+// heap that the decoded value will hold (UnmarshalCost returns it), and
+// refuses the body with ErrTooComplex if the bound exceeds Options.MaxHeap,
+// before msgpack allocates any of it. A refused body costs the walk and,
+// if it was compressed, its decompressed copy. Decoding an accepted one
+// allocates at most about twice the bound, plus msgpack's buffers.
 //
 // msgpack also decodes an ext header followed by a map as that map when the
 // destination is a Go map, which would let it read an ext's opaque payload

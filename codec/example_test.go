@@ -1,6 +1,7 @@
 package codec_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log"
@@ -49,4 +50,27 @@ func ExampleValidate() {
 	// Output:
 	// <nil>
 	// codec: corrupt value: array at offset 0 claims 4294967295 elements, 0 bytes remain
+}
+
+func ExampleCodec_UnmarshalCost() {
+	c, err := codec.New(codec.Options{MaxHeap: 1 << 20})
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, err := c.Marshal([]string{"a", "b", "c"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	var s []string
+	heap, err := c.UnmarshalCost(b, &s)
+	fmt.Println(s, heap, err)
+
+	// 100,000 nils: 100 KB of msgpack that a []string would hold as
+	// 1.6 MB of string headers.
+	bomb := append([]byte{0x20, 0xdd, 0x00, 0x01, 0x86, 0xa0}, bytes.Repeat([]byte{0xc0}, 100_000)...)
+	heap, err = c.UnmarshalCost(bomb, &s)
+	fmt.Println(heap, errors.Is(err, codec.ErrTooComplex))
+	// Output:
+	// [a b c] 112 <nil>
+	// 0 true
 }

@@ -2,12 +2,15 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -69,24 +72,100 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	for _, tt := range guardBombs {
 		seeds = append(seeds, tt.give)
 	}
+	// Bodies whose bound is near FuzzDecodeValue's MaxHeap for some of
+	// its types, on either side: nils and empty maps for slices of big
+	// structs, keys with nils or empty maps for maps of pointers to them.
+	seeds = append(seeds,
+		envelope(cat([]byte{0xdc}, be16(20), nils(20))...),
+		envelope(cat([]byte{0xdc}, be16(100), bytes.Repeat([]byte{0x80}, 100))...),
+		envelope(0x82, 0xa1, 'a', 0x80, 0xa1, 'b', codeNil),
+		envelope(cat([]byte{codeMap16}, be16(70), bytes.Repeat([]byte{0xa0, 0x80}, 70))...),
+		envelope(cat([]byte{0x81, 0xa1, 'l', 0x93}, nils(3))...),
+	)
 	return seeds
 }
 
+// fuzzBody returns the msgpack body of envelope data, decompressed, if
+// data is a value envelope, and the length that Unmarshal takes it to have
+// (what a compressed body claims) if it is a value envelope within
+// fuzzMaxSize.
+func fuzzBody(data []byte) (body []byte, n int, ok bool) {
+	if len(data) == 0 || data[0]>>versionShift != Version || data[0]&(flagTombstone|flagLease|reservedBits) != 0 {
+		return nil, 0, false
+	}
+	body = data[1:]
+	if data[0]&flagDelta != 0 {
+		_, w := binary.Uvarint(body)
+		if w <= 0 {
+			return nil, 0, false
+		}
+		body = body[w:]
+	}
+	if data[0]&flagCompressed == 0 {
+		return body, len(body), len(body) <= fuzzMaxSize
+	}
+	n, err := s2.DecodedLen(body)
+	if err != nil || n > fuzzMaxSize {
+		return nil, 0, false
+	}
+	body, err = s2.Decode(nil, body)
+	return body, n, err == nil
+}
+
+// fuzzMaxSize and fuzzMaxHeap are the limits FuzzDecodeValue decodes with:
+// small, so that decompression bombs do not slow the fuzzer and inputs of a
+// few dozen bytes can pass MaxHeap.
+const (
+	fuzzMaxSize = 1 << 20
+	fuzzMaxHeap = 64 << 10
+)
+
 // FuzzDecodeValue checks that Unmarshal never panics, returns only the
-// documented errors, and that whatever it decodes can be encoded and decoded
-// again.
+// documented errors, that whatever it decodes can be encoded and decoded
+// again, and that decoding allocates no more than UnmarshalCost documents:
+// twice the bound (the value, and as much again of garbage) plus a few
+// times the body (msgpack's buffers).
 func FuzzDecodeValue(f *testing.F) {
 	for _, seed := range fuzzSeeds(f) {
 		f.Add(seed)
 	}
-	// A small MaxSize keeps decompression bombs from slowing the fuzzer.
-	c := newCodec(f, Options{MaxSize: 1 << 20})
+	c := newCodec(f, Options{MaxSize: fuzzMaxSize, MaxHeap: fuzzMaxHeap})
+	// Slices and maps of 1 KiB structs make a missed charge show on small
+	// inputs.
+	newTargets := func() []any {
+		return []any{new(any), new(fuzzValue), new(tree), new([]map[string]int), new([]bigItem), new(map[string]*bigItem)}
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, v := range []any{new(any), new(fuzzValue), new(tree), new([]map[string]int)} {
-			err := c.Unmarshal(data, v)
-			if err != nil {
-				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) &&
-					!errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrTombstone) && !errors.Is(err, ErrLease) {
+		// The bounds, computed apart so that they cost nothing below.
+		bounds := 0
+		body, n, ok := fuzzBody(data)
+		if ok && validate(body, 0, nil) == nil {
+			var st decodeState
+			for _, v := range newTargets() {
+				if heap, err := c.heapBound(&st, body, reflect.ValueOf(v), fuzzMaxHeap); err == nil {
+					bounds += heap
+				}
+			}
+		}
+
+		targets := newTargets()
+		errs := make([]error, len(targets))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for i, v := range targets {
+			errs[i] = c.Unmarshal(data, v)
+		}
+		runtime.ReadMemStats(&after)
+		// The fuzzing engine's goroutines allocate a little meanwhile.
+		if alloc, limit := after.TotalAlloc-before.TotalAlloc, uint64(2*bounds+4*len(targets)*n+16<<10); alloc > limit {
+			t.Fatalf("decoding a %d byte body into %d types with bounds summing to %d bytes allocated %d bytes; want at most %d",
+				n, len(targets), bounds, alloc, limit)
+		}
+
+		for i, v := range targets {
+			if err := errs[i]; err != nil {
+				if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrVersion) && !errors.Is(err, ErrTooLarge) &&
+					!errors.Is(err, ErrTooComplex) && !errors.Is(err, ErrTombstone) && !errors.Is(err, ErrLease) {
 					t.Fatalf("Unmarshal(%T) = %v; want a documented error", v, err)
 				}
 				continue

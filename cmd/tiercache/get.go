@@ -10,26 +10,33 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/codec"
 )
 
 // defaultMaxTagSets is how many tag sets of a keyspace get looks at by
 // default to find a key's tags.
 const defaultMaxTagSets = 10_000
 
+// defaultMaxOutput is how many bytes of JSON get prints of a value by
+// default: 1 MiB.
+const defaultMaxOutput = 1 << 20
+
 // getResult is what get prints.
 type getResult struct {
-	Key           string   `json:"key"`
-	RedisKey      string   `json:"redis_key"`
-	TTLMillis     int64    `json:"ttl_ms"` // PTTL: -1 without expiry
-	Envelope      envelope `json:"envelope"`
-	Value         any      `json:"value"`           // nil for a tombstone or a lease
-	Error         string   `json:"error,omitempty"` // why the value could not be decoded
-	Tags          []string `json:"tags"`
-	TagsTruncated bool     `json:"tags_truncated,omitempty"` // more tag sets than --max-tag-sets: tags may be missing
+	Key            string   `json:"key"`
+	RedisKey       string   `json:"redis_key"`
+	TTLMillis      int64    `json:"ttl_ms"` // PTTL: -1 without expiry
+	Envelope       envelope `json:"envelope"`
+	Value          any      `json:"value"`                     // nil for a tombstone or a lease
+	ValueTruncated bool     `json:"value_truncated,omitempty"` // parts of the value left out: over --max-output
+	Error          string   `json:"error,omitempty"`           // why the value could not be decoded
+	Tags           []string `json:"tags"`
+	TagsTruncated  bool     `json:"tags_truncated,omitempty"` // more tag sets than --max-tag-sets: tags may be missing
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCommandFlags("get", []string{"get [--force] [--max-tag-sets N] [connection flags] KEYSPACE KEY"}, `
+	fs := newCommandFlags("get", []string{"get [--force] [--max-tag-sets N] [--max-output N] [connection flags] KEYSPACE KEY"}, `
 Reads the value of KEY in KEYSPACE straight from Redis, the key
 "<namespace>:<keyspace>:<key>" (an integer key in decimal), and prints it as
 JSON: its TTL in milliseconds (ttl_ms, -1 without expiry), what its envelope
@@ -37,12 +44,21 @@ header says (format version, compressed, tombstone, lease, the recorded load
 duration, sizes), the msgpack body decoded generically (structs as maps by
 field name; {"$bin": base64} for bytes, {"$ext": type, "data": base64} for
 extensions) and its tags: the tag sets of the keyspace that name the key,
-found by SCAN (at most --max-tag-sets of them) and ZSCORE. Decoding is
-bounded as the library's is: a corrupt value is reported, never trusted.
+found by SCAN (at most --max-tag-sets of them) and ZSCORE.
+
+Decoding is bounded as the library's is, with its default limits: a body
+over 16 MiB, a corrupt value, and a value too complex to decode (one whose
+msgpack would build more than 64 MiB of heap, which the library refuses as
+hostile or corrupt) are reported, never trusted, and exit 1. Of a value
+whose JSON is longer than --max-output bytes, get prints about that much,
+leaving out the rest of its lists, maps and strings; it then says so on
+stderr and sets value_truncated.
+
 A key not in Redis exits 3. A keyspace that none of the live replicas uses
 is refused unless --force.`, true)
 	force := fs.Bool("force", false, "go on even if no live replica uses the keyspace")
 	maxSets := fs.Int("max-tag-sets", defaultMaxTagSets, "look at no more than `N` tag sets of the keyspace for the key's tags")
+	maxOutput := fs.Int("max-output", defaultMaxOutput, "print about `N` bytes of the value's JSON at most, leaving out the rest")
 	rest, err := fs.parse(args, stdout)
 	if err != nil {
 		return err
@@ -52,6 +68,9 @@ is refused unless --force.`, true)
 	}
 	if *maxSets < 1 {
 		return usageErrorf("--max-tag-sets %d: want at least 1", *maxSets)
+	}
+	if *maxOutput < 1 {
+		return usageErrorf("--max-output %d: want at least 1", *maxOutput)
 	}
 	keyspace, key := rest[0], rest[1]
 	if err := checkKeyspaceName(keyspace); err != nil {
@@ -92,8 +111,12 @@ is refused unless --force.`, true)
 		return fmt.Errorf("read %q: %w", rk, err)
 	}
 	res := getResult{Key: key, RedisKey: rk, TTLMillis: ttlMillis(pttl.Val()), Tags: []string{}}
+	cd, err := codec.New(codec.Options{}) // the library's default limits
+	if err != nil {
+		return err
+	}
 	var decodeErr error
-	res.Envelope, res.Value, decodeErr = decodeEnvelope(data)
+	res.Envelope, res.Value, res.ValueTruncated, decodeErr = decodeEnvelope(cd, data, *maxOutput)
 	if decodeErr != nil {
 		res.Error = decodeErr.Error()
 	}
@@ -108,7 +131,13 @@ is refused unless --force.`, true)
 	if err := writeJSON(stdout, res); err != nil {
 		return err
 	}
-	if decodeErr != nil {
+	if res.ValueTruncated {
+		fmt.Fprintf(stderr, "tiercache get: value truncated: its JSON is longer than --max-output %d bytes, so parts of it are left out (raise --max-output to see more)\n", *maxOutput)
+	}
+	switch {
+	case errors.Is(decodeErr, codec.ErrTooComplex):
+		return fmt.Errorf("value of %q is too complex to decode: the library refuses such a value as hostile or corrupt, and deletes it when it reads it: %w", rk, decodeErr)
+	case decodeErr != nil:
 		return fmt.Errorf("value of %q cannot be decoded: %w", rk, decodeErr)
 	}
 	return nil
