@@ -215,6 +215,13 @@ type KeyspaceConfig struct {
 	// Default codec.DefaultMaxSize.
 	MaxValueSize int `yaml:"max_value_size" json:"max_value_size"`
 
+	// MaxValueHeap bounds the heap a decoded value may hold, in bytes, as
+	// computed from its encoding before it is decoded: a value over it (a
+	// hostile one, such as a few compressed bytes that decode to millions of
+	// elements) is treated as corrupt, a miss that is deleted. L1 charges
+	// each entry this bound of its decoded value. Default 4 × MaxValueSize.
+	MaxValueHeap int `yaml:"max_value_heap" json:"max_value_heap"`
+
 	// LoadTimeout bounds one call of a loader. Loads run detached from the
 	// caller that started them (so one caller's cancellation does not fail
 	// the others) and are cancelled by Stop. Default 0: no bound of its own.
@@ -385,6 +392,8 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative l1_max_cost %d", ErrInvalidConfig, k.L1MaxCost)
 	case k.MaxValueSize < 0:
 		return k, fmt.Errorf("%w: negative max_value_size %d", ErrInvalidConfig, k.MaxValueSize)
+	case k.MaxValueHeap < 0:
+		return k, fmt.Errorf("%w: negative max_value_heap %d", ErrInvalidConfig, k.MaxValueHeap)
 	case k.LoadTimeout < 0:
 		return k, fmt.Errorf("%w: negative load_timeout %v", ErrInvalidConfig, k.LoadTimeout)
 	case k.MaxConcurrentLoads < 0:
@@ -444,6 +453,9 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 	}
 	if k.MaxValueSize == 0 {
 		k.MaxValueSize = codec.DefaultMaxSize
+	}
+	if k.MaxValueHeap == 0 {
+		k.MaxValueHeap = codec.DefaultMaxHeapRatio * k.MaxValueSize
 	}
 	return k, nil
 }

@@ -1,17 +1,21 @@
 package tiercache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/codec"
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/l2"
 )
@@ -303,5 +307,66 @@ func TestMissPathRoundTrips(t *testing.T) {
 				t.Errorf("round trips of a GetOrLoad that missed = %d; want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestDecodeBombL1: a few compressed bytes that decode to millions of
+// elements are refused before they are decoded, as corrupt (a miss, the key
+// deleted), at the cost of the decompression buffer only; and L1 charges an
+// entry the heap of its decoded value, not its encoded size.
+func TestDecodeBombL1(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	ctx := t.Context()
+	type doc struct {
+		Tags []string `msgpack:"tags"`
+	}
+	ks := mustKeyspace[string, doc](t, r.c, "bomb", tiercache.KeyspaceConfig{})
+	n := 16_777_152 // nils: the body stays under the 16 MiB max_value_size
+	body := append([]byte{0x81, 0xa4, 't', 'a', 'g', 's', 0xdd}, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	body = append(body, bytes.Repeat([]byte{0xc0}, n)...)
+	bomb := append([]byte{0x21}, s2.Encode(nil, body)...) // version 1, compressed
+	t.Logf("bomb: %d bytes in Redis, %d decompressed", len(bomb), len(body))
+	for i := range 4 {
+		k := "b" + strconv.Itoa(i)
+		if err := r.client.Set(ctx, ks.RedisKey(k), bomb, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := ks.Get(ctx, k)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, tiercache.ErrNotFound) {
+			t.Fatalf("Get(bomb) = %v; want ErrNotFound", err)
+		}
+		// The decompression buffer (bounded by max_value_size) and little
+		// else: decoded, the bomb took 256 MiB.
+		if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(codec.DefaultMaxSize+4<<20); got > limit {
+			t.Errorf("Get(bomb) allocated %d bytes; want at most %d", got, limit)
+		}
+		if left := r.client.Exists(ctx, ks.RedisKey(k)).Val(); left != 0 {
+			t.Errorf("bomb %s left in Redis", k)
+		}
+	}
+	if got := ks.Stats().Corrupt; got != 4 {
+		t.Errorf("Corrupt = %d; want 4", got)
+	}
+
+	// 10,000 one-letter strings encode to about 20 KB and hold 160 KB of
+	// string headers once decoded.
+	small := doc{Tags: make([]string, 10_000)}
+	for i := range small.Tags {
+		small.Tags[i] = "x"
+	}
+	if err := ks.Set(ctx, "big", small); err != nil {
+		t.Fatal(err)
+	}
+	r.waitKeys(t, "bomb", "big")
+	if _, err := ks.Get(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	ks.Wait()
+	if cost := ks.Stats().L1Cost; cost < 160_000 {
+		t.Errorf("L1Cost = %d for a value holding 160 KB of string headers; want at least that", cost)
 	}
 }

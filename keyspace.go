@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
@@ -81,7 +82,7 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 	if err != nil {
 		return nil, fmt.Errorf("keyspace %q: %w", name, err)
 	}
-	cd, err := codec.New(codec.Options{CompressAbove: cfg.CompressAbove, MaxSize: cfg.MaxValueSize})
+	cd, err := codec.New(codec.Options{CompressAbove: cfg.CompressAbove, MaxSize: cfg.MaxValueSize, MaxHeap: cfg.MaxValueHeap})
 	if err != nil {
 		return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
 	}
@@ -406,7 +407,7 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 		switch r {
 		case l2.Stored:
 			p := kept[j]
-			ks.fillL1(p.key, p.v, len(fills[j].Value), now, fills[j].TTL, p.delta, p.g)
+			ks.fillL1(p.key, p.v, ks.heapOf(fills[j].Value), now, fills[j].TTL, p.delta, p.g)
 		case l2.Fenced, l2.TagFenced:
 			ks.st.staleFills.Add(1)
 		}
@@ -420,10 +421,11 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 	ks.st.l2Errors.Add(1)
 }
 
-// fillL1 offers v, which L2 holds from now (taken before the read or the
-// write) for l2TTL more, to L1 under g: for the keyspace's L1 TTL, and
-// never past now + l2TTL, so L1 never outlives L2.
-func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, delta time.Duration, g gens) {
+// fillL1 offers v, which holds heap bytes of heap beyond its own size and
+// which L2 holds from now (taken before the read or the write) for l2TTL
+// more, to L1 under g: for the keyspace's L1 TTL, and never past now +
+// l2TTL, so L1 never outlives L2.
+func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, delta time.Duration, g gens) {
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
 	left := l1TTL - ks.c.now().Sub(now) // the read and the decode took some
@@ -432,7 +434,7 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, del
 	}
 	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
 	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
-	ks.l1.SetMeta(key, v, l1Cost(size), left+ks.cfg.ServeStale, g.main, m)
+	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.cfg.ServeStale, g.main, m)
 }
 
 // l1EntryOverhead is what an L1 entry costs beyond its encoded value, in
@@ -442,8 +444,19 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, size int, now time.Time, l2TTL, del
 // whatever the size of its values.
 const l1EntryOverhead = 400
 
-// l1Cost is the L1 cost of an entry whose value encodes to size bytes.
+// l1Cost is the L1 cost of an entry whose value takes size bytes of heap.
 func l1Cost(size int) int64 { return int64(size) + l1EntryOverhead }
+
+// heapOf returns a bound of the heap that a value encoded as b holds beyond
+// its own size, as the codec computes it (codec.Codec.Cost): what L1 charges
+// for it. A value the codec cannot bound costs its encoded size.
+func (ks *Keyspace[K, V]) heapOf(b []byte) int {
+	var zero V
+	if n, err := ks.codec.Cost(b, &zero); err == nil {
+		return n
+	}
+	return len(b)
+}
 
 // encodeEntry returns the L2 item of v, loaded in delta (0: written, not
 // loaded), as written at now, with its tags (the tagger's and extra). A
@@ -534,7 +547,8 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens
 // cache) under g, for no longer than e has left to live.
 func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.Entry, start time.Time, g gens) (V, error) {
 	var v V
-	if err := ks.decode(ctx, rkey, e, &v); err != nil {
+	heap, err := ks.decode(ctx, rkey, e, &v)
+	if err != nil {
 		if errors.Is(err, errTombstone) {
 			ks.fillNeg(key, start, e.TTL, g)
 		}
@@ -546,7 +560,7 @@ func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.E
 		ttl = ks.cfg.TTL
 	}
 	delta, _ := codec.Delta(e.Value)
-	ks.fillL1(key, v, len(e.Value), start, ttl, delta, g)
+	ks.fillL1(key, v, heap, start, ttl, delta, g)
 	return v, nil
 }
 
@@ -562,25 +576,24 @@ const maxNewerVersion = 1
 // with a TTL (tiercache writes none without). Everything else is deleted as
 // corrupt, if the key still holds it, with an invalidation (harmless to
 // peers), so that no key stays uncacheable.
-func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, e l2.Entry, v *V) error {
-	var err error
+func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, e l2.Entry, v *V) (heap int, err error) {
 	if e.TooLarge {
 		err = fmt.Errorf("%w: longer than max_value_size %d", codec.ErrTooLarge, ks.cfg.MaxValueSize)
-	} else if err = ks.codec.Unmarshal(e.Value, v); err == nil {
-		return nil
+	} else if heap, err = ks.codec.UnmarshalCost(e.Value, v); err == nil {
+		return heap, nil
 	}
 	if errors.Is(err, codec.ErrTombstone) {
-		return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
+		return 0, fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
 	}
 	if errors.Is(err, codec.ErrLease) {
-		return fmt.Errorf("%w: keyspace %q key %q", errLeased, ks.name, rkey)
+		return 0, fmt.Errorf("%w: keyspace %q key %q", errLeased, ks.name, rkey)
 	}
 	ks.st.corrupt.Add(1)
 	if e.TTL > 0 && (errors.Is(err, codec.ErrTooLarge) || (errors.Is(err, codec.ErrVersion) && newerFormat(e.Value))) {
 		// Another replica may read it (a newer format during a rolling
 		// deploy, or a larger MaxValueSize): a miss here, left in place
 		// until its TTL.
-		return fmt.Errorf("%w: keyspace %q key %q: unreadable value: %w", ErrNotFound, ks.name, rkey, err)
+		return 0, fmt.Errorf("%w: keyspace %q key %q: unreadable value: %w", ErrNotFound, ks.name, rkey, err)
 	}
 	ks.corruptLog.log(ks.c.log, "tiercache: corrupt value deleted (later ones of this keyspace at debug; see Stats Corrupt)", "keyspace", ks.name, "key", rkey, "err", err)
 	if msg, merr := ks.message([]string{rkey}); merr == nil {
@@ -590,7 +603,7 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, e l2.Entry, v
 		}
 		ks.c.store.DropUnreadable(ctx, rkey, e.Value, longer, ks.c.cfg.Channel, msg)
 	}
-	return fmt.Errorf("%w: keyspace %q key %q: undecodable value: %w", ErrNotFound, ks.name, rkey, err)
+	return 0, fmt.Errorf("%w: keyspace %q key %q: undecodable value: %w", ErrNotFound, ks.name, rkey, err)
 }
 
 // newerFormat reports whether b's header names a format version from
