@@ -81,9 +81,16 @@ func knownKeyspaces(reps []tiercache.Replica) []string {
 	return slices.Compact(out)
 }
 
+// shownKnown is how many keyspaces listOrNone names.
+const shownKnown = 50
+
+// listOrNone names the first shownKnown keyspaces, or says there is none.
 func listOrNone(names []string) string {
-	if len(names) == 0 {
+	switch {
+	case len(names) == 0:
 		return "no keyspace"
+	case len(names) > shownKnown:
+		return strings.Join(names[:shownKnown], ", ") + fmt.Sprintf(" and %d more", len(names)-shownKnown)
 	}
 	return strings.Join(names, ", ")
 }
