@@ -65,7 +65,7 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+time",               // the tag script scores members by Redis's clock
 		"+zadd",               // the tag script
 		"+zremrangebyscore",   // the tag script drops expired members
-		"+pexpire",            // the tag script keeps the tag set's TTL at its last member
+		"+pexpire",            // the tag script keeps the tag set's TTL at its last member; Incr renews the counts' TTL
 		"+exists",             // InvalidateTags takes the tag set
 		"+rename",             // ... into its pending set
 		"+zunionstore",        // ... or merges it with what a failed call left there
