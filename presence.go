@@ -26,10 +26,11 @@ import (
 // deletes it. The records are indexed by a sorted set,
 // "<namespace>::replicas{<namespace>}", scored by when each expires on
 // Redis's clock, so that listing them is one read of the index and one
-// pipelined GET, never a SCAN of the database. Record and index share their
-// hash tag, and so their Cluster slot. The record is JSON so that any tool
-// can read it (redis-cli GET shows it); `tiercache replicas` and
-// `tiercache stats` list them.
+// pipelined read of the records (STRLEN and GETRANGE, so that no more than
+// MaxReplicaRecord bytes of one travel), never a SCAN of the database.
+// Record and index share their hash tag, and so their Cluster slot. The
+// record is JSON so that any tool can read it (redis-cli GET shows it);
+// `tiercache replicas` and `tiercache stats` list them.
 
 // DefaultHeartbeatInterval is the default Config.HeartbeatInterval.
 const DefaultHeartbeatInterval = 5 * time.Second
@@ -416,7 +417,11 @@ func (c *Cache) startPresence(ctx context.Context) {
 // WritePresence writes the replica's presence record now, as the heartbeat
 // does every Config.HeartbeatInterval: after warming, say, so that
 // `tiercache stats` shows it at once. It returns ErrClosed after Stop, and
-// an error wrapping ErrInvalidConfig with heartbeats off or before Start.
+// an error wrapping ErrInvalidConfig with heartbeats off, before Start, or
+// when the record would break the limits that ListReplicas holds records
+// to (an InstanceID too long or holding a control character, a keyspace
+// name holding one, more than MaxReplicaKeyspaces keyspaces): then nothing
+// is written, and the record written before, if any, expires in its time.
 func (c *Cache) WritePresence(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed

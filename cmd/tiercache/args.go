@@ -55,6 +55,7 @@ func checkTag(tag string) error {
 // with heartbeats off, or none running), any keyspace goes.
 func checkKnownKeyspace(ctx context.Context, client redis.UniversalClient, namespace, keyspace string) error {
 	reps, err := tiercache.ListReplicas(ctx, client, namespace)
+	err = firstErrors(err, shownErrors)
 	if len(reps) == 0 {
 		if err != nil {
 			return fmt.Errorf("check keyspace %q against the replicas (--force skips this): %w", keyspace, err)
