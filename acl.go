@@ -1,6 +1,13 @@
 package tiercache
 
-import "strings"
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
 
 // ACLRules returns the rules of a Redis ACL user that can run tiercache
 // with the given namespace and channel (Config.Namespace and Config.Channel;
@@ -18,16 +25,26 @@ import "strings"
 // rule), or build the client with DisableIdentity; otherwise go-redis
 // ignores the refusal but ACL LOG records one entry per connection.
 //
-// Glob characters in namespace and channel are escaped; neither may hold
-// whitespace, which would split the rules. The rules do not cover the
+// Glob characters in namespace and channel are escaped. A namespace or
+// channel that the rules cannot express is refused with an error wrapping
+// ErrInvalidConfig, and no rules: one holding whitespace (which would split
+// the rules), a quote (which redis-cli reads as quoting), a character that
+// is not printable (control characters: the line would not be the one
+// Redis reads) or bytes that are not UTF-8. The rules do not cover the
 // tiercache CLI, nor the sentinels of a Sentinel deployment (which have
 // users of their own).
-func ACLRules(namespace, channel string) string {
+func ACLRules(namespace, channel string) (string, error) {
 	if namespace == "" {
 		namespace = DefaultNamespace
 	}
 	if channel == "" {
 		channel = namespace + ":invalidate"
+	}
+	if err := aclExpressible(namespace); err != nil {
+		return "", fmt.Errorf("%w: ACL rules for namespace %q: %w", ErrInvalidConfig, namespace, err)
+	}
+	if err := aclExpressible(channel); err != nil {
+		return "", fmt.Errorf("%w: ACL rules for channel %q: %w", ErrInvalidConfig, channel, err)
 	}
 	rules := []string{
 		"resetkeys", "~" + aclGlobEscape(namespace) + ":*", // values, leases, tombstones and tag sets
@@ -53,7 +70,7 @@ func ACLRules(namespace, channel string) string {
 		"+time",               // the tag script scores members by Redis's clock
 		"+zadd",               // the tag script
 		"+zremrangebyscore",   // the tag script drops expired members
-		"+pexpire",            // the tag script keeps the tag set's TTL at its last member
+		"+pexpire",            // the tag script keeps the tag set's TTL at its last member; Incr renews the counts' TTL
 		"+exists",             // InvalidateTags takes the tag set
 		"+rename",             // ... into its pending set
 		"+zunionstore",        // ... or merges it with what a failed call left there
@@ -82,7 +99,27 @@ func ACLRules(namespace, channel string) string {
 		"+cluster|slots",      // a Cluster client's view of the slots
 		"+command",            // a Cluster client's table of key positions (COMMAND)
 	}
-	return strings.Join(rules, " ")
+	return strings.Join(rules, " "), nil
+}
+
+// aclExpressible reports why s cannot stand in a rule of ACLRules, as one
+// of the space-separated words of a line that redis-cli or an ACL file
+// reads, or nil.
+func aclExpressible(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range s {
+		switch {
+		case unicode.IsSpace(r):
+			return fmt.Errorf("holds whitespace (%U), which would split the rules", r)
+		case r == '"' || r == '\'':
+			return fmt.Errorf("holds a quote (%U), which redis-cli reads as quoting", r)
+		case !strconv.IsPrint(r):
+			return fmt.Errorf("holds %U, which is not printable", r)
+		}
+	}
+	return nil
 }
 
 // aclGlobEscape escapes the characters that Redis ACL patterns read as

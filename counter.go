@@ -10,8 +10,9 @@ import (
 
 // Defaults of CounterConfig.
 const (
-	DefaultCounterEvery    = 100
-	DefaultCounterInterval = 10 * time.Second
+	DefaultCounterEvery     = 100
+	DefaultCounterInterval  = 10 * time.Second
+	DefaultCounterTotalsTTL = 24 * time.Hour
 )
 
 // CounterConfig configures a keyspace's counters (WithCounter).
@@ -22,6 +23,15 @@ type CounterConfig struct {
 	// Interval flushes every count at least this often. Default
 	// DefaultCounterInterval; at least a millisecond.
 	Interval time.Duration `yaml:"interval" json:"interval"`
+	// TotalsTTL is how long the counts that Count reads outlive the
+	// keyspace's last Incr: they are kept in Redis in one hash per
+	// keyspace, whose TTL every Incr, of any key, sets to TotalsTTL in the
+	// same script. Once no key of the keyspace has been counted for that
+	// long, the hash is gone and Count starts again from 0; the increments
+	// themselves reach the CounterFlusher all the same. Default
+	// DefaultCounterTotalsTTL (24h); at least a millisecond; negative keeps
+	// the counts for ever, as long as the keyspace has keys.
+	TotalsTTL time.Duration `yaml:"totals_ttl" json:"totals_ttl"`
 }
 
 func (c CounterConfig) withDefaults() (CounterConfig, error) {
@@ -30,6 +40,8 @@ func (c CounterConfig) withDefaults() (CounterConfig, error) {
 		return c, fmt.Errorf("%w: negative counter.every %d", ErrInvalidConfig, c.Every)
 	case c.Interval < 0 || (c.Interval > 0 && c.Interval < time.Millisecond):
 		return c, fmt.Errorf("%w: counter.interval %v is below a millisecond", ErrInvalidConfig, c.Interval)
+	case c.TotalsTTL > 0 && c.TotalsTTL < time.Millisecond:
+		return c, fmt.Errorf("%w: counter.totals_ttl %v is below a millisecond", ErrInvalidConfig, c.TotalsTTL)
 	}
 	if c.Every == 0 {
 		c.Every = DefaultCounterEvery
@@ -37,12 +49,16 @@ func (c CounterConfig) withDefaults() (CounterConfig, error) {
 	if c.Interval == 0 {
 		c.Interval = DefaultCounterInterval
 	}
+	if c.TotalsTTL == 0 {
+		c.TotalsTTL = DefaultCounterTotalsTTL
+	}
 	return c, nil
 }
 
 // Counters (WithCounter) live in three Redis hashes per keyspace, under one
 // hash tag so that a script can move counts between them on a Cluster:
-// totals (what Count reads), pending (increments not yet flushed) and, while
+// totals (what Count reads, expiring CounterConfig.TotalsTTL after the last
+// Incr), pending (increments not yet flushed) and, while
 // a flush runs, a taken hash of the deltas handed to the CounterFlusher,
 // listed in an index scored by when it was taken. A flush renames pending
 // to a taken hash in one step, so an increment counted after it goes to the
@@ -61,12 +77,13 @@ func (ks *Keyspace[K, V]) counterKeys() counterKeys {
 }
 
 // Incr adds n to key's counter in Redis and returns the new count, which
-// readers see at once (Count). The increments reach the keyspace's
-// CounterFlusher (WithCounter) in batches across keys: as soon as a key has
-// CounterConfig.Every increments not yet flushed, and every
+// readers see at once (Count), and keeps the keyspace's counts for another
+// CounterConfig.TotalsTTL, in the same round trip. The increments reach the
+// keyspace's CounterFlusher (WithCounter) in batches across keys: as soon
+// as a key has CounterConfig.Every increments not yet flushed, and every
 // CounterConfig.Interval. The pending increments live in Redis, and are
-// taken from it atomically, so a replica that dies loses none: another
-// one flushes what it had taken. n may be negative, not zero.
+// taken from it atomically, so a replica that dies loses none: another one
+// flushes what it had taken. n may be negative, not zero.
 func (ks *Keyspace[K, V]) Incr(ctx context.Context, key K, n int64) (int64, error) {
 	if ks.c.closed.Load() {
 		return 0, ErrClosed
@@ -81,7 +98,7 @@ func (ks *Keyspace[K, V]) Incr(ctx context.Context, key K, n int64) (int64, erro
 		return 0, err
 	}
 	ck := ks.counterKeys()
-	total, pending, err := ks.c.store.Incr(ctx, ck.totals, ck.pending, formatKey(key), n)
+	total, pending, err := ks.c.store.Incr(ctx, ck.totals, ck.pending, formatKey(key), n, ks.cfg.Counter.TotalsTTL)
 	if err != nil {
 		return 0, fmt.Errorf("tiercache: keyspace %q: incr: %w", ks.name, err)
 	}
@@ -94,7 +111,11 @@ func (ks *Keyspace[K, V]) Incr(ctx context.Context, key K, n int64) (int64, erro
 	return total, nil
 }
 
-// Count returns key's counter as Incr left it (0 for a key never counted).
+// Count returns key's counter as Incr left it: the sum of its increments
+// since the keyspace's counts were last dropped, that is since the first
+// Incr of the keyspace after a quiet spell of CounterConfig.TotalsTTL (0 for
+// a key not counted since). What the CounterFlusher received is the durable
+// count; Count is the live one.
 func (ks *Keyspace[K, V]) Count(ctx context.Context, key K) (int64, error) {
 	if ks.c.closed.Load() {
 		return 0, ErrClosed

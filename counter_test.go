@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
@@ -204,5 +206,116 @@ func TestCounter(t *testing.T) {
 		if cfg := ks.Config().Counter; cfg.Every != tiercache.DefaultCounterEvery || cfg.Interval != tiercache.DefaultCounterInterval {
 			t.Errorf("zero CounterConfig = %+v; want the defaults", cfg)
 		}
+	})
+}
+
+// totalsKey is the Redis key of the hash of counts that Count reads, in
+// keyspace ks of namespace ns (counter.go lays it out).
+func totalsKey(ns, ks string) string { return ns + "::cnt:{" + ks + "}:totals" }
+
+// TestCounterTotalsTTL: the counts Count reads expire CounterConfig.TotalsTTL
+// (default DefaultCounterTotalsTTL) after the keyspace's last Incr, which
+// renews the TTL whatever key it counts; once they expired Count starts
+// again from 0 while the flusher still receives every increment; a negative
+// TotalsTTL keeps them; on a Cluster too.
+func TestCounterTotalsTTL(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	// ttlNear reports whether the PTTL of key is within a minute below want.
+	ttlNear := func(t *testing.T, client redis.UniversalClient, key string, want time.Duration) {
+		t.Helper()
+		got, err := client.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got <= want-time.Minute || got > want {
+			t.Errorf("PTTL %s = %v; want %v, give or take the test's own time", key, got, want)
+		}
+	}
+
+	t.Run("Default", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "td"})
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{}, tiercache.WithCounter[string, struct{}](newCounterDB().flush))
+		if got := ks.Config().Counter.TotalsTTL; got != tiercache.DefaultCounterTotalsTTL {
+			t.Errorf("TotalsTTL = %v; want the default %v", got, tiercache.DefaultCounterTotalsTTL)
+		}
+		if _, err := ks.Incr(ctx, "p1", 1); err != nil {
+			t.Fatal(err)
+		}
+		ttlNear(t, r.client, totalsKey("td", "views"), tiercache.DefaultCounterTotalsTTL)
+	})
+
+	t.Run("RenewedByIncr", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "tr"})
+		d := newCounterDB()
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{Every: 1000, Interval: time.Hour, TotalsTTL: time.Hour}}, tiercache.WithCounter[string, struct{}](d.flush))
+		key := totalsKey("tr", "views")
+		if _, err := ks.Incr(ctx, "a", 1); err != nil {
+			t.Fatal(err)
+		}
+		ttlNear(t, r.client, key, time.Hour)
+		// As if most of the hour had gone by: the next Incr, of another
+		// key, renews the whole hash.
+		if err := r.client.PExpire(ctx, key, time.Second).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ks.Incr(ctx, "b", 1); err != nil {
+			t.Fatal(err)
+		}
+		ttlNear(t, r.client, key, time.Hour)
+		if n, err := ks.Count(ctx, "a"); err != nil || n != 1 {
+			t.Errorf("Count(a) = %d, %v; want 1", n, err)
+		}
+		// As if the hour had gone by with no Incr: the counts are gone, Count
+		// starts again, and the flusher has had every increment.
+		if err := r.client.PExpireAt(ctx, key, time.UnixMilli(1)).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := ks.Count(ctx, "a"); err != nil || n != 0 {
+			t.Errorf("Count(a) after the counts expired = %d, %v; want 0", n, err)
+		}
+		if n, err := ks.Incr(ctx, "a", 2); err != nil || n != 2 {
+			t.Errorf("Incr(a, 2) after the counts expired = %d, %v; want 2", n, err)
+		}
+		if err := r.c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := d.sum("a"), d.sum("b"); a != 3 || b != 1 {
+			t.Errorf("the flusher received a %d, b %d; want 3 and 1", a, b)
+		}
+	})
+
+	t.Run("Forever", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "tf"})
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{TotalsTTL: -1}}, tiercache.WithCounter[string, struct{}](newCounterDB().flush))
+		if _, err := ks.Incr(ctx, "p1", 1); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := r.client.PTTL(ctx, totalsKey("tf", "views")).Result(); err != nil || got != -1 {
+			t.Errorf("PTTL with a negative TotalsTTL = %v, %v; want -1 (no expiry)", got, err)
+		}
+	})
+
+	t.Run("BelowAMillisecond", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "tb"})
+		_, err := tiercache.NewKeyspace[string, struct{}](r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{TotalsTTL: 500 * time.Microsecond}}, tiercache.WithCounter[string, struct{}](newCounterDB().flush))
+		if !errors.Is(err, tiercache.ErrInvalidConfig) {
+			t.Errorf("NewKeyspace with a 500µs counter.totals_ttl = %v; want ErrInvalidConfig", err)
+		}
+	})
+
+	t.Run("Cluster", func(t *testing.T) {
+		cl := redistest.StartCluster(t)
+		client := cl.Client(t)
+		r := newReplicaOn(t, client, tiercache.Config{Namespace: "tc"})
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", tiercache.KeyspaceConfig{
+			Counter: tiercache.CounterConfig{TotalsTTL: time.Hour}}, tiercache.WithCounter[string, struct{}](newCounterDB().flush))
+		if n, err := ks.Incr(ctx, "p1", 5); err != nil || n != 5 {
+			t.Fatalf("Incr on a Cluster = %d, %v; want 5", n, err)
+		}
+		ttlNear(t, client, totalsKey("tc", "views"), time.Hour)
 	})
 }

@@ -8,8 +8,11 @@ import (
 	"os"
 	"runtime/debug"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -23,10 +26,11 @@ import (
 // deletes it. The records are indexed by a sorted set,
 // "<namespace>::replicas{<namespace>}", scored by when each expires on
 // Redis's clock, so that listing them is one read of the index and one
-// pipelined GET, never a SCAN of the database. Record and index share their
-// hash tag, and so their Cluster slot. The record is JSON so that any tool
-// can read it (redis-cli GET shows it); `tiercache replicas` and
-// `tiercache stats` list them.
+// pipelined read of the records (STRLEN and GETRANGE, so that no more than
+// MaxReplicaRecord bytes of one travel), never a SCAN of the database.
+// Record and index share their hash tag, and so their Cluster slot. The
+// record is JSON so that any tool can read it (redis-cli GET shows it);
+// `tiercache replicas` and `tiercache stats` list them.
 
 // DefaultHeartbeatInterval is the default Config.HeartbeatInterval.
 const DefaultHeartbeatInterval = 5 * time.Second
@@ -34,10 +38,27 @@ const DefaultHeartbeatInterval = 5 * time.Second
 // heartbeatTTLs is the record's TTL, in heartbeat intervals.
 const heartbeatTTLs = 3
 
-// maxReplicaRecord bounds the size of a presence record that ListReplicas
-// decodes, in bytes: a record names every keyspace with its counters, a
-// few KiB each.
-const maxReplicaRecord = 1 << 20
+// Limits of a presence record. ListReplicas and ParseReplica refuse a
+// record beyond them, whole: a record in Redis may have been written by
+// anyone who can write there, and tools print what it holds to an
+// operator's terminal. A replica whose own record would break them (an
+// InstanceID of control characters, more keyspaces than
+// MaxReplicaKeyspaces) writes none, and its heartbeat logs why.
+const (
+	// MaxReplicaRecord is the largest presence record accepted, in bytes:
+	// a record names every keyspace with its counters, about 1 KiB each
+	// (2.7 KiB with a name of MaxKeyspaceName bytes and every counter at
+	// its largest), so that MaxReplicaKeyspaces of them fit with room to
+	// spare.
+	MaxReplicaRecord = 512 << 10
+	// MaxReplicaKeyspaces is the most keyspaces a presence record may
+	// name.
+	MaxReplicaKeyspaces = 128
+	// MaxReplicaField is the longest ID, namespace, host, version or
+	// breaker state a presence record may hold, in bytes. A keyspace name
+	// may hold MaxKeyspaceName bytes.
+	MaxReplicaField = 256
+)
 
 // maxReplicas bounds how many records ListReplicas reads.
 const maxReplicas = 10_000
@@ -105,70 +126,238 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `)
 
-// ParseReplica decodes a presence record. It refuses a record over 1 MiB.
+// indexSrc returns the first ARGV[1] members of the presence index
+// KEYS[1], each cut to ARGV[2] bytes, so that a member too long to be an
+// instance id never travels whole.
+const indexSrc = `local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local max = tonumber(ARGV[2])
+for i, id in ipairs(ids) do
+	if #id > max then ids[i] = string.sub(id, 1, max) end
+end
+return ids`
+
+// ParseReplica decodes a presence record. It refuses, whole, a record over
+// MaxReplicaRecord bytes, one naming more than MaxReplicaKeyspaces
+// keyspaces (counted before any is decoded), one whose ID, namespace,
+// host, version or breaker state is longer than MaxReplicaField bytes or
+// whose keyspace names NewKeyspace would refuse, one whose strings hold a
+// character that is not printable (control characters, and so ANSI escape
+// sequences; format characters such as bidirectional overrides), and one
+// with a latency histogram of more buckets than LatencyBuckets has. A
+// refused record is never repaired: the replica that wrote it is not
+// listed.
 func ParseReplica(b []byte) (Replica, error) {
-	var r Replica
-	if len(b) > maxReplicaRecord {
-		return r, fmt.Errorf("tiercache: presence record of %d bytes, more than %d", len(b), maxReplicaRecord)
+	if len(b) > MaxReplicaRecord {
+		return Replica{}, fmt.Errorf("tiercache: presence record of %d bytes, more than %d", len(b), MaxReplicaRecord)
 	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("tiercache: presence record: %w", err)
+	var w replicaJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		// The error may quote the record: a few lines of it are enough.
+		return Replica{}, fmt.Errorf("tiercache: presence record: %s", clipError(err, 200))
+	}
+	r := w.Replica
+	r.Stats = w.Stats.Stats
+	r.Stats.Keyspaces = w.Stats.Keyspaces
+	if err := checkReplica(r); err != nil {
+		return Replica{}, fmt.Errorf("tiercache: presence record: %w", err)
 	}
 	return r, nil
 }
 
+// replicaJSON is a Replica as ParseReplica decodes it: its Stats field
+// shadows the Replica's, so that the keyspaces are counted before they are
+// decoded.
+type replicaJSON struct {
+	Replica
+	Stats statsJSON `json:"stats"`
+}
+
+// statsJSON is Stats with bounded keyspaces.
+type statsJSON struct {
+	Stats
+	Keyspaces keyspacesJSON `json:"keyspaces"`
+}
+
+// keyspacesJSON decodes the keyspaces of a presence record once it has
+// counted them, so that a record naming 80,000 keyspaces is refused before
+// any is decoded.
+type keyspacesJSON map[string]KeyspaceStats
+
+// UnmarshalJSON decodes a JSON object of keyspace names to their stats, or
+// null, refusing one of more than MaxReplicaKeyspaces members.
+func (m *keyspacesJSON) UnmarshalJSON(b []byte) error {
+	if n := countMembers(b); n > MaxReplicaKeyspaces {
+		return fmt.Errorf("%d keyspaces, more than %d", n, MaxReplicaKeyspaces)
+	}
+	var out map[string]KeyspaceStats
+	if err := json.Unmarshal(b, &out); err != nil {
+		return err
+	}
+	*m = out
+	return nil
+}
+
+// countMembers returns how many members the JSON object b has, duplicate
+// names included, without allocating; b must be valid JSON, as the
+// argument of an UnmarshalJSON method is. It returns 0 for a value that is
+// not an object.
+func countMembers(b []byte) int {
+	var (
+		n, depth         int
+		inString, escape bool
+	)
+	for _, c := range b {
+		switch {
+		case escape:
+			escape = false
+		case inString:
+			escape = c == '\\'
+			inString = c != '"'
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		case c == ':' && depth == 1:
+			n++ // each member of the object has one colon outside strings at depth 1
+		}
+	}
+	return n
+}
+
+// checkReplica reports why a presence record breaks the limits of
+// ParseReplica, or nil.
+func checkReplica(r Replica) error {
+	for _, f := range []struct{ name, s string }{
+		{"id", r.ID}, {"namespace", r.Namespace}, {"host", r.Host}, {"version", r.Version},
+		{"breaker", r.Breaker}, {"stats instance_id", r.Stats.InstanceID},
+	} {
+		if err := checkField(f.s, MaxReplicaField); err != nil {
+			return fmt.Errorf("%s %w", f.name, err)
+		}
+	}
+	if n := len(r.Stats.Keyspaces); n > MaxReplicaKeyspaces {
+		return fmt.Errorf("%d keyspaces, more than %d", n, MaxReplicaKeyspaces)
+	}
+	for name, ks := range r.Stats.Keyspaces {
+		if err := checkField(name, MaxKeyspaceName); err != nil {
+			return fmt.Errorf("keyspace name %w", err)
+		}
+		if name == "" || strings.ContainsAny(name, ": ") {
+			return fmt.Errorf("keyspace name %q: empty, or holds ':' or a space", name)
+		}
+		for _, h := range []Histogram{ks.LoadLatency, ks.L2ReadLatency, ks.L2WriteLatency} {
+			if len(h.Counts) > len(latencyBounds)+1 {
+				return fmt.Errorf("keyspace %q: histogram of %d buckets, more than %d", name, len(h.Counts), len(latencyBounds)+1)
+			}
+		}
+	}
+	return nil
+}
+
+// checkField reports a string of a presence record that is longer than max
+// bytes, is not UTF-8, or holds a character that is not printable: one
+// that strconv.IsPrint refuses, which takes in every control character, so
+// every escape sequence a terminal would act on.
+func checkField(s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%.40q... of %d bytes, more than %d", s, len(s), max)
+	}
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%q is not valid UTF-8", s)
+	}
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			return fmt.Errorf("%q holds %U, which is not printable", s, r)
+		}
+	}
+	return nil
+}
+
+// clipError returns err's message, cut to about n bytes.
+func clipError(err error, n int) string {
+	msg := err.Error()
+	if len(msg) <= n {
+		return msg
+	}
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", msg[:n], len(msg))
+}
+
 // ListReplicas returns the presence records in namespace ("" is
-// DefaultNamespace) of the replicas alive, by ID, read through client: the
-// index, then the records in one pipelined round trip. It reads at most
-// 10,000; records that cannot be decoded are skipped and reported, joined,
-// in err along with the records that could.
+// DefaultNamespace) of the replicas alive, by ID, read through client in
+// two round trips: the index, then the records, pipelined. It reads at
+// most 10,000, and of each no more than MaxReplicaRecord bytes (with its
+// size): a larger record is refused without being read, as is an index
+// member longer than MaxReplicaField bytes. Records that cannot be read or
+// that ParseReplica refuses are skipped and reported, joined, in err along
+// with the records that could; every string of Redis's quoted in err is
+// escaped (%q).
 func ListReplicas(ctx context.Context, client redis.UniversalClient, namespace string) ([]Replica, error) {
-	ids, err := client.ZRange(ctx, PresenceIndexKey(namespace), 0, maxReplicas-1).Result()
+	index := PresenceIndexKey(namespace)
+	ids, err := client.Eval(ctx, indexSrc, []string{index}, maxReplicas, MaxReplicaField+1).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("tiercache: list replicas: %w", err)
 	}
-	keys := make([]string, len(ids))
-	for i, id := range ids {
-		keys[i] = PresenceKey(namespace, id)
+	type read struct {
+		key  string
+		size *redis.IntCmd    // STRLEN
+		head *redis.StringCmd // GETRANGE of one byte more than a record may have
 	}
-	cmds := make([]*redis.StringCmd, len(keys))
-	if len(keys) > 0 {
-		if _, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, k := range keys {
-				cmds[i] = p.Get(ctx, k)
+	var (
+		reads []read
+		errs  []error
+	)
+	for _, id := range ids {
+		if err := checkField(id, MaxReplicaField); err != nil {
+			errs = append(errs, fmt.Errorf("tiercache: presence index %q: member %w", index, err))
+			continue
+		}
+		reads = append(reads, read{key: PresenceKey(namespace, id)})
+	}
+	if len(reads) > 0 {
+		_, err := client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i := range reads {
+				reads[i].size = p.StrLen(ctx, reads[i].key)
+				reads[i].head = p.GetRange(ctx, reads[i].key, 0, MaxReplicaRecord)
 			}
 			return nil
-		}); err != nil && !errors.Is(err, redis.Nil) {
+		})
+		// An error of Redis's (a record that is no string) is one record's;
+		// any other is the round trip's.
+		var rerr redis.Error
+		if err != nil && !errors.As(err, &rerr) {
 			return nil, fmt.Errorf("tiercache: list replicas: %w", err)
 		}
 	}
-	var (
-		out  []Replica
-		errs []error
-	)
-	for i, cmd := range cmds {
-		b, err := cmd.Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue // expired, not yet dropped from the index
-		}
+	var out []Replica
+	for i := range reads {
+		rd := &reads[i]
+		size, err := rd.size.Result()
+		var b string
 		if err == nil {
+			b, err = rd.head.Result()
+		}
+		rd.head = nil // the record's bytes are garbage once decoded
+		switch {
+		case err != nil:
+		case size > MaxReplicaRecord || len(b) > MaxReplicaRecord:
+			err = fmt.Errorf("tiercache: presence record of %d bytes, more than %d", max(size, int64(len(b))), MaxReplicaRecord)
+		case len(b) == 0:
+			continue // expired since the index was read, and not yet dropped from it
+		default:
 			var r Replica
-			if r, err = ParseReplica(b); err == nil {
+			if r, err = ParseReplica([]byte(b)); err == nil {
 				out = append(out, r)
 				continue
 			}
 		}
-		errs = append(errs, fmt.Errorf("%s: %w", keys[i], err))
+		errs = append(errs, fmt.Errorf("%q: %w", rd.key, err))
 	}
-	slices.SortFunc(out, func(a, b Replica) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b Replica) int { return strings.Compare(a.ID, b.ID) })
 	return out, errors.Join(errs...)
 }
 
@@ -228,7 +417,11 @@ func (c *Cache) startPresence(ctx context.Context) {
 // WritePresence writes the replica's presence record now, as the heartbeat
 // does every Config.HeartbeatInterval: after warming, say, so that
 // `tiercache stats` shows it at once. It returns ErrClosed after Stop, and
-// an error wrapping ErrInvalidConfig with heartbeats off or before Start.
+// an error wrapping ErrInvalidConfig with heartbeats off, before Start, or
+// when the record would break the limits that ListReplicas holds records
+// to (an InstanceID too long or holding a control character, a keyspace
+// name holding one, more than MaxReplicaKeyspaces keyspaces): then nothing
+// is written, and the record written before, if any, expires in its time.
 func (c *Cache) WritePresence(ctx context.Context) error {
 	if c.closed.Load() {
 		return ErrClosed
@@ -262,7 +455,19 @@ func (c *Cache) beat(ctx context.Context) error {
 		LastInvalidation: s.LastInvalidation,
 		Stats:            s,
 	}
-	b, err := json.Marshal(r)
+	// A record that readers would refuse is not written: its error says
+	// why, and the heartbeat logs it.
+	err := checkReplica(r)
+	if err != nil {
+		err = fmt.Errorf("%w: record refused: %w", ErrInvalidConfig, err)
+	}
+	var b []byte
+	if err == nil {
+		b, err = json.Marshal(r)
+	}
+	if err == nil && len(b) > MaxReplicaRecord {
+		err = fmt.Errorf("%w: record of %d bytes, more than %d", ErrInvalidConfig, len(b), MaxReplicaRecord)
+	}
 	if err == nil {
 		wctx, cancel := context.WithTimeout(ctx, c.writeTimeout())
 		ttl := heartbeatTTLs * c.cfg.HeartbeatInterval

@@ -66,7 +66,10 @@ func resetACLLog(t *testing.T, admin *redis.Client) {
 // 7.2 on it adds +client|setinfo, as ACLRules's documentation says to.
 func rulesFor(t *testing.T, admin *redis.Client, namespace, channel string) string {
 	t.Helper()
-	rules := tiercache.ACLRules(namespace, channel)
+	rules, err := tiercache.ACLRules(namespace, channel)
+	if err != nil {
+		t.Fatal(err)
+	}
 	info, err := admin.Info(context.Background(), "server").Result()
 	if err != nil {
 		t.Fatal(err)
@@ -536,16 +539,54 @@ func TestACLRulesPatterns(t *testing.T) {
 		{"Defaults", "", "", "~tiercache:*", "&tiercache:invalidate"},
 		{"DefaultChannel", "shop", "", "~shop:*", "&shop:invalidate"},
 		{"Glob", "a*b?", `c[1]\`, `~a\*b\?:*`, `&c\[1\]\\`},
+		{"Unicode", "café", "", "~café:*", "&café:invalidate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rules := tiercache.ACLRules(tt.giveNamespace, tt.giveChan)
+			rules, err := tiercache.ACLRules(tt.giveNamespace, tt.giveChan)
+			if err != nil {
+				t.Fatalf("ACLRules(%q, %q): %v", tt.giveNamespace, tt.giveChan, err)
+			}
 			fields := strings.Fields(rules)
 			if !slices.Contains(fields, tt.wantKeys) || !slices.Contains(fields, tt.wantChannel) {
 				t.Errorf("ACLRules(%q, %q) = %s; want %s and %s in it", tt.giveNamespace, tt.giveChan, rules, tt.wantKeys, tt.wantChannel)
 			}
 			if i := slices.Index(fields, "-@all"); i < 0 || slices.ContainsFunc(fields[:i], func(f string) bool { return strings.HasPrefix(f, "+") }) {
 				t.Errorf("ACLRules = %s; want -@all before every +command", rules)
+			}
+		})
+	}
+}
+
+// ACLRules refuses, wrapping ErrInvalidConfig and naming the culprit, a
+// namespace or channel that its rules cannot express, rather than return
+// rules that split, quote or hide it.
+func TestACLRulesRefuses(t *testing.T) {
+	tests := []struct {
+		name                    string
+		giveNamespace, giveChan string
+		wantErr                 string
+	}{
+		{"SpaceInNamespace", "my app", "", `namespace "my app": holds whitespace (U+0020)`},
+		{"TabInChannel", "", "inv\tch", `channel "inv\tch": holds whitespace (U+0009)`},
+		{"NewlineInNamespace", "a\nb", "", `namespace "a\nb": holds whitespace (U+000A)`},
+		{"NoBreakSpace", "a\u00a0b", "", "holds whitespace (U+00A0)"},
+		{"DoubleQuote", `a"b`, "", `holds a quote (U+0022)`},
+		{"SingleQuote", "", "it's", `channel "it's": holds a quote (U+0027)`},
+		{"Escape", "\x1b[31m", "", `namespace "\x1b[31m": holds U+001B, which is not printable`},
+		{"NUL", "", "a\x00", "holds U+0000, which is not printable"},
+		{"C1", "\u009bns", "", "holds U+009B, which is not printable"},
+		{"BidiOverride", "ns\u202e", "", "holds U+202E, which is not printable"},
+		{"InvalidUTF8", "ns\xff", "", `namespace "ns\xff": not valid UTF-8`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rules, err := tiercache.ACLRules(tt.giveNamespace, tt.giveChan)
+			if !errors.Is(err, tiercache.ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ACLRules(%q, %q) error = %v; want ErrInvalidConfig saying %s", tt.giveNamespace, tt.giveChan, err, tt.wantErr)
+			}
+			if rules != "" {
+				t.Errorf("ACLRules(%q, %q) = %q with its error; want no rules", tt.giveNamespace, tt.giveChan, rules)
 			}
 		})
 	}
@@ -846,7 +887,11 @@ func TestACLReadme(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "ACL SETUSER tiercache on >PASSWORD " + tiercache.ACLRules("", "")
+	rules, err := tiercache.ACLRules("", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ACL SETUSER tiercache on >PASSWORD " + rules
 	if !strings.Contains(string(b), want+"\n") {
 		t.Errorf("README.md does not hold the ACL line\n%s", want)
 	}

@@ -10,8 +10,13 @@ import (
 )
 
 // incrSrc adds ARGV[2] to field ARGV[1] of the totals KEYS[1] and of the
-// pending KEYS[2], and returns both new values.
-const incrSrc = `return {redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]), redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])}`
+// pending KEYS[2], makes the totals expire in ARGV[3] milliseconds when
+// that is above 0 (and leaves their TTL alone otherwise), and returns both
+// new values.
+const incrSrc = `local total = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {total, redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2])}`
 
 // takeCountsSrc renames the pending hash KEYS[1] to KEYS[3], lists KEYS[3]
 // in the index KEYS[2] with score ARGV[1], and returns its fields and
@@ -36,16 +41,18 @@ const claimCountsSrc = `local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf
 for _, n in ipairs(names) do redis.call('ZADD', KEYS[1], ARGV[2], n) end
 return names`
 
-// Incr adds n to field of the totals and pending hashes, atomically, and
-// returns the new total and pending counts. Both hashes must be in one
-// hash slot.
-func (s *Store) Incr(ctx context.Context, totals, pending, field string, n int64) (total, pend int64, err error) {
+// Incr adds n to field of the totals and pending hashes and, with
+// totalsTTL of a millisecond or more, makes the totals expire totalsTTL
+// from now (a totalsTTL of 0 or less leaves their TTL as it is), in one
+// script, atomically; it returns the new total and pending counts. Both
+// hashes must be in one hash slot.
+func (s *Store) Incr(ctx context.Context, totals, pending, field string, n int64, totalsTTL time.Duration) (total, pend int64, err error) {
 	if !s.usable() {
 		return 0, 0, fmt.Errorf("l2 incr %q: %w", field, errNoStore)
 	}
 	var res []int64
 	err = s.call(ctx, s.writeTimeout, "l2 incr", pending+" "+field, 1, func(ctx context.Context) (err error) {
-		res, err = s.incrScript.Run(ctx, s.c, []string{totals, pending}, field, n).Int64Slice()
+		res, err = s.incrScript.Run(ctx, s.c, []string{totals, pending}, field, n, totalsTTL.Milliseconds()).Int64Slice()
 		return err
 	})
 	if err != nil {

@@ -55,6 +55,7 @@ func checkTag(tag string) error {
 // with heartbeats off, or none running), any keyspace goes.
 func checkKnownKeyspace(ctx context.Context, client redis.UniversalClient, namespace, keyspace string) error {
 	reps, err := tiercache.ListReplicas(ctx, client, namespace)
+	err = firstErrors(err, shownErrors)
 	if len(reps) == 0 {
 		if err != nil {
 			return fmt.Errorf("check keyspace %q against the replicas (--force skips this): %w", keyspace, err)
@@ -81,9 +82,16 @@ func knownKeyspaces(reps []tiercache.Replica) []string {
 	return slices.Compact(out)
 }
 
+// shownKnown is how many keyspaces listOrNone names.
+const shownKnown = 50
+
+// listOrNone names the first shownKnown keyspaces, or says there is none.
 func listOrNone(names []string) string {
-	if len(names) == 0 {
+	switch {
+	case len(names) == 0:
 		return "no keyspace"
+	case len(names) > shownKnown:
+		return strings.Join(names[:shownKnown], ", ") + fmt.Sprintf(" and %d more", len(names)-shownKnown)
 	}
 	return strings.Join(names, ", ")
 }

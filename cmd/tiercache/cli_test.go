@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +23,12 @@ import (
 // run main() instead of the tests: that is how the tests run the CLI.
 const subprocessEnv = "TIERCACHE_CLI_SUBPROCESS"
 
+// hwmEnv names the file where the CLI run by TestMain writes its peak
+// resident set, in bytes, as it exits. The Maxrss that wait4 reports for a
+// child is no use here: the test binary starts it with vfork and exec, and
+// Linux counts in it the resident set of the test binary at the exec.
+const hwmEnv = "TIERCACHE_CLI_HWM_FILE"
+
 // cliTimeout bounds one run of the CLI.
 const cliTimeout = 30 * time.Second
 
@@ -31,6 +39,7 @@ const waitTimeout = 10 * time.Second
 type cliResult struct {
 	stdout, stderr string
 	code           int
+	maxRSS         int64 // the process's peak resident set, in bytes; -1 unknown
 }
 
 // cliCommand returns the command that runs the CLI with args, in an
@@ -60,7 +69,8 @@ func cliEnv(t *testing.T, env []string, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
 	defer cancel()
-	cmd := cliCommand(ctx, env, args...)
+	hwm := filepath.Join(t.TempDir(), "hwm")
+	cmd := cliCommand(ctx, append(env, hwmEnv+"="+hwm), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -68,9 +78,32 @@ func cliEnv(t *testing.T, env []string, args ...string) cliResult {
 	if err != nil && !errors.As(err, &exit) {
 		t.Fatalf("run tiercache %q: %v", args, err)
 	}
-	r := cliResult{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
+	r := cliResult{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode(), maxRSS: -1}
+	if b, err := os.ReadFile(hwm); err == nil {
+		r.maxRSS, _ = strconv.ParseInt(string(b), 10, 64)
+	}
 	checkClean(t, r.stderr)
 	return r
+}
+
+// writeHWM writes to the file name this process's peak resident set, in
+// bytes: VmHWM of /proc/self/status, which counts only the memory of the
+// program that runs now, not of the one that started it. It writes nothing
+// where there is no such file.
+func writeHWM(name string) {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err == nil {
+				os.WriteFile(name, []byte(strconv.FormatInt(kb<<10, 10)), 0o600)
+			}
+			return
+		}
+	}
 }
 
 // checkClean fails t when the CLI's stderr shows a panic, a stack trace or
@@ -256,10 +289,10 @@ func startReplica(t *testing.T, client redis.UniversalClient, id string, withDoc
 
 // newClient returns a client for addr, closed in t.Cleanup (after the
 // replicas that use it have stopped).
-func newClient(t *testing.T, addr string) *redis.Client {
-	t.Helper()
+func newClient(tb testing.TB, addr string) *redis.Client {
+	tb.Helper()
 	c := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { c.Close() })
+	tb.Cleanup(func() { c.Close() })
 	return c
 }
 

@@ -77,7 +77,8 @@ func (c *connFlags) unreachable(err error) error {
 
 // replicas connects and reads the presence records of the namespace. err
 // is a failure to connect or to read any record; listErr names the records
-// that could not be decoded, beside those in reps that could.
+// that could not be decoded (the first shownErrors of them), beside those
+// in reps that could.
 func (c *connFlags) replicas(ctx context.Context) (reps []tiercache.Replica, listErr, err error) {
 	client, err := c.connect(ctx)
 	if err != nil {
@@ -85,10 +86,25 @@ func (c *connFlags) replicas(ctx context.Context) (reps []tiercache.Replica, lis
 	}
 	defer client.Close()
 	reps, listErr = tiercache.ListReplicas(ctx, client, c.namespace)
+	listErr = firstErrors(listErr, shownErrors)
 	if reps == nil && listErr != nil {
 		return nil, nil, listErr
 	}
 	return reps, listErr, nil
+}
+
+// shownErrors is how many refused presence records an error names.
+const shownErrors = 20
+
+// firstErrors keeps the first n errors that err joins (errors.Join) and
+// says how many more there were.
+func firstErrors(err error, n int) error {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok || len(j.Unwrap()) <= n {
+		return err
+	}
+	errs := j.Unwrap()
+	return fmt.Errorf("%w\n... and %d more", errors.Join(errs[:n]...), len(errs)-n)
 }
 
 // errEnough stops a scan early; scan does not return it.

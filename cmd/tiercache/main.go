@@ -62,7 +62,10 @@ const exitCodesHelp = `exit codes:
   3  not found (get of a missing key)
   4  Redis unreachable, or it refused the TLS handshake or the credentials`
 
-func main() {
+func main() { os.Exit(runMain()) }
+
+// runMain runs the command line of the process and returns its exit code.
+func runMain() int {
 	// go-redis logs dial failures on its own; the commands report errors
 	// once, with what to do, so its logger is silenced here (process-wide
 	// state, which a main package may set).
@@ -70,9 +73,8 @@ func main() {
 	// SIGINT and SIGTERM cancel ctx: watch then exits 0, and the other
 	// commands stop at their next call to Redis.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
 // quietLogger discards go-redis's internal log lines.
@@ -143,21 +145,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		err := c.run(ctx, args[1:], stdout, stderr)
+		// Errors may quote what Redis holds: they are printed escaped.
 		var coded *codedError
 		switch {
 		case err == nil, errors.Is(err, flag.ErrHelp):
 			return exitOK
 		case errors.As(err, &coded):
-			fmt.Fprintf(stderr, "tiercache %s: %v\n", c.name, err)
+			fmt.Fprintf(stderr, "tiercache %s: %s\n", c.name, escapeText(err.Error()))
 			if coded.code == exitUsage {
 				fmt.Fprintf(stderr, "Run 'tiercache %s --help' for usage.\n", c.name)
 			}
 			return coded.code
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(stderr, "tiercache %s: %v\n", c.name, err)
+			fmt.Fprintf(stderr, "tiercache %s: %s\n", c.name, escapeText(err.Error()))
 			return exitUsage
 		default:
-			fmt.Fprintf(stderr, "tiercache %s: %v\n", c.name, err)
+			fmt.Fprintf(stderr, "tiercache %s: %s\n", c.name, escapeText(err.Error()))
 			return exitError
 		}
 	}

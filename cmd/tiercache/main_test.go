@@ -15,11 +15,15 @@ import (
 
 // TestMain runs the CLI instead of the tests when the tests run the test
 // binary as the CLI (subprocessEnv): the CLI is tested as a process, with
-// its exit codes, signals and output, as operators run it.
+// its exit codes, signals and output, as operators run it. Before it exits
+// it writes its peak resident set to the file named by hwmEnv, if any.
 func TestMain(m *testing.M) {
 	if os.Getenv(subprocessEnv) == "1" {
-		main()
-		return
+		code := runMain()
+		if f := os.Getenv(hwmEnv); f != "" {
+			writeHWM(f)
+		}
+		os.Exit(code)
 	}
 	goleak.VerifyTestMain(m)
 }

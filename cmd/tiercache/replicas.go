@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -13,13 +12,19 @@ import (
 )
 
 func runReplicas(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCommandFlags("replicas", []string{"replicas [--json] [connection flags]"}, `
+	fs := newCommandFlags("replicas", []string{"replicas [--json] [connection flags]"}, fmt.Sprintf(`
 Lists the live replicas of the namespace from the presence records they keep
 in Redis ("<namespace>::replicas{<namespace>}:<id>", rewritten every heartbeat interval,
 gone three intervals after a replica dies): host, pid, version, the state of
 the invalidation bus and of the circuit breaker, keyspaces, L1 size, hit
 ratio, the last invalidation it applied and when it last wrote its record.
---json prints the records as they are, a JSON array.`, true)
+--json prints the records as they are, a JSON array.
+A record is not listed, but named on stderr (and the exit code is 1), when
+it is over %d KiB (no more is read of it), names more than %d keyspaces, or
+has an id, host, version or keyspace name that is too long or holds a
+character that is not printable (control characters, so escape sequences).
+Strings that are not printable are shown quoted and escaped ("\x1b[2J"), in
+JSON as \u escapes.`, tiercache.MaxReplicaRecord>>10, tiercache.MaxReplicaKeyspaces), true)
 	asJSON := fs.Bool("json", false, "print the presence records as a JSON array")
 	rest, err := fs.parse(args, stdout)
 	if err != nil {
@@ -48,6 +53,13 @@ ratio, the last invalidation it applied and when it last wrote its record.
 	return nil
 }
 
+// shownKeyspaces is how many keyspaces of a replica the table names; --json
+// has them all.
+const shownKeyspaces = 20
+
+// printReplicas prints reps as a table. Every string of a record is printed
+// through printable: a presence record may have been written by anyone who
+// can write to Redis.
 func printReplicas(stdout, stderr io.Writer, reps []tiercache.Replica, namespace string, now time.Time) {
 	if len(reps) == 0 {
 		fmt.Fprintf(stderr, "no live replica in namespace %q (replicas write presence records unless heartbeat_interval is negative)\n", namespace)
@@ -67,8 +79,11 @@ func printReplicas(stdout, stderr io.Writer, reps []tiercache.Replica, namespace
 			reads += ks.L1Hits + ks.L2Hits + ks.Misses + ks.Loads
 		}
 		slices.Sort(names)
+		for i, n := range names {
+			names[i] = printable(n)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
-			r.ID, r.Host, r.PID, r.Version, bus, r.Breaker, dashIfEmpty(strings.Join(names, ",")),
+			printable(r.ID), printable(r.Host), r.PID, printable(r.Version), bus, printable(r.Breaker), dashIfEmpty(shortList(names, shownKeyspaces)),
 			r.L1Entries, bytesIEC(r.L1Cost), percent(r.HitRatio, reads), age(now, r.LastInvalidation), age(now, r.Seen))
 	}
 	tw.Flush()

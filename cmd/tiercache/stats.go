@@ -78,7 +78,8 @@ L1 and from Redis, misses, loader calls and their errors, the hit ratio
 (hits over hits, misses and loads), the 99th percentile of load latency (the
 upper bound of its histogram bucket), L1 entries and bytes, invalidations
 published by the keyspace's writes and keys evicted by invalidations from
-the bus. The counters are those of each replica's last heartbeat.
+the bus. The counters are those of each replica's last heartbeat. Records
+are read, refused and escaped as by replicas ('tiercache replicas --help').
 --json prints {"keyspaces": {KEYSPACE: {"replicas": {ID: {...}}, "total": {...}}}}.`, true)
 	only := fs.String("keyspace", "", "only this `keyspace`")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -127,6 +128,8 @@ the bus. The counters are those of each replica's last heartbeat.
 	return err
 }
 
+// printStats prints the rows of every keyspace as a table, the names of
+// keyspaces and replicas through printable (they come from Redis).
 func printStats(stdout, stderr io.Writer, all map[string]*keyspaceStats, namespace string) {
 	if len(all) == 0 {
 		fmt.Fprintf(stderr, "no live replica in namespace %q reports a keyspace\n", namespace)
@@ -135,7 +138,7 @@ func printStats(stdout, stderr io.Writer, all map[string]*keyspaceStats, namespa
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEYSPACE\tREPLICA\tL1-HITS\tL2-HITS\tMISSES\tLOADS\tLOAD-ERRORS\tHIT%\tLOAD-P99\tL1-ENTRIES\tL1-COST\tPUBLISHED\tINVALIDATIONS")
 	line := func(ks, replica string, r statsRow) {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%d\t%d\n", ks, replica,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%d\t%s\t%d\t%d\n", printable(ks), printable(replica),
 			r.L1Hits, r.L2Hits, r.Misses, r.Loads, r.LoadErrors, percent(r.HitRatio, r.reads()),
 			latency(r.LoadP99, r.Loads), r.L1Entries, bytesIEC(r.L1Cost), r.Published, r.Invalidations)
 	}

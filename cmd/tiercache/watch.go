@@ -216,12 +216,12 @@ func (w *watcher) print(t time.Time, payload string) error {
 		if err != nil {
 			return fmt.Errorf("encode json: %w", err)
 		}
-		_, err = w.stdout.Write(append(b, '\n'))
+		_, err = w.stdout.Write(append(escapeJSON(b), '\n'))
 		return err
 	}
 	ts := t.Format("2006-01-02T15:04:05.000000Z07:00")
 	if line.Error != "" {
-		_, err := fmt.Fprintf(w.stdout, "%s malformed message of %d bytes: %s\n", ts, line.Size, line.Error)
+		_, err := fmt.Fprintf(w.stdout, "%s malformed message of %d bytes: %s\n", ts, line.Size, escapeText(line.Error))
 		return err
 	}
 	_, err = fmt.Fprintf(w.stdout, "%s origin=%q keyspace=%q keys=%s tags=%s flush=%t\n",

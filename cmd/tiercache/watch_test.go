@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
@@ -121,4 +124,42 @@ func TestWatchCLI(t *testing.T) {
 		}
 		w.finish(t).want(t, exitOK, nil, nil)
 	})
+}
+
+// TestWatchHostileCLI: a message whose origin, keyspace and keys hold
+// escape sequences is printed escaped, as text and as JSON, and the JSON
+// still decodes to the very strings published.
+func TestWatchHostileCLI(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	client := newClient(t, srv.Addr)
+	m := bus.Message{Origin: "\x1b]0;pwned\a", Keyspace: "\u009b31mks", Keys: []string{"\x1b[2J", "\u202edesrever", "del\x7f"}}
+	for _, asJSON := range []bool{false, true} {
+		t.Run(fmt.Sprintf("json=%t", asJSON), func(t *testing.T) {
+			args := []string{"watch", "--count", "1", "--addr", srv.Addr}
+			if asJSON {
+				args = append(args, "--json")
+			}
+			w := start(t, args...)
+			w.waitLine(t, "subscribed to tiercache:invalidate")
+			if err := bus.Publish(context.Background(), client, "tiercache:invalidate", m); err != nil {
+				t.Fatal(err)
+			}
+			r := w.finish(t)
+			r.want(t, exitOK, nil, nil)
+			if i := strings.IndexFunc(r.stdout, func(r rune) bool { return r != '\n' && !strconv.IsPrint(r) }); i >= 0 {
+				t.Errorf("watch printed a character that is not printable at %d:\n%q", i, r.stdout)
+			}
+			if !asJSON {
+				return
+			}
+			var got watchLine
+			if err := json.Unmarshal([]byte(r.stdout), &got); err != nil {
+				t.Fatalf("watch --json: %v\n%s", err, r.stdout)
+			}
+			if got.Origin != m.Origin || got.Keyspace != m.Keyspace || strings.Join(got.Keys, ",") != strings.Join(m.Keys, ",") {
+				t.Errorf("watch --json = %+v; want origin, keyspace and keys of %+v", got, m)
+			}
+		})
+	}
 }
