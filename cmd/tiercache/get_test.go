@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"reflect"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -165,21 +164,6 @@ func TestGetCLI(t *testing.T) {
 // cat concatenates byte slices.
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
-// raceEnabled reports whether the tests, and so the CLI they run, were
-// built with the race detector.
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
 // peakRSS returns the most resident memory, in bytes, that the process
 // that ps describes used.
 func peakRSS(t *testing.T, ps *os.ProcessState) int64 {
@@ -309,7 +293,7 @@ func TestGetCLIPeakRSS(t *testing.T) {
 	t.Logf("peak resident memory: %d MiB for a get of the bomb, %d MiB for a get of a small value; this process %d MiB",
 		bombRSS>>20, smallRSS>>20, rusageBytes(self.Maxrss)>>20)
 	limit, over := int64(64<<20), int64(32<<20)
-	if raceEnabled() {
+	if raceEnabled {
 		limit, over = 2*limit, 2*over
 	}
 	if bombRSS > limit || bombRSS > smallRSS+over {
