@@ -335,6 +335,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.InstanceID == "" {
 		c.InstanceID = newInstanceID()
 	}
+	if err := checkField(c.InstanceID, MaxReplicaField); err != nil {
+		return c, fmt.Errorf("%w: instance_id: %w", ErrInvalidConfig, err)
+	}
 	switch {
 	case c.ReadTimeout < 0:
 		return c, fmt.Errorf("%w: negative read timeout %v", ErrInvalidConfig, c.ReadTimeout)
