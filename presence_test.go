@@ -421,8 +421,9 @@ func TestListReplicasPresenceHostileCost(t *testing.T) {
 }
 
 // TestWritePresenceHostile: a replica writes no record that ListReplicas
-// would refuse (an id or a keyspace name holding an escape sequence, more
-// than MaxReplicaKeyspaces keyspaces): WritePresence says why, wrapping
+// would refuse: an id or a keyspace name holding an escape sequence is
+// refused by New and NewKeyspace already; with more than
+// MaxReplicaKeyspaces keyspaces WritePresence says why, wrapping
 // ErrInvalidConfig, and leaves the record before it, if any, to expire; a
 // replica at the limit writes its record.
 func TestWritePresenceHostile(t *testing.T) {
@@ -434,10 +435,15 @@ func TestWritePresenceHostile(t *testing.T) {
 		keyspaces []string
 		wantErr   string // "" when the record is written
 	}{
-		{"EscapeInID", "\x1b[31mred", nil, `id "\x1b[31mred" holds U+001B`},
-		{"EscapeInKeyspaceName", "esc-ks", []string{"\x1b[2J"}, `keyspace name "\x1b[2J" holds U+001B`},
 		{"TooManyKeyspaces", "many", names("k", tiercache.MaxReplicaKeyspaces+1), fmt.Sprintf("%d keyspaces, more than %d", tiercache.MaxReplicaKeyspaces+1, tiercache.MaxReplicaKeyspaces)},
 		{"AtTheLimit", "at-limit", names("k", tiercache.MaxReplicaKeyspaces), ""},
+	}
+	// What a record would refuse, New and NewKeyspace refuse first.
+	if _, err := tiercache.New(srv.Client(t), tiercache.Config{InstanceID: "\x1b[31mred"}); !errors.Is(err, tiercache.ErrInvalidConfig) {
+		t.Errorf("New with an escape in the instance id = %v; want ErrInvalidConfig", err)
+	}
+	if err := tiercache.ValidKeyspaceName("\x1b[2J"); !errors.Is(err, tiercache.ErrInvalidConfig) {
+		t.Errorf("ValidKeyspaceName with an escape = %v; want ErrInvalidConfig", err)
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
