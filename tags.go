@@ -161,12 +161,16 @@ func (ks *Keyspace[K, V]) tagWrite(ctx context.Context, entries []l2.TagEntry, w
 
 // InvalidateTags deletes every value of the keyspace that carries one of
 // tags, in Redis and in every replica's L1, each deletion with its
-// invalidation as Delete does. Values written after the call began keep
-// their tags. The work is bounded: per tag, one round trip to take its set,
-// then per page of 1000 keys one read, one delete script per hash slot
-// (one in all outside a Cluster) and one cleanup. Tags are validated first;
-// a failure stops the call, and the keys not yet deleted stay pending, so
-// calling it again finishes the job.
+// invalidation as Delete does, and voids the loads in flight of values
+// carrying them on every replica (their fills are refused). Values written
+// after the call began keep their tags. On a server that is not a Cluster
+// it takes one round trip to give the tags new versions and take their
+// sets, then one per 10,000 keys to delete them: two for a tag of up to
+// 10,000 keys, whatever the number of tags. On a Cluster, per tag: one
+// round trip for the versions, one to take its set, then per page of 1000
+// keys one read, one delete script per hash slot and one cleanup. Tags are
+// validated first; a failure stops the call, and the keys not yet deleted
+// stay pending, so calling it again finishes the job.
 func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) error {
 	if ks.c.closed.Load() {
 		return ErrClosed
@@ -176,6 +180,16 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 			return fmt.Errorf("tiercache: keyspace %q: %w", ks.name, err)
 		}
 	}
+	if len(tags) == 0 {
+		return nil
+	}
+	if !isCluster(ks.c.client) {
+		if err := ks.invalidateTagsServer(ctx, tags); err != nil {
+			ks.flush() // as below
+			return notSent(fmt.Sprintf("keyspace %q: invalidate tags %q", ks.name, tags), err)
+		}
+		return nil
+	}
 	for _, t := range tags {
 		if err := ks.invalidateTag(ctx, t); err != nil {
 			// This replica keeps no index of its tagged entries: flush
@@ -184,6 +198,92 @@ func (ks *Keyspace[K, V]) InvalidateTags(ctx context.Context, tags ...string) er
 			ks.flush()
 			return notSent(fmt.Sprintf("keyspace %q: invalidate tag %q", ks.name, t), err)
 		}
+	}
+	return nil
+}
+
+// tagDropPage is the number of tagged keys one round trip of
+// InvalidateTags deletes on a server that is not a Cluster.
+const tagDropPage = 10_000
+
+// tagMessageKeys bounds the keys one message of InvalidateTags names, and
+// tagMessageBytes their bytes, well under the subscriber's default limits.
+const (
+	tagMessageKeys  = 10_000
+	tagMessageBytes = 256 << 10
+)
+
+// invalidateTagsServer is InvalidateTags on a server that is not a
+// Cluster: one round trip gives the tags new versions (with the message
+// that names them) and takes their sets, then one per page of tagDropPage
+// keys deletes them with their invalidations and returns the next page. A
+// tag of up to tagDropPage keys takes two round trips, whatever the
+// number of tags.
+func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []string) error {
+	announce, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: tags, KeysFollow: true}).Marshal()
+	if err != nil {
+		return fmt.Errorf("tiercache: encode invalidation: %w", err)
+	}
+	inv := l2.TagInvalidation{
+		Versions: ks.tagVersionsKey(),
+		Tags:     tags,
+		Keep:     max(tagVersionsKept, 2*ks.cfg.LoadTimeout),
+		Channel:  ks.c.cfg.Channel,
+		Msg:      announce,
+	}
+	pending := make([]string, len(tags))
+	for i, t := range tags {
+		set := ks.tagSet(t)
+		pending[i] = set + ":pending"
+		inv.Sets = append(inv.Sets, [2]string{set, pending[i]})
+	}
+	members, err := ks.c.store.TakeTags(ctx, inv, tagDropPage)
+	if err != nil {
+		return err
+	}
+	ks.st.published.Add(1)
+	// Each round removes what it was given from the pending sets, so the
+	// pages shrink; bounded all the same, since another replica's call
+	// may be merging more into them.
+	for round := 0; len(members) > 0; round++ {
+		if round == 100_000 {
+			return errors.New("keys still pending after 100,000 pages: call again")
+		}
+		var mine, others []string
+		for _, rk := range members {
+			if strings.HasPrefix(rk, ks.prefix) {
+				mine = append(mine, rk)
+			} else {
+				others = append(others, rk)
+			}
+		}
+		var msgs [][]byte
+		for start := 0; start < len(mine); {
+			end, size := start, 0
+			for end < len(mine) && end-start < tagMessageKeys && size+len(mine[end]) <= tagMessageBytes {
+				size += len(mine[end])
+				end++
+			}
+			end = max(end, start+1)
+			msg, err := ks.message(mine[start:end])
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, msg)
+			start = end
+		}
+		next, err := ks.c.store.DropTagged(ctx, pending, mine, others, ks.c.cfg.Channel, msgs, tagDropPage)
+		if err != nil {
+			return err
+		}
+		for _, rk := range mine {
+			if k, ok := parseKey[K](rk[len(ks.prefix):]); ok {
+				ks.evict(k)
+			}
+		}
+		ks.st.tagDeletes.Add(uint64(len(mine)))
+		ks.st.published.Add(uint64(len(msgs)))
+		members = next
 	}
 	return nil
 }

@@ -577,37 +577,47 @@ func millisUp(d time.Duration) int64 {
 	return pxMillis(d)
 }
 
-// bumpTagsSrc publishes ARGV[3] on channel ARGV[2] (first: see
-// setAndPublishSrc), then gives every tag ARGV[4..] a new version in the tag version
-// set KEYS[1]: one above the set's highest, or the server's time in
-// microseconds if that is higher. Versions older than ARGV[1] milliseconds
-// are dropped; the highest dropped one stays as the member ” (a fill that
-// read an epoch below it is refused: it cannot see what was dropped). The
-// set never expires: it holds what was invalidated within ARGV[1]. It
-// returns the new version.
-const bumpTagsSrc = `local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-local v = now
-if top[2] and tonumber(top[2]) >= v then v = tonumber(top[2]) + 1 end
-local vs = string.format('%.0f', v)
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-for i = 4, #ARGV do redis.call('ZADD', KEYS[1], vs, ARGV[i]) end
-local horizon = now - tonumber(ARGV[1]) * 1000
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', horizon), 'WITHSCORES')
-local drop = {}
-local h = nil
-for i = 1, #old, 2 do
-  if old[i] ~= '' then
-    drop[#drop + 1] = old[i]
-    if not h or tonumber(old[i + 1]) > h then h = tonumber(old[i + 1]) end
+// versionsLua defines bumpVersions(set, keep, tags): it gives every tag of
+// the list tags a new version in the tag version set: one above the set's
+// highest, or the server's time in microseconds if that is higher. Versions
+// older than keep milliseconds are dropped; the highest dropped one stays as
+// the member '' (a fill that read an epoch below it is refused: it cannot
+// see what was dropped). The set never expires: it holds what was
+// invalidated within keep.
+const versionsLua = `local function bumpVersions(set, keep, tags)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local top = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
+  local v = now
+  if top[2] and tonumber(top[2]) >= v then v = tonumber(top[2]) + 1 end
+  local vs = string.format('%.0f', v)
+  for _, tag in ipairs(tags) do redis.call('ZADD', set, vs, tag) end
+  local horizon = now - tonumber(keep) * 1000
+  local old = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. string.format('%.0f', horizon), 'WITHSCORES')
+  local drop = {}
+  local h = nil
+  for i = 1, #old, 2 do
+    if old[i] ~= '' then
+      drop[#drop + 1] = old[i]
+      if not h or tonumber(old[i + 1]) > h then h = tonumber(old[i + 1]) end
+    end
+  end
+  if h then
+    for i = 1, #drop, 1000 do redis.call('ZREM', set, unpack(drop, i, math.min(i + 999, #drop))) end
+    redis.call('ZADD', set, 'GT', string.format('%.0f', h), '')
   end
 end
-if h then
-  for i = 1, #drop, 1000 do redis.call('ZREM', KEYS[1], unpack(drop, i, math.min(i + 999, #drop))) end
-  redis.call('ZADD', KEYS[1], 'GT', string.format('%.0f', h), '')
-end
-return vs`
+`
+
+// bumpTagsSrc publishes ARGV[3] on channel ARGV[2] (first: see
+// setAndPublishSrc), then gives the tags ARGV[4..] new versions in the tag
+// version set KEYS[1], forgetting those older than ARGV[1] milliseconds
+// (see bumpVersions).
+const bumpTagsSrc = versionsLua + `redis.call('PUBLISH', ARGV[2], ARGV[3])
+local tags = {}
+for i = 4, #ARGV do tags[#tags + 1] = ARGV[i] end
+bumpVersions(KEYS[1], ARGV[1], tags)
+return 0`
 
 // BumpTags publishes msg on channel and gives tags new versions in the tag
 // version set versions, above every version it holds, atomically and in

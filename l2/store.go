@@ -102,6 +102,7 @@ type Store struct {
 
 	fillScript, tagCheckScript, bumpTagsScript *redis.Script // fenced fills, tag versions
 	dropUnreadableScript                       *redis.Script
+	takeTagsScript, dropTaggedScript           *redis.Script // tag invalidation on one server
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -168,6 +169,8 @@ func New(c Client, opts Options) (*Store, error) {
 		bumpTagsScript: redis.NewScript(bumpTagsSrc),
 
 		dropUnreadableScript: redis.NewScript(dropUnreadableSrc),
+		takeTagsScript:       redis.NewScript(takeTagsSrc),
+		dropTaggedScript:     redis.NewScript(dropTaggedSrc),
 	}
 	var err error
 	s.brkOpts = opts.Breaker

@@ -170,3 +170,149 @@ func (s *Store) Untag(ctx context.Context, pending string, members []string) err
 		return firstReal(cmds, err, (len(members)+999)/1000)
 	})
 }
+
+// pageLua defines page(first, last, limit): up to limit members of the
+// pending sets KEYS[first..last], lowest score first, each once.
+const pageLua = `local function page(first, last, limit)
+  local out, seen = {}, {}
+  for i = first, last do
+    if #out >= limit then break end
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[i], 0, limit - 1)) do
+      if not seen[m] then
+        seen[m] = true
+        out[#out + 1] = m
+        if #out >= limit then break end
+      end
+    end
+  end
+  return out
+end
+`
+
+// takeTagsSrc starts the invalidation of tags on one server: it publishes
+// ARGV[3] on channel ARGV[2], gives the tags ARGV[5..] new versions in the
+// tag version set KEYS[1] (see bumpVersions; ARGV[1] is keep), moves each
+// tag set KEYS[2i] into its pending set KEYS[2i+1] (merging with what a
+// failed call left there, each pending set expiring with its last member),
+// and returns the first ARGV[4] members of the pending sets.
+const takeTagsSrc = versionsLua + pageLua + `redis.call('PUBLISH', ARGV[2], ARGV[3])
+local tags = {}
+for i = 5, #ARGV do tags[#tags + 1] = ARGV[i] end
+bumpVersions(KEYS[1], ARGV[1], tags)
+for i = 2, #KEYS, 2 do
+  local set, pending = KEYS[i], KEYS[i + 1]
+  if redis.call('EXISTS', set) == 1 then
+    if redis.call('EXISTS', pending) == 1 then
+      redis.call('ZUNIONSTORE', pending, 2, pending, set, 'AGGREGATE', 'MAX')
+      redis.call('DEL', set)
+    else
+      redis.call('RENAME', set, pending)
+    end
+  end
+  local top = redis.call('ZRANGE', pending, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('PEXPIREAT', pending, top[2]) end
+end
+return page(3, #KEYS, tonumber(ARGV[4]))`
+
+// dropTaggedSrc deletes one page of tagged keys on one server and returns
+// the next. KEYS are ARGV[1] pending sets, then ARGV[2] value keys, then
+// their fences; ARGV[3] is the channel, ARGV[4] the number of messages that
+// follow, then the messages, then the page size, then members to remove
+// from the pending sets without deleting them (not keys of the keyspace).
+// It publishes every message, moves the fences, deletes the value keys and
+// removes them, and the others, from every pending set, then returns up to
+// a page of what the pending sets still hold.
+const dropTaggedSrc = fenceLua + pageLua + `local np, nk, nm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+for i = 5, 4 + nm do redis.call('PUBLISH', ARGV[3], ARGV[i]) end
+for i = np + nk + 1, #KEYS do bump(KEYS[i]) end
+for i = np + 1, np + nk, 1000 do
+  local last = math.min(i + 999, np + nk)
+  redis.call('DEL', unpack(KEYS, i, last))
+  for j = 1, np do redis.call('ZREM', KEYS[j], unpack(KEYS, i, last)) end
+end
+for i = 6 + nm, #ARGV, 1000 do
+  local last = math.min(i + 999, #ARGV)
+  for j = 1, np do redis.call('ZREM', KEYS[j], unpack(ARGV, i, last)) end
+end
+return page(1, np, tonumber(ARGV[5 + nm]))`
+
+// TagInvalidation is one call of InvalidateTagsServer: a keyspace's tag
+// version set, its tag sets with their pending sets, and the message that
+// names the tags.
+type TagInvalidation struct {
+	Versions string      // the keyspace's tag version set
+	Tags     []string    // the tags, as members of Versions
+	Sets     [][2]string // per tag: its set and its pending set
+	Keep     time.Duration
+	Channel  string
+	Msg      []byte // published first: names the tags
+}
+
+// TakeTags starts inv on a server that is not a Cluster: in one atomic
+// round trip it publishes inv.Msg, gives the tags new versions (so fills
+// whose read came before are refused), moves each tag set into its pending
+// set, and returns up to page members of the pending sets. Delete them with
+// DropTagged, which returns the next page.
+func (s *Store) TakeTags(ctx context.Context, inv TagInvalidation, page int) ([]string, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 take tags: %w", errNoStore)
+	}
+	if isCluster(s.c) {
+		return nil, fmt.Errorf("l2 take tags: a Cluster keeps tag sets in other slots: %w", ErrInvalid)
+	}
+	if inv.Versions == "" || len(inv.Tags) == 0 || len(inv.Sets) != len(inv.Tags) || inv.Channel == "" || inv.Keep <= 0 || page <= 0 {
+		return nil, fmt.Errorf("l2 take tags %q: bad invalidation: %w", inv.Versions, ErrInvalid)
+	}
+	keys := make([]string, 0, 1+2*len(inv.Sets))
+	keys = append(keys, inv.Versions)
+	for _, sp := range inv.Sets {
+		keys = append(keys, sp[0], sp[1])
+	}
+	args := make([]any, 0, 4+len(inv.Tags))
+	args = append(args, millisUp(inv.Keep), inv.Channel, inv.Msg, page)
+	for _, t := range inv.Tags {
+		args = append(args, t)
+	}
+	var members []string
+	err := s.call(ctx, s.writeTimeout, "l2 take tags", inv.Versions, 1, func(ctx context.Context) (err error) {
+		members, err = s.run(ctx, s.takeTagsScript, keys, args...).StringSlice()
+		return err
+	})
+	return members, err
+}
+
+// DropTagged deletes keys, value keys of one keyspace that its pending
+// sets named, with the messages that name them, moves their fences and
+// removes them, and the members others (which are not the keyspace's keys:
+// left alone), from the pending sets, atomically and in one round trip on a
+// server that is not a Cluster; it returns up to page members the pending
+// sets still hold.
+func (s *Store) DropTagged(ctx context.Context, pending, keys, others []string, channel string, msgs [][]byte, page int) ([]string, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 drop tagged: %w", errNoStore)
+	}
+	if isCluster(s.c) || len(pending) == 0 || channel == "" || page <= 0 {
+		return nil, fmt.Errorf("l2 drop tagged: no pending set or channel, or a Cluster: %w", ErrInvalid)
+	}
+	all := make([]string, 0, len(pending)+2*len(keys))
+	all = append(all, pending...)
+	all = append(all, keys...)
+	if len(keys) > 0 {
+		all = append(all, s.fenceKeys(keys)...)
+	}
+	args := make([]any, 0, 5+len(msgs))
+	args = append(args, len(pending), len(keys), channel, len(msgs))
+	for _, m := range msgs {
+		args = append(args, m)
+	}
+	args = append(args, page)
+	for _, o := range others {
+		args = append(args, o)
+	}
+	var next []string
+	err := s.call(ctx, s.writeTimeout, "l2 drop tagged", pending[0], len(keys), func(ctx context.Context) (err error) {
+		next, err = s.run(ctx, s.dropTaggedScript, all, args...).StringSlice()
+		return err
+	})
+	return next, err
+}
