@@ -372,12 +372,13 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 	}
 	for i := range fills {
 		f := &fills[i]
-		if f.Mode == FillLease && f.TTL == 0 {
-			if f.Key == "" || len(f.Lease) == 0 {
-				return nil, fmt.Errorf("l2 fill: fill %d of %d: empty key or lease: %w", i, len(fills), ErrInvalid)
+		if f.Mode == FillLease && (f.Key == "" || len(f.Lease) == 0) {
+			return nil, fmt.Errorf("l2 fill: fill %d of %d: empty key or lease: %w", i, len(fills), ErrInvalid)
+		}
+		if f.Mode != FillLease || f.TTL != 0 { // a lease fill of TTL 0 drops the lease: no item to check
+			if err := f.validate(); err != nil {
+				return nil, fmt.Errorf("l2 fill: fill %d of %d: %w", i, len(fills), err)
 			}
-		} else if err := f.validate(); err != nil {
-			return nil, fmt.Errorf("l2 fill: fill %d of %d: %w", i, len(fills), err)
 		}
 		if f.Mode != FillLease && !f.Fence.ok {
 			return nil, fmt.Errorf("l2 fill %q: no fence: fill with the Fence of a Read: %w", f.Key, ErrInvalid)

@@ -770,6 +770,10 @@ func TestInvalidArguments(t *testing.T) {
 			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Mode: l2.FillReplace}}, "")
 			return err
 		}},
+		{name: "FillLease without a lease", wantMsg: "l2 fill: fill 0 of 1: empty key or lease", give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Mode: l2.FillLease}}, "")
+			return err
+		}},
 		{name: "FillLease drop without a lease", wantMsg: "l2 fill: fill 0 of 1: empty key or lease", give: func(ctx context.Context) error {
 			_, err := s.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: "k"}, Mode: l2.FillLease}}, "")
 			return err
