@@ -428,15 +428,29 @@ func noop() {}
 // report a socket timeout instead), and it says when the store's own budget
 // d ran out rather than the caller's ctx.
 func failed(ctx, cctx context.Context, own bool, d time.Duration, what string, err error) error {
-	cerr := cctx.Err()
+	cerr := ended(cctx)
 	if cerr == nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w: %w", cerr, err)
 	}
-	if own && ctx.Err() == nil {
+	if own && ended(ctx) == nil {
 		return fmt.Errorf("%s: budget %v used up: %w", what, d, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ended returns ctx.Err(), or context.DeadlineExceeded when ctx's deadline
+// has passed but its timer has not marked it done yet: go-redis sets the
+// socket deadline from ctx's deadline, and that can fire first, leaving
+// only an i/o timeout to report.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
