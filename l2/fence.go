@@ -434,13 +434,22 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 			return nil
 		})
 		if len(todo) > 0 && noScript(cmds) {
-			cmds, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			// Send again, with EVAL, only the fills that met NOSCRIPT: on
+			// a Cluster the others ran on nodes that had the script, and
+			// must not run twice.
+			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for j, t := range todo {
-					keys, args := s.fillArgs(&fills[t.i], channel, !split)
-					todo[j].cmd = s.fillScript.Eval(ctx, p, keys, args...)
+					if redis.HasErrorPrefix(t.cmd.Err(), "NOSCRIPT") {
+						keys, args := s.fillArgs(&fills[t.i], channel, !split)
+						todo[j].cmd = s.fillScript.Eval(ctx, p, keys, args...)
+					}
 				}
 				return nil
 			})
+			cmds = make([]redis.Cmder, len(todo))
+			for j, t := range todo {
+				cmds[j] = t.cmd
+			}
 		}
 		return firstReal(cmds, err, len(todo))
 	})

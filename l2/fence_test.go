@@ -191,6 +191,9 @@ func TestFence(t *testing.T) {
 		{name: "standalone", srv: redistest.Start(t)},
 		{name: "cluster", cl: redistest.StartCluster(t)},
 	}
+	// First, while no node has a script yet.
+	t.Run("cluster/FillOnNodesMissingTheScript", func(t *testing.T) { testFillOnNodesMissingTheScript(t, tps[1]) })
+
 	tests := []struct {
 		name string
 		run  func(*testing.T, topology)
@@ -932,5 +935,51 @@ func testReadMany(t *testing.T, tp topology) {
 	}
 	if want := []l2.FillResult{l2.Stored, l2.Fenced, l2.Stored, l2.Stored}; !reflect.DeepEqual(res, want) {
 		t.Errorf("Fill = %v; want %v", res, want)
+	}
+}
+
+// testFillOnNodesMissingTheScript fills keys of two Cluster nodes at once,
+// one of which has the fill script and one of which does not (NOSCRIPT):
+// each fill runs once, so each reports what it did.
+func testFillOnNodesMissingTheScript(t *testing.T, tp topology) {
+	s, c, _ := tp.store(t, roomy())
+	ctx := t.Context()
+	onNode := func(i int, skip string) string {
+		for j := range 1000 {
+			if k := fmt.Sprintf("ns%d", j); k != skip && tp.cl.NodeFor(k) == tp.cl.Nodes[i] {
+				return k
+			}
+		}
+		t.Fatalf("no key on node %d", i)
+		return ""
+	}
+	first := onNode(0, "")
+	keys := []string{onNode(0, first), onNode(1, "")}
+	for _, n := range tp.cl.Nodes {
+		if err := n.Client(t).ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The first node gets the script.
+	e := read(t, s, first, "")
+	if res := fill(t, s, l2.Fill{Item: item(first, "v"), Fence: e.Fence}, ""); res != l2.Stored {
+		t.Fatalf("Fill(%s) = %v; want stored", first, res)
+	}
+	es, err := s.ReadMany(ctx, keys, 1024, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fills := []l2.Fill{{Item: item(keys[0], "v"), Fence: es[0].Fence}, {Item: item(keys[1], "v"), Fence: es[1].Fence}}
+	res, err := s.Fill(ctx, fills, "")
+	if err != nil {
+		t.Fatalf("Fill = %v", err)
+	}
+	if want := []l2.FillResult{l2.Stored, l2.Stored}; !reflect.DeepEqual(res, want) {
+		t.Errorf("Fill(%q) = %v; want %v", keys, res, want)
+	}
+	for _, k := range keys {
+		if got := valueOf(t, c, k); got != "v" {
+			t.Errorf("%s = %q; want v", k, got)
+		}
 	}
 }
