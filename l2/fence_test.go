@@ -5,9 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -981,5 +984,233 @@ func testFillOnNodesMissingTheScript(t *testing.T, tp topology) {
 		if got := valueOf(t, c, k); got != "v" {
 			t.Errorf("%s = %q; want v", k, got)
 		}
+	}
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// byteCounter is a go-redis hook that counts the bytes its client reads
+// from the network.
+type byteCounter struct{ n atomic.Int64 }
+
+func (b *byteCounter) DialHook(next redis.DialHook) redis.DialHook {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := next(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, n: &b.n}, nil
+	}
+}
+
+func (b *byteCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (b *byteCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestReadTooLargeIsNotTransferred reads a 4 MiB value with a limit of
+// 1 KiB: Read reports it TooLarge, with its TTL, and fewer than 2 KiB
+// come over the network, where a Get of it reads all 4 MiB.
+func TestReadTooLargeIsNotTransferred(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	opts := srv.Options()
+	opts.ContextTimeoutEnabled = true
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { c.Close() })
+	var counter byteCounter
+	c.AddHook(&counter)
+	s := newStore(t, c, roomy())
+	ctx := t.Context()
+	const size = 4 << 20
+	if err := c.Set(ctx, "big", bytes.Repeat([]byte{0xab}, size), time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	counter.n.Store(0)
+	e, err := s.Read(ctx, "big", 1024, "")
+	if err != nil {
+		t.Fatalf("Read = %v", err)
+	}
+	got := counter.n.Load()
+	if !e.TooLarge || e.Value != nil || !e.Present() || e.TTL <= 0 || e.TTL > time.Minute {
+		t.Errorf("Read = TooLarge %t, %d bytes (nil %t), TTL %v; want TooLarge, nil, TTL in (0, 1m]", e.TooLarge, len(e.Value), e.Value == nil, e.TTL)
+	}
+	if got >= 2048 {
+		t.Errorf("Read of a 4 MiB value with limit 1 KiB read %d bytes off the network; want < 2048", got)
+	}
+
+	counter.n.Store(0)
+	if v, err := s.Get(ctx, "big"); err != nil || len(v) != size {
+		t.Fatalf("Get = %d bytes, %v", len(v), err)
+	}
+	if got := counter.n.Load(); got < size {
+		t.Errorf("Get read %d bytes; want at least %d (the counter counts)", got, size)
+	}
+}
+
+// TestAcquireForeignLease checks which values Acquire replaces: a lease
+// (same first byte as the new one) that never expires or outlives the new
+// lease's TTL was not left by a replica of this configuration, and counts
+// as expired; any other lease, and any value, is returned with its TTL.
+func TestAcquireForeignLease(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c, _ := newClient(t, srv)
+	s := newStore(t, c, roomy())
+	ctx := t.Context()
+
+	tests := []struct {
+		name         string
+		giveValue    string
+		giveTTL      time.Duration // 0: no expiry
+		wantAcquired bool
+		wantTTL      string // "-1", or "given" for (0, giveTTL]
+	}{
+		{name: "ForeignLease without TTL is replaced", giveValue: "Lforeign", wantAcquired: true},
+		{name: "ForeignLease outliving the new lease is replaced", giveValue: "Lforeign", giveTTL: 10 * time.Minute, wantAcquired: true},
+		{name: "lease within the new lease's TTL is kept", giveValue: "Lother", giveTTL: 30 * time.Second, wantTTL: "given"},
+		{name: "value without TTL is kept", giveValue: "value", wantTTL: "-1"},
+		{name: "value outliving the new lease is kept", giveValue: "value", giveTTL: 10 * time.Minute, wantTTL: "given"},
+		{name: "empty value is kept", giveValue: "", wantTTL: "-1"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("fl:%d", i)
+			if err := c.Set(ctx, key, tt.giveValue, tt.giveTTL).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cur, acquired, err := s.Acquire(ctx, key, []byte("Lmine"), time.Minute)
+			if err != nil || acquired != tt.wantAcquired {
+				t.Fatalf("Acquire = %q, %t, %v; want acquired %t", cur.Value, acquired, err, tt.wantAcquired)
+			}
+			if tt.wantAcquired {
+				if cur.Present() {
+					t.Errorf("Acquire returned %q; want nothing when it acquired", cur.Value)
+				}
+				if got, ttl := valueOf(t, c, key), c.PTTL(ctx, key).Val(); got != "Lmine" || ttl <= 0 || ttl > time.Minute {
+					t.Errorf("key = %q, PTTL %v; want the new lease, for at most its TTL", got, ttl)
+				}
+				return
+			}
+			if string(cur.Value) != tt.giveValue || cur.Value == nil {
+				t.Errorf("Acquire returned %q (nil %t); want %q", cur.Value, cur.Value == nil, tt.giveValue)
+			}
+			switch tt.wantTTL {
+			case "-1":
+				if cur.TTL != -1 {
+					t.Errorf("TTL = %v; want -1", cur.TTL)
+				}
+			default:
+				if cur.TTL <= 0 || cur.TTL > tt.giveTTL {
+					t.Errorf("TTL = %v; want in (0, %v]", cur.TTL, tt.giveTTL)
+				}
+			}
+			if got := valueOf(t, c, key); got != tt.giveValue {
+				t.Errorf("key = %q; want %q, untouched", got, tt.giveValue)
+			}
+		})
+	}
+}
+
+// TestDropUnreadable checks that DropUnreadable deletes the key only when
+// it still holds the value it names (or, with a length, a longer one),
+// publishes only then, and never moves the fence.
+func TestDropUnreadable(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c, _ := newClient(t, srv)
+	s := newStore(t, c, roomy())
+	ctx := t.Context()
+	ps := subscribe(t, srv, "du:inv")
+	pub := srv.Client(t)
+
+	tests := []struct {
+		name       string
+		holds      string // "" for absent
+		give       string
+		longerThan int
+		want       bool
+	}{
+		{name: "the value named", holds: "bad\x00", give: "bad\x00", want: true},
+		{name: "another value", holds: "good", give: "bad"},
+		{name: "a prefix of the value", holds: "bad-and-more", give: "bad"},
+		{name: "absent", give: "bad"},
+		{name: "longer than the length", holds: "0123456789", longerThan: 9, want: true},
+		{name: "as long as the length", holds: "0123456789", longerThan: 10},
+		{name: "absent, with a length", longerThan: 1},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Sprintf("du:%d", i)
+			if err := s.SetAndPublish(ctx, item(key, tt.holds), "du:other", nil); err != nil {
+				t.Fatal(err)
+			}
+			if tt.holds == "" {
+				if err := c.Del(ctx, key).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fence := fenceOf(t, c, s, key)
+			dropped, err := s.DropUnreadable(ctx, key, []byte(tt.give), tt.longerThan, "du:inv", []byte("dropped"))
+			if err != nil || dropped != tt.want {
+				t.Fatalf("DropUnreadable = %t, %v; want %t", dropped, err, tt.want)
+			}
+			want := tt.holds
+			var msgs []string
+			if tt.want {
+				want, msgs = "", []string{"dropped"}
+			}
+			if got := valueOf(t, c, key); got != want {
+				t.Errorf("key = %q; want %q", got, want)
+			}
+			if got := fenceOf(t, c, s, key); got != fence {
+				t.Errorf("fence = %q; want %q, unmoved", got, fence)
+			}
+			expectMessages(t, ps, pub, "du:inv", msgs...)
+		})
+	}
+}
+
+// TestFenceKey checks that a fence shares its key's hash slot (so that a
+// Cluster runs a script over both), that the 16384 slots have 16384
+// fences, and that the fences carry the prefix given.
+func TestFenceKey(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{srv.Addr}}) // never reached
+	t.Cleanup(func() { cc.Close() })
+	s := newStore(t, cc, l2.Options{})
+	fences := map[string]bool{}
+	slots := map[int]bool{}
+	for i := 0; len(slots) < 16384 && i < 1_000_000; i++ {
+		key := "k" + strconv.Itoa(i)
+		f := s.FenceKey(key)
+		if got, want := l2.Slot(cc, f), l2.Slot(cc, key); got != want {
+			t.Fatalf("FenceKey(%q) = %q in slot %d; want slot %d", key, f, got, want)
+		}
+		slots[l2.Slot(cc, key)] = true
+		fences[f] = true
+	}
+	if len(slots) != 16384 || len(fences) != 16384 {
+		t.Errorf("%d slots have %d fences; want 16384 of each", len(slots), len(fences))
+	}
+	if f := s.FenceKey("k"); !strings.HasPrefix(f, l2.DefaultFencePrefix+"{") {
+		t.Errorf("FenceKey = %q; want the default prefix %q", f, l2.DefaultFencePrefix)
+	}
+	p := newStore(t, cc, l2.Options{FencePrefix: "app:f"})
+	if f := p.FenceKey("k"); f != "app:f"+strings.TrimPrefix(s.FenceKey("k"), l2.DefaultFencePrefix) {
+		t.Errorf("FenceKey with prefix app:f = %q", f)
 	}
 }
