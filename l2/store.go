@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,7 +55,8 @@ type Options struct {
 	Breaker BreakerOptions
 	// FencePrefix prefixes the fences of hash slots that every write moves
 	// and every fill checks (see Fill). Empty means DefaultFencePrefix. Give
-	// each namespace of keys its own.
+	// each namespace of keys its own. It must not contain '{' (New returns
+	// ErrInvalid): a fence's hash tag is the one FenceKey appends.
 	FencePrefix string
 	// ReplicaAcks makes every write script wait, in the same round trip,
 	// until this many replicas acknowledged it (WAIT, bounded by the rest of
@@ -138,6 +140,10 @@ func New(c Client, opts Options) (*Store, error) {
 	}
 	if opts.FencePrefix == "" {
 		opts.FencePrefix = DefaultFencePrefix
+	}
+	if strings.Contains(opts.FencePrefix, "{") {
+		// A fence's {tag} must be its hash tag, the first one of its name.
+		return nil, fmt.Errorf("l2 new: fence prefix %q has a '{': its fences would leave their keys' hash slots: %w", opts.FencePrefix, ErrInvalid)
 	}
 	s := &Store{
 		c:            c,

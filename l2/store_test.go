@@ -734,6 +734,10 @@ func TestInvalidArguments(t *testing.T) {
 			_, err := l2.New(c, l2.Options{ReplicaAcks: -1})
 			return err
 		}},
+		{name: "New fence prefix with a brace", wantMsg: `l2 new: fence prefix "app{x}:" has a '{'`, give: func(context.Context) error {
+			_, err := l2.New(c, l2.Options{FencePrefix: "app{x}:"})
+			return err
+		}},
 		{name: "Read empty key", wantMsg: "l2 read: key 0 of 1: empty key", give: func(ctx context.Context) error {
 			_, err := s.Read(ctx, "", 1024, "")
 			return err
