@@ -655,15 +655,19 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 		}
 		p = node
 	}
-	timeout := 100 * time.Millisecond
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(dl)*3/4, time.Millisecond)
-	}
 	var (
-		cmd  *redis.Cmd
-		wait *redis.Cmd
+		cmd     *redis.Cmd
+		wait    *redis.Cmd
+		timeout time.Duration
 	)
 	send := func(eval bool) error {
+		// Of what is left now: after a NOSCRIPT, the first WAIT may have
+		// taken its whole timeout (a replica down or lagging), and the
+		// second must still end within the budget.
+		timeout = 100 * time.Millisecond
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(dl)*3/4, time.Millisecond)
+		}
 		_, err := p.Pipelined(ctx, func(pp redis.Pipeliner) error {
 			if eval {
 				cmd = sc.Eval(ctx, pp, keys, args...)
