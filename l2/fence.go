@@ -635,10 +635,19 @@ func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, ke
 // a failover may still lose it.
 var ErrNotReplicated = errors.New("l2: write not acknowledged by enough replicas")
 
+// waitLate is how long after its timeout Redis may answer a WAIT: it
+// checks the timeouts of blocked clients when its event loop wakes, which
+// it does at least every 1000/hz ms (100ms at the default hz, 10). A WAIT
+// is given that much less than 3/4 of the budget left, so that its answer
+// (ErrNotReplicated, which the breaker counts as a success) comes before
+// the budget's end (DeadlineExceeded, a failure).
+const waitLate = 100 * time.Millisecond
+
 // run runs a write script on the node of keys[0]. With Options.ReplicaAcks,
 // it sends WAIT in the same round trip, on the same connection, and fails
 // with ErrNotReplicated when fewer replicas acknowledged within the rest of
-// ctx's budget; the script's own reply is the returned command's.
+// ctx's budget (see waitLate); the script's own reply is the returned
+// command's.
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
 	if s.replicaAcks <= 0 {
 		return sc.Run(ctx, s.c, keys, args...)
@@ -666,7 +675,7 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 		// second must still end within the budget.
 		timeout = 100 * time.Millisecond
 		if dl, ok := ctx.Deadline(); ok {
-			timeout = max(time.Until(dl)*3/4, time.Millisecond)
+			timeout = max(time.Until(dl)*3/4-waitLate, time.Millisecond)
 		}
 		_, err := p.Pipelined(ctx, func(pp redis.Pipeliner) error {
 			if eval {

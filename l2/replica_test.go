@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -156,6 +158,20 @@ func TestReplicaAcks(t *testing.T) {
 		t.Errorf("Breaker = %+v; want closed: the master answered every call", st)
 	}
 
+	// With the default write budget (250ms), WAIT must still answer
+	// before the budget ends, though Redis answers it up to 100ms after
+	// its timeout: every call is ErrNotReplicated, none a timeout that
+	// the breaker would count.
+	t.Run("default budget", func(t *testing.T) {
+		s, _, _ := tp.store(t, l2.Options{ReplicaAcks: 1, Breaker: l2.BreakerOptions{Failures: 1}})
+		for i := range 10 {
+			wantNotReplicated(t, fmt.Sprintf("write %d", i), s.SetAndPublish(t.Context(), item("db:k", "v"), "db:inv", nil))
+		}
+		if st := s.Breaker(); st.State != l2.BreakerClosed || st.Opens != 0 {
+			t.Errorf("Breaker = %+v; want closed", st)
+		}
+	})
+
 	// A script the master does not have (NOSCRIPT, as after a failover or
 	// SCRIPT FLUSH) is sent twice, each time with a WAIT: both waits must
 	// fit in the budget. The connection's earlier write, which the paused
@@ -195,4 +211,143 @@ func TestReplicaAcks(t *testing.T) {
 			t.Errorf("master holds %q; want v2", got)
 		}
 	})
+}
+
+// addClusterReplica starts a cluster node, makes it a replica of
+// cl.Nodes[i] and returns once its link is up.
+func addClusterReplica(t *testing.T, cl *redistest.Cluster, i int) *redistest.Server {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-port", strconv.Itoa(bus),
+		"--cluster-announce-ip", "127.0.0.1", "--cluster-node-timeout", "2000")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	mc, rc := cl.Nodes[i].Client(t), r.Client(t)
+	if err := mc.ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	id, err := mc.Do(ctx, "cluster", "myid").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.Do(ctx, "cluster", "meet", "127.0.0.1", r.Port, bus).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The new node learns of the others by gossip: until it knows the
+	// master it refuses to replicate it, and until it knows every slot's
+	// master it serves no reads (CLUSTERDOWN).
+	poll(ctx, t, "CLUSTER REPLICATE", func() error { return rc.Do(ctx, "cluster", "replicate", id).Err() })
+	if err := r.WaitReplicaOf(ctx, cl.Nodes[i].Addr); err != nil {
+		t.Fatal(err)
+	}
+	poll(ctx, t, "cluster_state:ok on the replica", func() error {
+		info, err := rc.ClusterInfo(ctx).Result()
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = errors.New("cluster_state is not ok")
+		}
+		return err
+	})
+	return r
+}
+
+// poll calls try until it returns nil, every 10ms, at most 2000 times and
+// until ctx ends: a wait for Redis's own asynchronous work (gossip).
+func poll(ctx context.Context, t *testing.T, what string, try func() error) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for attempt := 0; ; attempt++ {
+		err := try()
+		if err == nil {
+			return
+		}
+		if attempt == 2000 {
+			t.Fatalf("%s: %v after %d attempts", what, err, attempt)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: %v when the wait ended", what, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// TestReplicaAcksCluster checks that on a Cluster each script's WAIT goes,
+// in the same round trip, to the master of its keys: with a replica on
+// the second node only, writes there are acknowledged (and the replica
+// holds them), writes on the two others fail with ErrNotReplicated while
+// their master applied them.
+func TestReplicaAcksCluster(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	replica := addClusterReplica(t, cl, 1)
+	rconn := replica.Client(t).Conn()
+	t.Cleanup(func() { rconn.Close() })
+	if err := rconn.ReadOnly(t.Context()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	tp := topology{name: "cluster", cl: cl}
+	s, _, _ := tp.store(t, l2.Options{ReadTimeout: time.Minute, WriteTimeout: 1200 * time.Millisecond, ReplicaAcks: 1,
+		Breaker: l2.BreakerOptions{Failures: 1}})
+	// Load every script on every node first (TestReplicaAcks covers the
+	// resend after NOSCRIPT): each write below takes one WAIT.
+	warm, _, _ := tp.store(t, roomy())
+	for i := range cl.Nodes {
+		for _, wc := range replicaCases() {
+			base := fmt.Sprintf("warm%d%s", i, wc.name)
+			for j := 0; cl.NodeFor("{"+base+"}") != cl.Nodes[i]; j++ {
+				base = fmt.Sprintf("warm%d%s%d", i, wc.name, j)
+			}
+			if err := wc.write(t.Context(), warm, base, tp.keys(base, wc.n)); err != nil {
+				t.Fatalf("warm-up %s on node %d = %v", wc.name, i, err)
+			}
+		}
+	}
+	// baseOn returns a name whose hash slot cl.Nodes[i] serves.
+	baseOn := func(t *testing.T, i int, name string) string {
+		for j := range 1000 {
+			if base := fmt.Sprintf("%s%d", name, j); cl.NodeFor("{"+base+"}") == cl.Nodes[i] {
+				return base
+			}
+		}
+		t.Fatalf("no name for node %d", i)
+		return ""
+	}
+
+	t.Run("writes", func(t *testing.T) {
+		for _, wc := range replicaCases() {
+			t.Run(wc.name, func(t *testing.T) {
+				t.Parallel()
+				base := baseOn(t, 1, "rc"+wc.name)
+				keys := tp.keys(base, wc.n)
+				mc := cl.Nodes[1].Client(t)
+				seedKeys(t, mc, keys)
+				if err := wc.write(t.Context(), s, base, keys); err != nil {
+					t.Fatalf("write on the node with a replica = %v", err)
+				}
+				if got, want := snapshot(t, rconn, s, base, keys), snapshot(t, mc, s, base, keys); !reflect.DeepEqual(got, want) {
+					t.Errorf("replica holds %v; want the master's %v", got, want)
+				}
+				for _, i := range []int{0, 2} {
+					base := baseOn(t, i, "rc"+wc.name)
+					keys := tp.keys(base, wc.n)
+					mc := cl.Nodes[i].Client(t)
+					seedKeys(t, mc, keys)
+					before := snapshot(t, mc, s, base, keys)
+					wantNotReplicated(t, fmt.Sprintf("write on node %d", i), wc.write(t.Context(), s, base, keys))
+					if after := snapshot(t, mc, s, base, keys); reflect.DeepEqual(after, before) {
+						t.Errorf("node %d holds %v, as before the write; want it applied", i, after)
+					}
+				}
+			})
+		}
+	})
+	if st := s.Breaker(); st.State != l2.BreakerClosed || st.Opens != 0 {
+		t.Errorf("Breaker = %+v; want closed: the masters answered every call", st)
+	}
 }
