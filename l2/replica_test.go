@@ -110,7 +110,7 @@ func TestReplicaAcks(t *testing.T) {
 	}
 	mc, rc := master.Client(t), replica.Client(t)
 	tp := topology{name: "standalone", srv: master}
-	s, _, _ := tp.store(t, l2.Options{ReadTimeout: time.Minute, WriteTimeout: 1200 * time.Millisecond, ReplicaAcks: 1,
+	s, _, _ := tp.store(t, l2.Options{ReadTimeout: time.Minute, WriteTimeout: 600 * time.Millisecond, ReplicaAcks: 1,
 		Breaker: l2.BreakerOptions{Failures: 1}})
 
 	t.Run("replicated", func(t *testing.T) {
@@ -184,7 +184,7 @@ func TestReplicaAcks(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		rec := new(recorder)
 		c.AddHook(rec)
-		const budget = 3 * time.Second
+		const budget = 2 * time.Second
 		s := newStore(t, c, l2.Options{WriteTimeout: budget, ReplicaAcks: 1, FencePrefix: "sn:fence"})
 		wantNotReplicated(t, "first write", s.SetAndPublish(t.Context(), item("sn:k", "v1"), "sn:inv", nil))
 		if err := mc.ScriptFlush(t.Context()).Err(); err != nil {
@@ -292,7 +292,7 @@ func TestReplicaAcksCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp := topology{name: "cluster", cl: cl}
-	s, _, _ := tp.store(t, l2.Options{ReadTimeout: time.Minute, WriteTimeout: 1200 * time.Millisecond, ReplicaAcks: 1,
+	s, _, _ := tp.store(t, l2.Options{ReadTimeout: time.Minute, WriteTimeout: 600 * time.Millisecond, ReplicaAcks: 1,
 		Breaker: l2.BreakerOptions{Failures: 1}})
 	// Load every script on every node first (TestReplicaAcks covers the
 	// resend after NOSCRIPT): each write below takes one WAIT.
