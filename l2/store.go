@@ -11,12 +11,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultReadTimeout is the budget of one Get or GetMany call when
-// Options.ReadTimeout is zero.
+// DefaultReadTimeout is the budget of one Get, GetMany, Read or ReadMany
+// call when Options.ReadTimeout is zero.
 const DefaultReadTimeout = 100 * time.Millisecond
 
-// DefaultWriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
-// DeleteAndPublish call when Options.WriteTimeout is zero.
+// DefaultWriteTimeout is the budget of one Fill, SetAndPublish,
+// DeleteAndPublish or other write call when Options.WriteTimeout is zero.
 const DefaultWriteTimeout = 250 * time.Millisecond
 
 // Client is the narrow part of go-redis that Store needs.
@@ -39,14 +39,15 @@ var (
 
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
-	// ReadTimeout is the budget of one Get or GetMany call, including its
-	// wait for a pooled connection. Zero means DefaultReadTimeout (100ms); a
+	// ReadTimeout is the budget of one Get, GetMany, Read or ReadMany call,
+	// including its wait for a pooled connection. Zero means
+	// DefaultReadTimeout (100ms); a
 	// negative value means no budget of its own: only the caller's context
 	// bounds the call. It is enforced on the wire only when the client has
 	// ContextTimeoutEnabled (see the package documentation).
 	ReadTimeout time.Duration
-	// WriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
-	// DeleteAndPublish call. Zero means DefaultWriteTimeout (250ms); a
+	// WriteTimeout is the budget of one Fill, SetAndPublish, DeleteAndPublish
+	// or other write call. Zero means DefaultWriteTimeout (250ms); a
 	// negative value means no budget of its own. The same caveat as
 	// ReadTimeout applies.
 	WriteTimeout time.Duration
