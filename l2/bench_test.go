@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,5 +114,93 @@ func BenchmarkGetMany(b *testing.B) {
 				vals[i] = v
 			}
 		}
+	})
+}
+
+// tripCounter is a go-redis hook that counts round trips: each command
+// sent alone is one, each pipeline is one; a new connection's handshake
+// is none (a warm pool never pays it).
+type tripCounter struct{ n atomic.Int64 }
+
+func (h *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !redistest.IsConnectionSetup(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !redistest.IsConnectionSetup(cmds[0]) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// BenchmarkRead compares Store.Read (GETRANGE, PTTL and the fence's GET in
+// one pipeline) of a 128-byte value with a TTL, the read of every L2 hit
+// and miss, with its floors on one loopback redis-server and one client: a
+// raw go-redis GET of the value, and a raw pipeline of Read's three
+// commands. Every sub-benchmark reports its round-trips/op (the client's
+// hook counts them for all alike).
+func BenchmarkRead(b *testing.B) {
+	srv := redistest.Start(b)
+	c := benchClient(b, srv)
+	var trips tripCounter
+	c.AddHook(&trips)
+	s := newStore(b, c, roomy())
+	key := fmt.Sprintf("bench:%s", "k") // built at run time, as in BenchmarkGet
+	value := bytes.Repeat([]byte{0xab}, 128)
+	// A write, so that the fence exists as in a running cache.
+	if err := s.SetAndPublish(b.Context(), l2.Item{Key: key, Value: value, TTL: time.Hour}, "bench:inv", nil); err != nil {
+		b.Fatal(err)
+	}
+	fence := s.FenceKey(key)
+	run := func(name string, read func(ctx context.Context) error) {
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			start := trips.n.Load()
+			for b.Loop() {
+				if err := read(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(trips.n.Load()-start)/float64(b.N), "round-trips/op")
+		})
+	}
+
+	run("Store", func(ctx context.Context) error {
+		e, err := s.Read(ctx, key, 1<<20, "")
+		if err == nil && len(e.Value) != len(value) {
+			err = fmt.Errorf("Read returned %d bytes", len(e.Value))
+		}
+		return err
+	})
+	run("StoreTagEpoch", func(ctx context.Context) error {
+		_, err := s.Read(ctx, key, 1<<20, "bench:{tv}")
+		return err
+	})
+	run("FloorGet", func(ctx context.Context) error {
+		_, err := c.Get(ctx, key).Bytes()
+		return err
+	})
+	run("FloorPipeline", func(ctx context.Context) error {
+		var v *redis.StringCmd
+		_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			v = p.GetRange(ctx, key, 0, 1<<20)
+			p.PTTL(ctx, key)
+			p.Get(ctx, fence)
+			return nil
+		})
+		if err == nil && len(v.Val()) != len(value) {
+			err = fmt.Errorf("GETRANGE returned %d bytes", len(v.Val()))
+		}
+		return err
 	})
 }

@@ -253,7 +253,7 @@ func classify(ctx context.Context, err error) outcome {
 	switch {
 	case err == nil:
 		return success
-	case ctx.Err() != nil:
+	case ended(ctx) != nil:
 		return neutral // the caller gave up; its own budget is not Redis's fault
 	case errors.Is(err, ErrInvalid):
 		return neutral

@@ -2,9 +2,11 @@
 // writes opaque values ([]byte) over a narrow go-redis interface, with a
 // per-call time budget on every operation.
 //
-// Reads are plain GETs (GetMany pipelines them into one round trip). Cache
-// fills use SET NX PX, so a value loaded from the source of truth never
-// overwrites a concurrent write. Writes that other replicas must hear about
+// Read and ReadMany return a value with its remaining TTL and the fence of
+// its hash slot in one round trip (Get and GetMany are plain GETs). Fill
+// stores a value loaded from the source of truth only if no write or
+// delete of the key's slot moved that fence since the read (see Fill): a
+// value loaded before a concurrent write is never stored over it. Writes that other replicas must hear about
 // (SetAndPublish, DeleteAndPublish) run as one Lua script that changes the
 // keys and publishes the invalidation in the same atomic step: no crash can
 // leave a key changed and its invalidation unsent, and a subscriber that
@@ -29,8 +31,8 @@
 //
 // # Deployments
 //
-// Standalone, Sentinel and Cluster clients all work. On a Cluster, GetMany
-// and FillMany pipelines are split per node by go-redis; a script must touch
+// Standalone, Sentinel and Cluster clients all work. On a Cluster, GetMany,
+// ReadMany and Fill pipelines are split per node by go-redis; a script must touch
 // keys of one hash slot only, so DeleteAndPublish with keys in several slots
 // on a *redis.ClusterClient returns ErrInvalid before any round trip: group
 // the keys by slot (for example with a {hash tag}) and call it once per
@@ -46,6 +48,6 @@
 //
 // go-redis retries a command after some network errors (Options.MaxRetries).
 // A retried script publishes its message twice, which is harmless for an
-// invalidation; a retried Fill may report false although its first attempt
-// stored the value.
+// invalidation; a retried Fill may report Taken or Fenced although its first
+// attempt stored the value.
 package l2

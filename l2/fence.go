@@ -384,12 +384,13 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 	}
 	for i := range fills {
 		f := &fills[i]
-		if f.Mode == FillLease && f.TTL == 0 {
-			if f.Key == "" || len(f.Lease) == 0 {
-				return nil, fmt.Errorf("l2 fill: fill %d of %d: empty key or lease: %w", i, len(fills), ErrInvalid)
+		if f.Mode == FillLease && (f.Key == "" || len(f.Lease) == 0) {
+			return nil, fmt.Errorf("l2 fill: fill %d of %d: empty key or lease: %w", i, len(fills), ErrInvalid)
+		}
+		if f.Mode != FillLease || f.TTL != 0 { // a lease fill of TTL 0 drops the lease: no item to check
+			if err := f.validate(); err != nil {
+				return nil, fmt.Errorf("l2 fill: fill %d of %d: %w", i, len(fills), err)
 			}
-		} else if err := f.validate(); err != nil {
-			return nil, fmt.Errorf("l2 fill: fill %d of %d: %w", i, len(fills), err)
 		}
 		if f.Mode != FillLease && !f.Fence.ok {
 			return nil, fmt.Errorf("l2 fill %q: no fence: fill with the Fence of a Read: %w", f.Key, ErrInvalid)
@@ -445,13 +446,22 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 			return nil
 		})
 		if len(todo) > 0 && noScript(cmds) {
-			cmds, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			// Send again, with EVAL, only the fills that met NOSCRIPT: on
+			// a Cluster the others ran on nodes that had the script, and
+			// must not run twice.
+			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for j, t := range todo {
-					keys, args := s.fillArgs(&fills[t.i], channel, !split)
-					todo[j].cmd = s.fillScript.Eval(ctx, p, keys, args...)
+					if redis.HasErrorPrefix(t.cmd.Err(), "NOSCRIPT") {
+						keys, args := s.fillArgs(&fills[t.i], channel, !split)
+						todo[j].cmd = s.fillScript.Eval(ctx, p, keys, args...)
+					}
 				}
 				return nil
 			})
+			cmds = make([]redis.Cmder, len(todo))
+			for j, t := range todo {
+				cmds[j] = t.cmd
+			}
 		}
 		return firstReal(cmds, err, len(todo))
 	})
@@ -581,7 +591,7 @@ func millisUp(d time.Duration) int64 {
 // the list tags a new version in the tag version set: one above the set's
 // highest, or the server's time in microseconds if that is higher. Versions
 // older than keep milliseconds are dropped; the highest dropped one stays as
-// the member '' (a fill that read an epoch below it is refused: it cannot
+// the empty member (a fill that read an epoch below it is refused: it cannot
 // see what was dropped). The set never expires: it holds what was
 // invalidated within keep.
 const versionsLua = `local function bumpVersions(set, keep, tags)
@@ -650,10 +660,19 @@ func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, ke
 // a failover may still lose it.
 var ErrNotReplicated = errors.New("l2: write not acknowledged by enough replicas")
 
+// waitLate is how long after its timeout Redis may answer a WAIT: it
+// checks the timeouts of blocked clients when its event loop wakes, which
+// it does at least every 1000/hz ms (100ms at the default hz, 10). A WAIT
+// is given that much less than 3/4 of the budget left, so that its answer
+// (ErrNotReplicated, which the breaker counts as a success) comes before
+// the budget's end (DeadlineExceeded, a failure).
+const waitLate = 100 * time.Millisecond
+
 // run runs a write script on the node of keys[0]. With Options.ReplicaAcks,
 // it sends WAIT in the same round trip, on the same connection, and fails
 // with ErrNotReplicated when fewer replicas acknowledged within the rest of
-// ctx's budget; the script's own reply is the returned command's.
+// ctx's budget (see waitLate); the script's own reply is the returned
+// command's.
 func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
 	if s.replicaAcks <= 0 {
 		return sc.Run(ctx, s.c, keys, args...)
@@ -670,15 +689,19 @@ func (s *Store) run(ctx context.Context, sc *redis.Script, keys []string, args .
 		}
 		p = node
 	}
-	timeout := 100 * time.Millisecond
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = max(time.Until(dl)*3/4, time.Millisecond)
-	}
 	var (
-		cmd  *redis.Cmd
-		wait *redis.Cmd
+		cmd     *redis.Cmd
+		wait    *redis.Cmd
+		timeout time.Duration
 	)
 	send := func(eval bool) error {
+		// Of what is left now: after a NOSCRIPT, the first WAIT may have
+		// taken its whole timeout (a replica down or lagging), and the
+		// second must still end within the budget.
+		timeout = 100 * time.Millisecond
+		if dl, ok := ctx.Deadline(); ok {
+			timeout = max(time.Until(dl)*3/4-waitLate, time.Millisecond)
+		}
 		_, err := p.Pipelined(ctx, func(pp redis.Pipeliner) error {
 			if eval {
 				cmd = sc.Eval(ctx, pp, keys, args...)

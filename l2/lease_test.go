@@ -1,6 +1,7 @@
 package l2_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,8 +14,22 @@ import (
 	"github.com/tiercache/tiercache/l2"
 )
 
-// A lease is stored only on an absent key; Release replaces it only while it
-// is still there, so a write or delete in between voids the load.
+// fillLease ends lease on it.Key with a FillLease fill of it (TTL 0: drop
+// the lease), msg published on channel when it stores.
+func fillLease(ctx context.Context, s *l2.Store, lease []byte, it l2.Item, channel string, msg []byte) (l2.FillResult, error) {
+	res, err := s.Fill(ctx, []l2.Fill{{Item: it, Mode: l2.FillLease, Lease: lease, Msg: msg}}, channel)
+	if err != nil {
+		return 0, err
+	}
+	if len(res) != 1 {
+		return 0, fmt.Errorf("Fill returned %d results for 1 fill", len(res))
+	}
+	return res[0], nil
+}
+
+// A lease is stored only on an absent key; a FillLease fill replaces it
+// only while it is still there, so a write or delete in between voids the
+// load.
 func TestLease(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -24,19 +39,22 @@ func TestLease(t *testing.T) {
 	ctx := t.Context()
 
 	cur, ok, err := s.Acquire(ctx, "ls:a", []byte("L1"), time.Minute)
-	if err != nil || !ok || cur != nil {
-		t.Fatalf("Acquire(absent) = %q, %v, %v; want acquired", cur, ok, err)
+	if err != nil || !ok || cur.Present() {
+		t.Fatalf("Acquire(absent) = %q, %v, %v; want acquired", cur.Value, ok, err)
 	}
 	if ttl := c.PTTL(ctx, "ls:a").Val(); ttl <= 0 || ttl > time.Minute {
 		t.Errorf("lease PTTL = %v", ttl)
 	}
 	cur, ok, err = s.Acquire(ctx, "ls:a", []byte("L2"), time.Minute)
-	if err != nil || ok || string(cur) != "L1" {
-		t.Fatalf("Acquire(held) = %q, %v, %v; want the first lease back", cur, ok, err)
+	if err != nil || ok || string(cur.Value) != "L1" {
+		t.Fatalf("Acquire(held) = %q, %v, %v; want the first lease back", cur.Value, ok, err)
 	}
-	stored, err := s.Release(ctx, []byte("L1"), l2.Item{Key: "ls:a", Value: []byte("v"), TTL: time.Minute}, "ls:inv", []byte("a"))
-	if err != nil || !stored {
-		t.Fatalf("Release(own) = %v, %v", stored, err)
+	if cur.TTL <= 0 || cur.TTL > time.Minute {
+		t.Errorf("Acquire(held) TTL = %v; want the lease's, in (0, 1m]", cur.TTL)
+	}
+	res, err := fillLease(ctx, s, []byte("L1"), l2.Item{Key: "ls:a", Value: []byte("v"), TTL: time.Minute}, "ls:inv", []byte("a"))
+	if err != nil || res != l2.Stored {
+		t.Fatalf("fill of own lease = %v, %v; want stored", res, err)
 	}
 	if got := receive(t, ps); string(got) != "a" {
 		t.Errorf("message = %q", got)
@@ -45,8 +63,11 @@ func TestLease(t *testing.T) {
 		t.Errorf("GET after release = %q; want v", v)
 	}
 	cur, ok, err = s.Acquire(ctx, "ls:a", []byte("L3"), time.Minute)
-	if err != nil || ok || string(cur) != "v" {
-		t.Errorf("Acquire(value) = %q, %v, %v; want the value", cur, ok, err)
+	if err != nil || ok || string(cur.Value) != "v" {
+		t.Errorf("Acquire(value) = %q, %v, %v; want the value", cur.Value, ok, err)
+	}
+	if cur.TTL <= 0 || cur.TTL > time.Minute {
+		t.Errorf("Acquire(value) TTL = %v; want the value's, in (0, 1m]", cur.TTL)
 	}
 
 	// Voided: a write replaced the lease before the load ended.
@@ -57,15 +78,15 @@ func TestLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, ps)
-	stored, err = s.Release(ctx, []byte("L4"), l2.Item{Key: "ls:b", Value: []byte("old"), TTL: time.Minute}, "ls:inv", []byte("b"))
-	if err != nil || stored {
-		t.Fatalf("Release(voided by a write) = %v, %v; want not stored", stored, err)
+	res, err = fillLease(ctx, s, []byte("L4"), l2.Item{Key: "ls:b", Value: []byte("old"), TTL: time.Minute}, "ls:inv", []byte("b"))
+	if err != nil || res != l2.Taken {
+		t.Fatalf("fill of a lease voided by a write = %v, %v; want taken", res, err)
 	}
 	if v := c.Get(ctx, "ls:b").Val(); v != "new" {
 		t.Errorf("GET ls:b = %q; want the write's value", v)
 	}
 
-	// Voided by a delete, and a release that only drops the lease.
+	// Voided by a delete, and a fill that only drops the lease.
 	if _, ok, _ := s.Acquire(ctx, "ls:c", []byte("L5"), time.Minute); !ok {
 		t.Fatal("Acquire(ls:c) not acquired")
 	}
@@ -73,19 +94,21 @@ func TestLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, ps)
-	if stored, _ := s.Release(ctx, []byte("L5"), l2.Item{Key: "ls:c", Value: []byte("old"), TTL: time.Minute}, "ls:inv", []byte("c")); stored {
-		t.Error("Release after a delete stored")
+	if res, _ := fillLease(ctx, s, []byte("L5"), l2.Item{Key: "ls:c", Value: []byte("old"), TTL: time.Minute}, "ls:inv", []byte("c")); res != l2.Taken {
+		t.Errorf("fill after a delete = %v; want taken", res)
 	}
 	if n := c.Exists(ctx, "ls:c").Val(); n != 0 {
-		t.Error("a voided release recreated the key")
+		t.Error("a voided fill recreated the key")
 	}
 	if _, ok, _ := s.Acquire(ctx, "ls:d", []byte("L6"), time.Minute); !ok {
 		t.Fatal("Acquire(ls:d) not acquired")
 	}
-	if stored, err := s.Release(ctx, []byte("L6"), l2.Item{Key: "ls:d"}, "ls:inv", []byte("drop")); err != nil || !stored {
-		t.Fatalf("Release(drop) = %v, %v", stored, err)
+	if res, err := fillLease(ctx, s, []byte("L6"), l2.Item{Key: "ls:d"}, "ls:inv", []byte("drop")); err != nil || res != l2.Stored {
+		t.Fatalf("fill dropping the lease = %v, %v; want stored", res, err)
 	}
-	receive(t, ps)
+	if got := receive(t, ps); string(got) != "drop" {
+		t.Errorf("message = %q; want drop", got)
+	}
 	if n := c.Exists(ctx, "ls:d").Val(); n != 0 {
 		t.Error("a dropped lease is still there")
 	}
@@ -99,8 +122,8 @@ func TestLease(t *testing.T) {
 	if _, _, err := s.Acquire(ctx, "ls:e", nil, time.Second); !errors.Is(err, l2.ErrInvalid) {
 		t.Errorf("Acquire(empty lease) = %v; want ErrInvalid", err)
 	}
-	if _, err := s.Release(ctx, nil, l2.Item{Key: "ls:e"}, "ls:inv", nil); !errors.Is(err, l2.ErrInvalid) {
-		t.Errorf("Release(empty lease) = %v; want ErrInvalid", err)
+	if _, err := fillLease(ctx, s, nil, l2.Item{Key: "ls:e"}, "ls:inv", nil); !errors.Is(err, l2.ErrInvalid) {
+		t.Errorf("fill dropping an empty lease = %v; want ErrInvalid", err)
 	}
 }
 

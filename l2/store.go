@@ -5,18 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultReadTimeout is the budget of one Get or GetMany call when
-// Options.ReadTimeout is zero.
+// DefaultReadTimeout is the budget of one Get, GetMany, Read or ReadMany
+// call when Options.ReadTimeout is zero.
 const DefaultReadTimeout = 100 * time.Millisecond
 
-// DefaultWriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
-// DeleteAndPublish call when Options.WriteTimeout is zero.
+// DefaultWriteTimeout is the budget of one Fill, SetAndPublish,
+// DeleteAndPublish or other write call when Options.WriteTimeout is zero.
 const DefaultWriteTimeout = 250 * time.Millisecond
 
 // Client is the narrow part of go-redis that Store needs.
@@ -39,14 +40,15 @@ var (
 
 // Options tunes a Store. The zero value is ready to use.
 type Options struct {
-	// ReadTimeout is the budget of one Get or GetMany call, including its
-	// wait for a pooled connection. Zero means DefaultReadTimeout (100ms); a
+	// ReadTimeout is the budget of one Get, GetMany, Read or ReadMany call,
+	// including its wait for a pooled connection. Zero means
+	// DefaultReadTimeout (100ms); a
 	// negative value means no budget of its own: only the caller's context
 	// bounds the call. It is enforced on the wire only when the client has
 	// ContextTimeoutEnabled (see the package documentation).
 	ReadTimeout time.Duration
-	// WriteTimeout is the budget of one Fill, FillMany, SetAndPublish or
-	// DeleteAndPublish call. Zero means DefaultWriteTimeout (250ms); a
+	// WriteTimeout is the budget of one Fill, SetAndPublish, DeleteAndPublish
+	// or other write call. Zero means DefaultWriteTimeout (250ms); a
 	// negative value means no budget of its own. The same caveat as
 	// ReadTimeout applies.
 	WriteTimeout time.Duration
@@ -55,7 +57,8 @@ type Options struct {
 	Breaker BreakerOptions
 	// FencePrefix prefixes the fences of hash slots that every write moves
 	// and every fill checks (see Fill). Empty means DefaultFencePrefix. Give
-	// each namespace of keys its own.
+	// each namespace of keys its own. It must not contain '{' (New returns
+	// ErrInvalid): a fence's hash tag is the one FenceKey appends.
 	FencePrefix string
 	// ReplicaAcks makes every write script wait, in the same round trip,
 	// until this many replicas acknowledged it (WAIT, bounded by the rest of
@@ -142,6 +145,10 @@ func New(c Client, opts Options) (*Store, error) {
 	}
 	if opts.FencePrefix == "" {
 		opts.FencePrefix = DefaultFencePrefix
+	}
+	if strings.Contains(opts.FencePrefix, "{") {
+		// A fence's {tag} must be its hash tag, the first one of its name.
+		return nil, fmt.Errorf("l2 new: fence prefix %q has a '{': its fences would leave their keys' hash slots: %w", opts.FencePrefix, ErrInvalid)
 	}
 	s := &Store{
 		c:            c,
@@ -435,15 +442,29 @@ func noop() {}
 // report a socket timeout instead), and it says when the store's own budget
 // d ran out rather than the caller's ctx.
 func failed(ctx, cctx context.Context, own bool, d time.Duration, what string, err error) error {
-	cerr := cctx.Err()
+	cerr := ended(cctx)
 	if cerr == nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	if !errors.Is(err, cerr) {
 		err = fmt.Errorf("%w: %w", cerr, err)
 	}
-	if own && ctx.Err() == nil {
+	if own && ended(ctx) == nil {
 		return fmt.Errorf("%s: budget %v used up: %w", what, d, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// ended returns ctx.Err(), or context.DeadlineExceeded when ctx's deadline
+// has passed but its timer has not marked it done yet: go-redis sets the
+// socket deadline from ctx's deadline, and that can fire first, leaving
+// only an i/o timeout to report.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

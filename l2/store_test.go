@@ -137,6 +137,37 @@ func TestGetMany(t *testing.T) {
 	}
 }
 
+// fill runs one Fill of f on s and returns its result.
+func fill(t testing.TB, s *l2.Store, f l2.Fill, channel string) l2.FillResult {
+	t.Helper()
+	res, err := s.Fill(t.Context(), []l2.Fill{f}, channel)
+	if err != nil {
+		t.Fatalf("Fill(%q) = %v", f.Key, err)
+	}
+	if len(res) != 1 {
+		t.Fatalf("Fill(%q) returned %d results; want 1", f.Key, len(res))
+	}
+	return res[0]
+}
+
+// read runs Read of key on s, with a limit no test value reaches.
+func read(t testing.TB, s *l2.Store, key, tagVersions string) l2.Entry {
+	t.Helper()
+	e, err := s.Read(t.Context(), key, 1<<20, tagVersions)
+	if err != nil {
+		t.Fatalf("Read(%q) = %v", key, err)
+	}
+	return e
+}
+
+// warmFill loads the fill script into the server of s, so that the next
+// fills take one round trip.
+func warmFill(t testing.TB, s *l2.Store, key string) {
+	t.Helper()
+	e := read(t, s, key, "")
+	fill(t, s, l2.Fill{Item: l2.Item{Key: key, Value: []byte("w"), TTL: time.Minute}, Fence: e.Fence}, "")
+}
+
 func TestFill(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -146,38 +177,36 @@ func TestFill(t *testing.T) {
 	if err := c.PExpire(t.Context(), "f:taken", time.Hour).Err(); err != nil {
 		t.Fatal(err)
 	}
+	warmFill(t, s, "f:warm")
 
 	tests := []struct {
 		name      string
 		give      l2.Item
-		wantOK    bool
+		want      l2.FillResult
 		wantValue []byte
 		wantTTL   time.Duration // PTTL after the call is in (wantTTL-1m, wantTTL]
 	}{
 		{
 			name:      "stores an absent key with its TTL",
 			give:      l2.Item{Key: "f:new", Value: []byte{0, 'n', 0}, TTL: 2 * time.Minute},
-			wantOK:    true,
+			want:      l2.Stored,
 			wantValue: []byte{0, 'n', 0},
 			wantTTL:   2 * time.Minute,
 		},
 		{
 			name:      "leaves an existing key and its TTL alone",
 			give:      l2.Item{Key: "f:taken", Value: []byte("new"), TTL: 2 * time.Minute},
-			wantOK:    false,
+			want:      l2.Taken,
 			wantValue: []byte("old"),
 			wantTTL:   time.Hour,
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			e := read(t, s, tt.give.Key, "")
 			rec.reset()
-			ok, err := s.Fill(t.Context(), tt.give)
-			if err != nil {
-				t.Fatalf("Fill = %v", err)
-			}
-			if ok != tt.wantOK {
-				t.Errorf("Fill = %t; want %t", ok, tt.wantOK)
+			if got := fill(t, s, l2.Fill{Item: tt.give, Fence: e.Fence}, ""); got != tt.want {
+				t.Errorf("Fill = %v; want %v", got, tt.want)
 			}
 			if got, want := len(rec.names()), 1; got != want {
 				t.Errorf("round trips = %d; want %d", got, want)
@@ -194,13 +223,15 @@ func TestFill(t *testing.T) {
 	}
 }
 
-// TestFillCommand checks the exact command Fill sends, in particular how the
-// TTL becomes PX milliseconds.
+// TestFillCommand checks the arguments Fill gives its script, in
+// particular how the TTL becomes PX milliseconds (ARGV[2]), and that
+// Redis keeps the value for that long.
 func TestFillCommand(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	c, rec := newClient(t, srv)
 	s := newStore(t, c, roomy())
+	warmFill(t, s, "fc:warm")
 
 	tests := []struct {
 		name string
@@ -215,32 +246,45 @@ func TestFillCommand(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec.reset()
 			key := fmt.Sprintf("fc:%d", i)
-			if _, err := s.Fill(t.Context(), l2.Item{Key: key, Value: []byte("v"), TTL: tt.give}); err != nil {
-				t.Fatalf("Fill = %v", err)
+			e := read(t, s, key, "")
+			fence := c.Get(t.Context(), s.FenceKey(key)).Val() // "" when none yet
+			rec.reset()
+			if got := fill(t, s, l2.Fill{Item: l2.Item{Key: key, Value: []byte("v"), TTL: tt.give}, Fence: e.Fence}, ""); got != l2.Stored {
+				t.Fatalf("Fill = %v; want stored", got)
 			}
-			want := [][]any{{"set", key, []byte("v"), "px", tt.want, "nx"}}
-			if got := rec.args(); !reflect.DeepEqual(got, want) {
-				t.Errorf("sent %v; want %v", got, want)
+			// KEYS: the key, its fence. ARGV: value, TTL in ms, mode, fence
+			// read, channel, message, tag epoch, tag slack.
+			want := []any{2, key, s.FenceKey(key), []byte("v"), tt.want, "nx", fence, "", []byte(nil), "", int64(0)}
+			got := rec.args()
+			if len(got) != 1 || len(got[0]) < 2 || got[0][0] != "evalsha" || !reflect.DeepEqual(got[0][2:], want) {
+				t.Errorf("sent %v; want [evalsha <sha> %v]", got, want)
+			}
+			if tt.want >= 1000 {
+				if ttl := c.PTTL(t.Context(), key).Val(); ttl <= 0 || ttl > tt.give {
+					t.Errorf("PTTL = %v; want in (0, %v]", ttl, tt.give)
+				}
 			}
 		})
 	}
 }
 
+// TestFillMany checks several fills in one call: one pipelined round trip,
+// each fill with its own outcome and TTL.
 func TestFillMany(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	c, rec := newClient(t, srv)
 	s := newStore(t, c, roomy())
 	seed(t, c, map[string][]byte{"fm:taken": []byte("old")})
+	warmFill(t, s, "fm:warm")
 	rec.reset()
 
-	if stored, err := s.FillMany(t.Context(), nil); err != nil || stored != nil {
-		t.Fatalf("FillMany(nil) = %v, %v; want nil, nil", stored, err)
+	if res, err := s.Fill(t.Context(), nil, ""); err != nil || res != nil {
+		t.Fatalf("Fill(nil) = %v, %v; want nil, nil", res, err)
 	}
 	if got := len(rec.names()); got != 0 {
-		t.Fatalf("FillMany(nil) made %d round trips; want 0", got)
+		t.Fatalf("Fill(nil) made %d round trips; want 0", got)
 	}
 
 	items := []l2.Item{
@@ -248,14 +292,23 @@ func TestFillMany(t *testing.T) {
 		{Key: "fm:taken", Value: []byte("new"), TTL: time.Minute},
 		{Key: "fm:b", Value: []byte{0}, TTL: 2 * time.Minute},
 	}
-	stored, err := s.FillMany(t.Context(), items)
+	es, err := s.ReadMany(t.Context(), []string{"fm:a", "fm:taken", "fm:b"}, 1<<10, "")
 	if err != nil {
-		t.Fatalf("FillMany = %v", err)
+		t.Fatalf("ReadMany = %v", err)
 	}
-	if want := []bool{true, false, true}; !reflect.DeepEqual(stored, want) {
-		t.Errorf("FillMany stored = %v; want %v (the taken key is not overwritten)", stored, want)
+	fills := make([]l2.Fill, len(items))
+	for i, it := range items {
+		fills[i] = l2.Fill{Item: it, Fence: es[i].Fence}
 	}
-	if got, want := rec.names(), [][]string{{"set", "set", "set"}}; !reflect.DeepEqual(got, want) {
+	rec.reset()
+	res, err := s.Fill(t.Context(), fills, "")
+	if err != nil {
+		t.Fatalf("Fill = %v", err)
+	}
+	if want := []l2.FillResult{l2.Stored, l2.Taken, l2.Stored}; !reflect.DeepEqual(res, want) {
+		t.Errorf("Fill = %v; want %v (the taken key is not overwritten)", res, want)
+	}
+	if got, want := rec.names(), [][]string{{"evalsha", "evalsha", "evalsha"}}; !reflect.DeepEqual(got, want) {
 		t.Errorf("round trips = %v; want %v", got, want)
 	}
 
@@ -452,12 +505,39 @@ func ops(read, write time.Duration) []op {
 			_, err := s.GetMany(ctx, []string{"op:k", "op:j"})
 			return err
 		}},
-		{name: "Fill", what: `l2 fill "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
-			_, err := s.Fill(ctx, it)
+		{name: "Read", what: `l2 read "op:k"`, budget: read, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.Read(ctx, "op:k", 1024, "op:tv")
 			return err
 		}},
-		{name: "FillMany", what: `l2 fill many "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
-			_, err := s.FillMany(ctx, []l2.Item{it})
+		{name: "ReadMany", what: `l2 read "op:k" and 1 more`, budget: read, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.ReadMany(ctx, []string{"op:k", "op:j"}, 1024, "")
+			return err
+		}},
+		// A lease fill needs no fence, so no Read before the server stops.
+		{name: "Fill", what: `l2 fill "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: it, Mode: l2.FillLease, Lease: []byte("L")}}, "")
+			return err
+		}},
+		{name: "FillMany", what: `l2 fill "op:k" and 1 more`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.Fill(ctx, []l2.Fill{
+				{Item: it, Mode: l2.FillLease, Lease: []byte("L")},
+				{Item: l2.Item{Key: "op:j"}, Mode: l2.FillLease, Lease: []byte("L")},
+			}, "op:inv")
+			return err
+		}},
+		{name: "Acquire", what: `l2 acquire "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			_, _, err := s.Acquire(ctx, "op:k", []byte("L"), time.Second)
+			return err
+		}},
+		{name: "BumpTags", what: `l2 bump tags "op:tv"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			return s.BumpTags(ctx, "op:tv", []string{"t"}, time.Minute, "inv", []byte("m"))
+		}},
+		{name: "DropUnreadable", what: `l2 drop unreadable "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.DropUnreadable(ctx, "op:k", []byte("bad"), 0, "op:inv", []byte("m"))
+			return err
+		}},
+		{name: "WriteAndPublish", what: `l2 write and publish "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
+			_, err := s.WriteAndPublish(ctx, []l2.Op{{Item: it}}, "op:inv", []byte("m"))
 			return err
 		}},
 		{name: "SetAndPublish", what: `l2 set and publish "op:k"`, budget: write, call: func(ctx context.Context, s *l2.Store) error {
@@ -617,6 +697,8 @@ func TestInvalidArguments(t *testing.T) {
 	c, rec := newClient(t, srv)
 	s := newStore(t, c, roomy())
 	ok := l2.Item{Key: "k", Value: []byte("v"), TTL: time.Minute}
+	fence := read(t, s, "k", "").Fence
+	rec.reset()
 
 	tests := []struct {
 		name    string
@@ -648,20 +730,87 @@ func TestInvalidArguments(t *testing.T) {
 			_, err := s.GetMany(ctx, []string{"k", ""})
 			return err
 		}},
-		{name: "Fill empty key", wantMsg: "l2 fill: empty key", give: func(ctx context.Context) error {
-			_, err := s.Fill(ctx, l2.Item{Value: []byte("v"), TTL: time.Minute})
+		{name: "New negative replica acks", wantMsg: "l2 new: negative replica acks -1", give: func(context.Context) error {
+			_, err := l2.New(c, l2.Options{ReplicaAcks: -1})
 			return err
 		}},
-		{name: "Fill ttl 0", wantMsg: `l2 fill: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
-			_, err := s.Fill(ctx, l2.Item{Key: "k", Value: []byte("v")})
+		{name: "New fence prefix with a brace", wantMsg: `l2 new: fence prefix "app{x}:" has a '{'`, give: func(context.Context) error {
+			_, err := l2.New(c, l2.Options{FencePrefix: "app{x}:"})
 			return err
 		}},
-		{name: "Fill ttl -1", wantMsg: `l2 fill: "k": ttl -1ns is not positive`, give: func(ctx context.Context) error {
-			_, err := s.Fill(ctx, l2.Item{Key: "k", Value: []byte("v"), TTL: -1})
+		{name: "Read empty key", wantMsg: "l2 read: key 0 of 1: empty key", give: func(ctx context.Context) error {
+			_, err := s.Read(ctx, "", 1024, "")
 			return err
 		}},
-		{name: "FillMany one bad item", wantMsg: `l2 fill many: item 1 of 2: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
-			_, err := s.FillMany(ctx, []l2.Item{ok, {Key: "k"}})
+		{name: "Read limit 0", wantMsg: "l2 read: limit 0 not positive", give: func(ctx context.Context) error {
+			_, err := s.Read(ctx, "k", 0, "")
+			return err
+		}},
+		{name: "ReadMany empty key", wantMsg: "l2 read: key 1 of 2: empty key", give: func(ctx context.Context) error {
+			_, err := s.ReadMany(ctx, []string{"k", ""}, 1024, "")
+			return err
+		}},
+		{name: "Fill empty key", wantMsg: "l2 fill: fill 0 of 1: empty key", give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: l2.Item{Value: []byte("v"), TTL: time.Minute}, Fence: fence}}, "")
+			return err
+		}},
+		{name: "Fill ttl 0", wantMsg: `l2 fill: fill 0 of 1: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: "k", Value: []byte("v")}, Fence: fence}}, "")
+			return err
+		}},
+		{name: "Fill ttl -1", wantMsg: `l2 fill: fill 0 of 1: "k": ttl -1ns is not positive`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: "k", Value: []byte("v"), TTL: -1}, Fence: fence}}, "")
+			return err
+		}},
+		{name: "Fill one bad fill of two", wantMsg: `l2 fill: fill 1 of 2: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Fence: fence}, {Item: l2.Item{Key: "k"}, Fence: fence}}, "")
+			return err
+		}},
+		{name: "Fill without the fence of a Read", wantMsg: `l2 fill "k": no fence`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok}}, "")
+			return err
+		}},
+		{name: "FillReplace without the fence of a Read", wantMsg: `l2 fill "k": no fence`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Mode: l2.FillReplace}}, "")
+			return err
+		}},
+		{name: "FillLease without a lease", wantMsg: "l2 fill: fill 0 of 1: empty key or lease", give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Mode: l2.FillLease}}, "")
+			return err
+		}},
+		{name: "FillLease drop without a lease", wantMsg: "l2 fill: fill 0 of 1: empty key or lease", give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: "k"}, Mode: l2.FillLease}}, "")
+			return err
+		}},
+		{name: "Fill message without a channel", wantMsg: `l2 fill "k": message without a channel`, give: func(ctx context.Context) error {
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Fence: fence, Msg: []byte("m")}}, "")
+			return err
+		}},
+		{name: "Fill tags without a version set", wantMsg: `l2 fill "k": tags without a version set`, give: func(ctx context.Context) error {
+			tags := &l2.TagFill{Names: []string{"t"}, Entries: []l2.TagEntry{{Set: "ts", Member: "k", TTL: time.Minute}}}
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Fence: fence, Tags: tags}}, "")
+			return err
+		}},
+		{name: "Fill tag names and entries apart", wantMsg: `l2 fill "k": tags without a version set, or 2 names for 1 entries`, give: func(ctx context.Context) error {
+			tags := &l2.TagFill{Versions: "tv", Names: []string{"t", "u"}, Entries: []l2.TagEntry{{Set: "ts", Member: "k", TTL: time.Minute}}}
+			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Fence: fence, Tags: tags}}, "")
+			return err
+		}},
+		{name: "BumpTags no tags", wantMsg: `l2 bump tags "tv": no set, no tags or keep`, give: func(ctx context.Context) error {
+			return s.BumpTags(ctx, "tv", nil, time.Minute, "inv", []byte("m"))
+		}},
+		{name: "BumpTags keep 0", wantMsg: `l2 bump tags "tv": no set, no tags or keep 0s`, give: func(ctx context.Context) error {
+			return s.BumpTags(ctx, "tv", []string{"t"}, 0, "inv", []byte("m"))
+		}},
+		{name: "BumpTags empty tag", wantMsg: `l2 bump tags "tv": empty tag`, give: func(ctx context.Context) error {
+			return s.BumpTags(ctx, "tv", []string{"t", ""}, time.Minute, "inv", []byte("m"))
+		}},
+		{name: "DropUnreadable empty channel", wantMsg: `l2 drop unreadable "k": empty key or channel`, give: func(ctx context.Context) error {
+			_, err := s.DropUnreadable(ctx, "k", []byte("v"), 0, "", nil)
+			return err
+		}},
+		{name: "DropUnreadable negative length", wantMsg: `l2 drop unreadable "k": empty key or channel, or negative length`, give: func(ctx context.Context) error {
+			_, err := s.DropUnreadable(ctx, "k", nil, -1, "ch", nil)
 			return err
 		}},
 		{name: "SetAndPublish ttl 0", wantMsg: `l2 set and publish: "k": ttl 0s is not positive`, give: func(ctx context.Context) error {
