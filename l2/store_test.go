@@ -796,10 +796,10 @@ func TestInvalidArguments(t *testing.T) {
 			_, err := s.Fill(ctx, []l2.Fill{{Item: ok, Fence: fence, Tags: tags}}, "")
 			return err
 		}},
-		{name: "BumpTags no tags", wantMsg: `l2 bump tags "tv": no set, no tags or keep`, give: func(ctx context.Context) error {
+		{name: "BumpTags no tags", wantMsg: `l2 bump tags "tv": no set, tags or channel, or keep`, give: func(ctx context.Context) error {
 			return s.BumpTags(ctx, "tv", nil, time.Minute, "inv", []byte("m"))
 		}},
-		{name: "BumpTags keep 0", wantMsg: `l2 bump tags "tv": no set, no tags or keep 0s`, give: func(ctx context.Context) error {
+		{name: "BumpTags keep 0", wantMsg: `l2 bump tags "tv": no set, tags or channel, or keep 0s`, give: func(ctx context.Context) error {
 			return s.BumpTags(ctx, "tv", []string{"t"}, 0, "inv", []byte("m"))
 		}},
 		{name: "BumpTags empty tag", wantMsg: `l2 bump tags "tv": empty tag`, give: func(ctx context.Context) error {
