@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -368,5 +369,72 @@ func TestDecodeBombL1(t *testing.T) {
 	ks.Wait()
 	if cost := ks.Stats().L1Cost; cost < 160_000 {
 		t.Errorf("L1Cost = %d for a value holding 160 KB of string headers; want at least that", cost)
+	}
+}
+
+// TestTagsO1RoundTrips: InvalidateTags of tags naming 10,000 keys makes
+// two round trips to a standalone server (one to give the tags new
+// versions and take their sets, one to delete the keys with their
+// invalidations), whatever the number of tags; every key is gone.
+func TestTagsO1RoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := srv.Client(t)
+	// No invalidation hook: 20,000 writes would fill a test's channel.
+	c, err := tiercache.New(client, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(t, c) })
+	ctx := t.Context()
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := struct{ client *redis.Client }{client}
+	ks := mustKeyspace[string, string](t, c, "o1", tiercache.KeyspaceConfig{})
+	const n = 10_000
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	fill := func() {
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Go(func() {
+				for i := w; i < n; i += 16 {
+					tag := []string{"a", "b"}[i%2]
+					if err := ks.SetTagged(ctx, keys[i], "v", tag, "all"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	fill()
+	// Load the scripts (the first call of each costs one more round trip).
+	if err := ks.SetTagged(ctx, "w", "v", "warm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ks.InvalidateTags(ctx, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	var rt roundTrips
+	r.client.AddHook(&rt)
+	give := []string{"a", "b", "all"} // every key carries two of them
+	before, deleted := rt.n.Load(), ks.Stats().TagDeletes
+	if err := ks.InvalidateTags(ctx, give...); err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.n.Load() - before; got != 2 {
+		t.Errorf("InvalidateTags(%q) of %d keys made %d round trips; want 2", give, n, got)
+	}
+	if got := ks.Stats().TagDeletes - deleted; got != n {
+		t.Errorf("InvalidateTags(%q) deleted %d keys; want %d", give, got, n)
+	}
+	for _, k := range keys {
+		if _, err := ks.Get(ctx, k); !errors.Is(err, tiercache.ErrNotFound) {
+			t.Fatalf("Get(%s) after InvalidateTags = %v; want ErrNotFound", k, err)
+		}
 	}
 }
