@@ -438,3 +438,38 @@ func TestTagsO1RoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteThroughRoundTrips: a write-through Write of a tagged value makes
+// two Redis round trips around its writer, one before (counting the write
+// in flight) and one after (the value, its invalidation, its fence and its
+// tag sets in one script), on a standalone server.
+func TestWriteThroughRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	var rt roundTrips
+	r.client.AddHook(&rt)
+	ctx := t.Context()
+	var during atomic.Int64 // round trips made before the writer returned
+	ks := mustKeyspace(t, r.c, "wtrt", tiercache.KeyspaceConfig{},
+		tiercache.WithWriter(func(context.Context, string, string) error { during.Store(rt.n.Load()); return nil }),
+		tiercache.WithTags(func(string, string) []string { return []string{"a", "b"} }))
+	if err := ks.Write(ctx, "warm", "v"); err != nil { // load the scripts
+		t.Fatal(err)
+	}
+	before := rt.n.Load()
+	if err := ks.Write(ctx, "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	if got := rt.n.Load() - before; got != 2 {
+		t.Errorf("Write of a tagged value made %d round trips; want 2", got)
+	}
+	if got := during.Load() - before; got != 1 {
+		t.Errorf("%d round trips before the writer; want 1", got)
+	}
+	if err := ks.InvalidateTags(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.client.Exists(ctx, ks.RedisKey("k")).Val(); n != 0 {
+		t.Error("the written value survived InvalidateTags of its tag: not in its tag set")
+	}
+}

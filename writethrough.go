@@ -76,13 +76,13 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	if !begun {
 		return ks.dropAfterWrite(cctx, key, rkey, errors.New("write not guarded against overlapping writes"), cluster)
 	}
-	err = ks.tagWrite(cctx, entries.entries, func() error {
-		_, err := ks.c.store.EndWrite(cctx, marker, it, ks.c.cfg.Channel, msg)
-		if err == nil {
-			ks.st.published.Add(1)
-		}
-		return err
-	})
+	// One script stores the value, publishes, moves the fence and adds the
+	// value to its tag sets (begun is false on a Cluster, where the tag sets
+	// live in other slots).
+	_, err = ks.c.store.EndWriteTagged(cctx, marker, it, ks.c.cfg.Channel, msg, entries.entries, tagSlack)
+	if err == nil {
+		ks.st.published.Add(1)
+	}
 	ks.st.sets.Add(1)
 	switch {
 	case errors.Is(err, l2.ErrNotReplicated):

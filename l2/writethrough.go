@@ -25,11 +25,11 @@ return n`
 // endWriteSrc ends a write counted on the marker KEYS[2] for the value key
 // KEYS[1]: it publishes ARGV[4] on channel ARGV[3] (first: see
 // setAndPublishSrc) and moves the fence KEYS[3], then sets KEYS[1] to
-// ARGV[1] for ARGV[2] milliseconds
-// if no write overlapped (returns 1), or deletes it (returns 0). With
-// ARGV[2] "0" the write failed at the source: it only uncounts it and
-// returns -1.
-const endWriteSrc = fenceLua + `local n = redis.call('HINCRBY', KEYS[2], 'n', -1)
+// ARGV[1] for ARGV[2] milliseconds and adds it to the tag sets KEYS[4..]
+// (see addTag; ARGV[5] is the slack) if no write overlapped (returns 1), or
+// deletes it (returns 0). With ARGV[2] "0" the write failed at the source:
+// it only uncounts it and returns -1.
+const endWriteSrc = fenceLua + tagLua + `local n = redis.call('HINCRBY', KEYS[2], 'n', -1)
 local dirty = redis.call('HGET', KEYS[2], 'dirty')
 if n <= 0 then redis.call('DEL', KEYS[2]) end
 if ARGV[2] == '0' then return -1 end
@@ -39,6 +39,7 @@ if dirty then
   redis.call('DEL', KEYS[1])
   return 0
 end
+for i = 4, #KEYS do addTag(KEYS[i], KEYS[1], ARGV[2], ARGV[5]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1`
 
@@ -68,6 +69,15 @@ func (s *Store) BeginWrite(ctx context.Context, marker string, ttl time.Duration
 // uncounted and nothing is published. marker and it.Key must be in one
 // hash slot on a Cluster.
 func (s *Store) EndWrite(ctx context.Context, marker string, it Item, channel string, msg []byte) (stored bool, err error) {
+	return s.EndWriteTagged(ctx, marker, it, channel, msg, nil, 0)
+}
+
+// EndWriteTagged is EndWrite that also adds a stored value to the tag sets
+// of tags (their Member must be it.Key), in the same script, with slack
+// added to each member's expiry (see Tag): a write-through of a tagged value
+// makes one round trip after its writer. Every tag set must be in it.Key's
+// hash slot on a Cluster.
+func (s *Store) EndWriteTagged(ctx context.Context, marker string, it Item, channel string, msg []byte, tags []TagEntry, slack time.Duration) (stored bool, err error) {
 	if !s.usable() {
 		return false, fmt.Errorf("l2 end write %q: %w", it.Key, errNoStore)
 	}
@@ -84,13 +94,19 @@ func (s *Store) EndWrite(ctx context.Context, marker string, it Item, channel st
 	if marker == "" || it.Key == "" {
 		return false, fmt.Errorf("l2 end write: empty key or marker: %w", ErrInvalid)
 	}
-	keys := []string{it.Key, marker}
+	keys := []string{it.Key, marker, s.FenceKey(it.Key)}
+	for i, t := range tags {
+		if t.Set == "" || t.Member != it.Key {
+			return false, fmt.Errorf("l2 end write %q: tag %d of %d: empty set or another member %q: %w", it.Key, i, len(tags), t.Member, ErrInvalid)
+		}
+		keys = append(keys, t.Set)
+	}
 	if err := scriptable(s.c, keys); err != nil {
 		return false, fmt.Errorf("l2 end write %q: %w", it.Key, err)
 	}
 	var n int64
 	err = s.call(ctx, s.writeTimeout, "l2 end write", it.Key, 1, func(ctx context.Context) (err error) {
-		n, err = s.run(ctx, s.endWriteScript, append(keys, s.FenceKey(it.Key)), it.Value, ttl, channel, msg).Int64()
+		n, err = s.run(ctx, s.endWriteScript, keys, it.Value, ttl, channel, msg, millisUp(slack)).Int64()
 		return err
 	})
 	return n == 1, err
