@@ -35,6 +35,10 @@ const writeMarkerTTL = time.Minute
 // unknown, so the next read loads what the source holds. On a Redis
 // Cluster every Write deletes the key after the writer, for the same
 // reason (the check needs two keys in one slot).
+//
+// Write makes two Redis round trips on a server that is not a Cluster, one
+// before the writer and one after, however many tags the value carries;
+// on a Cluster, one after.
 func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	if ks.c.closed.Load() {
 		return ErrClosed
