@@ -78,7 +78,8 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+pexpireat",          // ... makes the pending set expire with its last member
 		"+zcard",              // ... counts it
 		"+zrem",               // ... and removes each page once deleted
-		"+hincrby",            // Write (write-through) counts writes in flight on a marker
+		"+hincrby",            // Write (write-through) counts writes in flight on a marker; Clear takes a generation
+		"+hmget",              // a keyspace's generation (see Clear)
 		"+hset",               // ... marks overlapping ones
 		"+hget",               // ... and reads that mark; Count reads a counter
 		"+hvals",              // Incr's flush looks for a count that is due

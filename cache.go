@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/l2"
@@ -36,12 +37,15 @@ type Cache struct {
 	log    *slog.Logger
 	onInv  func(Invalidation) // optional hook, called after each applied invalidation
 
-	closed   atomic.Bool        // set first thing in Stop; read on every miss
-	lastInv  atomic.Int64       // unix nanoseconds of the last invalidation the bus handed over; 0 before
-	stopCtx  context.Context    // done once Stop began: cancels loads in flight
-	stopLoad context.CancelFunc // cancels stopCtx
-	flights  tracker            // loads in flight, waited for by Stop
-	jobs     jobs               // keyspaces' background jobs (flushers), stopped and drained by Stop
+	closed    atomic.Bool              // set first thing in Stop; read on every miss
+	genEpoch  atomic.Uint64            // bumped by every bus reset: generations read before it are read again
+	gens      atomic.Pointer[genState] // the generation hash as this replica knows it; nil before the first read
+	genFlight singleflight.Group       // reads of the generation hash in flight
+	lastInv   atomic.Int64             // unix nanoseconds of the last invalidation the bus handed over; 0 before
+	stopCtx   context.Context          // done once Stop began: cancels loads in flight
+	stopLoad  context.CancelFunc       // cancels stopCtx
+	flights   tracker                  // loads in flight, waited for by Stop
+	jobs      jobs                     // keyspaces' background jobs (flushers), stopped and drained by Stop
 
 	mu        sync.RWMutex // protects keyspaces, started and warming
 	keyspaces map[string]keyspace
@@ -148,6 +152,7 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
 		FencePrefix:  cfg.Namespace + "::fence",
+		FenceName:    genless(cfg.Namespace),
 		ReplicaAcks:  cfg.WriteReplicaAcks,
 		Breaker: l2.BreakerOptions{
 			Failures: cfg.Breaker.Failures,
@@ -233,6 +238,9 @@ func (c *Cache) Start(ctx context.Context) error {
 	if err := c.sub.Start(ctx); err != nil {
 		return fail(fmt.Errorf("tiercache: start bus: %w", err))
 	}
+	// Read the keyspaces' generations now rather than on the first call;
+	// a failure only leaves that to the first call.
+	_, _ = c.generations(ctx)
 	c.jobs.start()
 	c.startPresence(ctx)
 	c.mu.Lock()
@@ -400,6 +408,13 @@ func (c *Cache) handle(m bus.Message) {
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	if m.Gen != 0 && m.Flush {
+		field := m.Keyspace
+		if field == "" {
+			field = "*"
+		}
+		c.raiseGen(field, m.Gen)
+	}
 	if m.Keyspace == "" {
 		if flush {
 			for _, ks := range c.keyspaces {
@@ -433,6 +448,7 @@ func (c *Cache) handle(m bus.Message) {
 // (re)subscription and after any possible message loss.
 func (c *Cache) flushAll() {
 	c.lastInv.Store(time.Now().UnixNano())
+	c.genEpoch.Add(1) // a Clear may have been lost
 	c.mu.RLock()
 	for _, ks := range c.keyspaces {
 		ks.flush()

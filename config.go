@@ -45,13 +45,13 @@ const (
 // different roles collide (':'), break the hash tags that keep a
 // keyspace's bookkeeping in one Cluster slot ('{', '}'), or not be
 // expressible in ACL rules and logs (whitespace, control characters, glob
-// characters).
+// characters), or take the '@' that marks a keyspace's generation.
 func validName(what, name string) error {
 	if i := strings.IndexFunc(name, func(r rune) bool {
-		return r == ':' || r == '{' || r == '}' || r == '*' || r == '?' || r == '[' || r == ']' || r == '\\' ||
+		return r == ':' || r == '@' || r == '{' || r == '}' || r == '*' || r == '?' || r == '[' || r == ']' || r == '\\' ||
 			unicode.IsSpace(r) || unicode.IsControl(r) || r == utf8.RuneError
 	}); i >= 0 {
-		return fmt.Errorf("%w: %s %q contains %q: ':', '{', '}', glob characters, whitespace and control characters are not allowed", ErrInvalidConfig, what, name, []rune(name[i:])[0])
+		return fmt.Errorf("%w: %s %q contains %q: ':', '@', '{', '}', glob characters, whitespace and control characters are not allowed", ErrInvalidConfig, what, name, []rune(name[i:])[0])
 	}
 	return nil
 }
@@ -61,7 +61,7 @@ func validName(what, name string) error {
 type Config struct {
 	// Namespace prefixes every key (<namespace>:<keyspace>:<key>) and the
 	// default channel. Default DefaultNamespace. It must not contain ':',
-	// '{', '}', the glob characters '*', '?', '[', ']' and '\', whitespace
+	// '@', '{', '}', the glob characters '*', '?', '[', ']' and '\', whitespace
 	// or control characters.
 	Namespace string `yaml:"namespace" json:"namespace"`
 

@@ -76,3 +76,6 @@ func BookkeepingKeys[K Key, V any](ks *Keyspace[K, V], key K, tag, id string) []
 		PresenceKey(ks.c.cfg.Namespace, id), PresenceIndexKey(ks.c.cfg.Namespace),
 	}
 }
+
+// FenceKey returns the fence that guards rkey's writes and fills.
+func FenceKey(c *Cache, rkey string) string { return c.store.FenceKey(rkey) }

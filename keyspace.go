@@ -41,10 +41,11 @@ const MaxKeyspaceName = 128
 type Keyspace[K Key, V any] struct {
 	c          *Cache
 	name       string
-	cfg        KeyspaceConfig         // defaults applied
-	prefix     string                 // "<namespace>:<keyspace>:"
-	l1         *l1.Cache[K, V]        // nil when L1 is disabled (its methods are nil-safe)
-	neg        *l1.Cache[K, struct{}] // keys cached as missing; nil without NegativeTTL or L1
+	cfg        KeyspaceConfig            // defaults applied
+	base       string                    // "<namespace>:<keyspace>:": the key prefix before any Clear
+	gen        atomic.Pointer[genPrefix] // the generation in force as this replica knows it; nil: ask Redis
+	l1         *l1.Cache[K, V]           // nil when L1 is disabled (its methods are nil-safe)
+	neg        *l1.Cache[K, struct{}]    // keys cached as missing; nil without NegativeTTL or L1
 	codec      *codec.Codec
 	group      singleflight.Group  // loads in flight, by Redis key
 	sem        *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
@@ -87,11 +88,11 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 		return nil, fmt.Errorf("%w: keyspace %q: %w", ErrInvalidConfig, name, err)
 	}
 	ks := &Keyspace[K, V]{
-		c:      c,
-		name:   name,
-		cfg:    cfg,
-		prefix: c.cfg.Namespace + ":" + name + ":",
-		codec:  cd,
+		c:     c,
+		name:  name,
+		cfg:   cfg,
+		base:  c.cfg.Namespace + ":" + name + ":",
+		codec: cd,
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -155,8 +156,11 @@ func (ks *Keyspace[K, V]) Name() string { return ks.name }
 // Config returns the keyspace configuration in force, defaults applied.
 func (ks *Keyspace[K, V]) Config() KeyspaceConfig { return ks.cfg }
 
-// RedisKey returns the Redis key that holds key's value.
-func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefix + formatKey(key) }
+// RedisKey returns the Redis key that holds key's value under the
+// keyspace's generation as this replica last knew it:
+// "<namespace>:<keyspace>:<key>" before the keyspace was first cleared,
+// "<namespace>:<keyspace>@<generation>:<key>" after (see Clear).
+func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefixAt(ks.knownGen()) + formatKey(key) }
 
 // Get returns the value of key from L1, else from Redis (filling L1). It
 // returns an error wrapping ErrNotFound when neither tier has it. When Redis
@@ -217,16 +221,15 @@ func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 		var zero V
 		return zero, ErrClosed
 	}
-	rkey, err := ks.redisKey(key)
-	if err != nil {
+	if _, err := ks.redisKey(key); err != nil {
 		var zero V
 		return zero, err
 	}
 	if ks.cachedMissing(key) {
 		var zero V
-		return zero, ks.notFound(rkey)
+		return zero, ks.notFound(key)
 	}
-	v, _, err := ks.readL2(ctx, key, rkey, ks.snapshot(key))
+	v, _, _, err := ks.readL2(ctx, key, ks.snapshot(key))
 	if err != nil {
 		if errors.Is(err, ErrUnavailable) {
 			if v, ok := ks.stale(key); ok {
@@ -280,7 +283,7 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 	if load == nil {
 		return zero, fmt.Errorf("%w: nil loader", ErrInvalidConfig)
 	}
-	rkey, err := ks.redisKey(key)
+	bkey, err := ks.redisKey(key)
 	if err != nil {
 		return zero, err
 	}
@@ -289,10 +292,10 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 	// before it (and may have read the old value); it starts its own.
 	g := ks.snapshot(key)
 	gen, epoch := g.main.Version()
-	fkey := rkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36) +
+	fkey := bkey + "\x00" + strconv.FormatUint(gen, 36) + "." + strconv.FormatUint(epoch, 36) +
 		"." + strconv.FormatUint(g.epoch, 36) + "." + strconv.FormatUint(g.stripe, 36)
 	ch := ks.group.DoChan(fkey, func() (any, error) {
-		return ks.flight(ctx, key, rkey, g, load)
+		return ks.flight(ctx, key, g, load)
 	})
 	select {
 	case r := <-ch:
@@ -308,7 +311,7 @@ func (ks *Keyspace[K, V]) getOrLoadSlow(ctx context.Context, key K, load Loader[
 
 // flight is the body of one shared load. g was taken before any read of L2
 // or the source.
-func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens, load Loader[K, V]) (v V, err error) {
+func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader[K, V]) (v V, err error) {
 	if !ks.c.flights.enter() {
 		return v, ErrClosed
 	}
@@ -320,13 +323,13 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, rkey string, g gens
 		return v, nil
 	}
 	if ks.cachedMissing(key) {
-		return v, ks.notFound(rkey)
+		return v, ks.notFound(key)
 	}
-	v, fence, err := ks.readL2(ctx, key, rkey, g)
+	v, rkey, fence, err := ks.readL2(ctx, key, g)
 	switch {
 	case err == nil:
 		return v, nil
-	case errors.Is(err, errTombstone):
+	case errors.Is(err, errTombstone), errors.Is(err, ErrInvalidKey):
 		return v, err
 	case errors.Is(err, ErrNotFound): // absent, leased by another loader, or unreadable
 	default: // Redis unavailable
@@ -520,27 +523,30 @@ func guardedLoad[K Key, V, T any](ctx context.Context, ks *Keyspace[K, V], fn fu
 	return v, ks.c.now().Sub(start), err
 }
 
-// readL2 reads key from Redis and, on a hit, fills L1 under generation g,
-// for no longer than the Redis entry has left. It returns the key's fence
-// for a fill after a miss. A corrupt or undecodable value is counted,
+// readL2 reads key from Redis, under the keyspace's current generation,
+// and, on a hit, fills L1 under g, for no longer than the Redis entry has
+// left. It returns the Redis key it read and its fence, for a fill after a
+// miss. A corrupt or undecodable value is counted,
 // deleted and reported as a miss; a tombstone is a miss wrapping
 // errTombstone (and fills the negative cache), another loader's lease a
 // miss wrapping errLeased.
-func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, rkey string, g gens) (V, l2.Fence, error) {
-	var v V
+func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, g gens) (v V, rkey string, fence l2.Fence, err error) {
+	if rkey, err = ks.valueKey(ctx, key); err != nil {
+		return v, "", l2.Fence{}, err
+	}
 	start := ks.c.now()
 	wall := time.Now()
 	e, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
 	ks.st.l2Read.since(ctx, wall)
 	if err != nil {
 		ks.st.l2Errors.Add(1)
-		return v, l2.Fence{}, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
+		return v, rkey, l2.Fence{}, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
 	}
 	if !e.Present() {
-		return v, e.Fence, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
+		return v, rkey, e.Fence, fmt.Errorf("%w: keyspace %q key %q", ErrNotFound, ks.name, rkey)
 	}
 	v, err = ks.fromL2(ctx, key, rkey, e, start, g)
-	return v, e.Fence, err
+	return v, rkey, e.Fence, err
 }
 
 // fromL2 decodes e, read from L2 at start, and fills L1 (or the negative
@@ -645,8 +651,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 			out[k] = v
 			continue
 		}
-		rk, err := ks.redisKey(k)
-		if err != nil {
+		if _, err := ks.redisKey(k); err != nil {
 			return nil, err
 		}
 		if ks.cachedMissing(k) {
@@ -654,18 +659,30 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 			continue
 		}
 		miss = append(miss, k)
-		rkeys = append(rkeys, rk)
 		gs = append(gs, ks.snapshot(k)) // before the L2 read
 	}
 	if len(miss) == 0 {
 		return out, nil
 	}
 	start, wall := ks.c.now(), time.Now()
-	es, err := ks.c.store.ReadMany(ctx, rkeys, ks.cfg.MaxValueSize, ks.tagVersions())
+	var es []l2.Entry
+	pre, err := ks.prefix(ctx)
+	if err == nil {
+		rkeys = make([]string, len(miss))
+		for i, k := range miss {
+			if rkeys[i], err = ks.keyIn(pre, k); err != nil {
+				return nil, err
+			}
+		}
+		if es, err = ks.c.store.ReadMany(ctx, rkeys, ks.cfg.MaxValueSize, ks.tagVersions()); err != nil {
+			ks.st.l2Errors.Add(1)
+		}
+	} else {
+		rkeys = make([]string, len(miss)) // not filled: Redis is not
+	}
 	ks.st.l2Read.since(ctx, wall)
 	l2ok := err == nil // no fill against a failing Redis
 	if err != nil {
-		ks.st.l2Errors.Add(1)
 		if load == nil && ks.cfg.SurfaceL2Errors {
 			return nil, fmt.Errorf("tiercache: keyspace %q: %w: %w", ks.name, ErrUnavailable, err)
 		}
@@ -760,8 +777,12 @@ func (ks *Keyspace[K, V]) SetTagged(ctx context.Context, key K, value V, tags ..
 	if ks.c.closed.Load() {
 		return ErrClosed
 	}
-	rkey, err := ks.redisKey(key)
+	rkey, err := ks.valueKey(ctx, key)
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			ks.evict(key)
+			return notSent(fmt.Sprintf("set keyspace %q", ks.name), err)
+		}
 		return err
 	}
 	it, entries, err := ks.encodeEntry(key, rkey, value, 0, ks.c.now(), tags)
@@ -794,15 +815,20 @@ func (ks *Keyspace[K, V]) Delete(ctx context.Context, keys ...K) error {
 	if len(keys) == 0 {
 		return nil
 	}
+	pre, err := ks.prefix(ctx)
+	if err != nil {
+		ks.evict(keys...)
+		return notSent(fmt.Sprintf("delete keyspace %q", ks.name), err)
+	}
 	rkeys := make([]string, len(keys))
 	for i, k := range keys {
-		rk, err := ks.redisKey(k)
+		rk, err := ks.keyIn(pre, k)
 		if err != nil {
 			return err
 		}
 		rkeys[i] = rk
 	}
-	err := ks.deleteRedisKeys(ctx, rkeys)
+	err = ks.deleteRedisKeys(ctx, rkeys)
 	ks.evict(keys...)
 	ks.st.deletes.Add(uint64(len(keys)))
 	if err != nil {
@@ -850,7 +876,7 @@ func (ks *Keyspace[K, V]) Stats() KeyspaceStats { return ks.stats() }
 func (ks *Keyspace[K, V]) message(rkeys []string) ([]byte, error) {
 	keys := make([]string, len(rkeys))
 	for i, rk := range rkeys {
-		keys[i] = rk[len(ks.prefix):]
+		keys[i] = ks.keyOf(rk)
 	}
 	m := bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Keys: keys}
 	b, err := m.Marshal()
@@ -860,14 +886,10 @@ func (ks *Keyspace[K, V]) message(rkeys []string) ([]byte, error) {
 	return b, nil
 }
 
-func (ks *Keyspace[K, V]) redisKey(key K) (string, error) {
-	rk := ks.RedisKey(key)
-	if len(rk) > ks.c.cfg.MaxKeyLength {
-		return "", fmt.Errorf("%w: keyspace %q: key of %d bytes exceeds max key length %d",
-			ErrInvalidKey, ks.name, len(rk), ks.c.cfg.MaxKeyLength)
-	}
-	return rk, nil
-}
+// redisKey returns key's Redis key before any Clear, or ErrInvalidKey when
+// it is too long: a name for key that needs no round trip (flights,
+// refreshes in progress, error messages). Reads and writes use valueKey.
+func (ks *Keyspace[K, V]) redisKey(key K) (string, error) { return ks.keyIn(ks.base, key) }
 
 // invalidate evicts keys, as they appear in invalidation messages.
 func (ks *Keyspace[K, V]) invalidate(keys []string) {

@@ -104,7 +104,7 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 	}
 	ttl := ks.cfg.Lease.TTL
 	deadline := time.Now().Add(ttl)
-	msgKey := rkey[len(ks.prefix):]
+	msgKey := ks.keyOf(rkey)
 	for waited := false; ; waited = true {
 		// Register before looking, so a release between the look and the
 		// wait still wakes this flight.
@@ -199,7 +199,7 @@ func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g 
 // anything, and the holder keeps the value it fills in its L1.
 func (ks *Keyspace[K, V]) releaseLease(ctx context.Context, f l2.Fill) (l2.FillResult, error) {
 	msg, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name,
-		Keys: []string{f.Key[len(ks.prefix):]}, Filled: true}).Marshal()
+		Keys: []string{ks.keyOf(f.Key)}, Filled: true}).Marshal()
 	if err != nil {
 		return l2.Taken, fmt.Errorf("tiercache: encode invalidation: %w", err)
 	}

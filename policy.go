@@ -104,9 +104,9 @@ func (ks *Keyspace[K, V]) cachedMissing(key K) bool {
 	return ok
 }
 
-func (ks *Keyspace[K, V]) notFound(rkey string) error {
+func (ks *Keyspace[K, V]) notFound(key K) error {
 	ks.st.negativeHits.Add(1)
-	return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, rkey)
+	return fmt.Errorf("%w: keyspace %q key %q", errTombstone, ks.name, formatKey(key))
 }
 
 // fillNeg records key as missing in L1 under g: a tombstone that L2 holds

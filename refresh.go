@@ -66,7 +66,7 @@ func (ks *Keyspace[K, V]) refresh(key K, load Loader[K, V]) {
 		defer ks.refreshing.Delete(rkey)
 		ctx, cancel := ks.c.detach(context.Background())
 		defer cancel()
-		if err := ks.runRefresh(ctx, key, rkey, load); err != nil {
+		if err := ks.runRefresh(ctx, key, load); err != nil {
 			ks.c.log.Debug("tiercache: early refresh skipped", "keyspace", ks.name, "key", rkey, "err", err)
 		}
 	}()
@@ -74,7 +74,11 @@ func (ks *Keyspace[K, V]) refresh(key K, load Loader[K, V]) {
 
 // runRefresh loads key again and replaces its L2 value if no write of the
 // key happened since it read it (the fence of that read).
-func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, rkey string, load Loader[K, V]) error {
+func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, load Loader[K, V]) error {
+	rkey, err := ks.valueKey(ctx, key)
+	if err != nil {
+		return err
+	}
 	old, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
 	if err != nil {
 		return err

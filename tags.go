@@ -220,6 +220,10 @@ const (
 // tag of up to tagDropPage keys takes two round trips, whatever the
 // number of tags.
 func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []string) error {
+	pre, err := ks.prefix(ctx) // members of older generations are gone already
+	if err != nil {
+		return err
+	}
 	announce, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: tags, KeysFollow: true}).Marshal()
 	if err != nil {
 		return fmt.Errorf("tiercache: encode invalidation: %w", err)
@@ -251,7 +255,7 @@ func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []strin
 		}
 		var mine, others []string
 		for _, rk := range members {
-			if strings.HasPrefix(rk, ks.prefix) {
+			if strings.HasPrefix(rk, pre) {
 				mine = append(mine, rk)
 			} else {
 				others = append(others, rk)
@@ -277,7 +281,7 @@ func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []strin
 			return err
 		}
 		for _, rk := range mine {
-			if k, ok := parseKey[K](rk[len(ks.prefix):]); ok {
+			if k, ok := parseKey[K](rk[len(pre):]); ok {
 				ks.evict(k)
 			}
 		}
@@ -289,6 +293,10 @@ func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []strin
 }
 
 func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
+	pre, err := ks.prefix(ctx) // members of older generations are gone already
+	if err != nil {
+		return err
+	}
 	// New versions first, with a message naming the tag: every load of a
 	// value with the tag that read Redis before this is refused when it
 	// fills (see l2.Fill), every one that filled before is in the set
@@ -320,7 +328,7 @@ func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
 		}
 		mine := page[:0:0]
 		for _, rk := range page {
-			if strings.HasPrefix(rk, ks.prefix) {
+			if strings.HasPrefix(rk, pre) {
 				mine = append(mine, rk)
 			}
 		}
@@ -330,7 +338,7 @@ func (ks *Keyspace[K, V]) invalidateTag(ctx context.Context, tag string) error {
 			}
 		}
 		for _, rk := range mine {
-			if k, ok := parseKey[K](rk[len(ks.prefix):]); ok {
+			if k, ok := parseKey[K](rk[len(pre):]); ok {
 				ks.evict(k)
 			}
 		}

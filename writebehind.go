@@ -276,15 +276,18 @@ func (ks *Keyspace[K, V]) WriteBehind(ctx context.Context, key K, value V) error
 	if wb == nil {
 		return fmt.Errorf("%w: keyspace %q: WriteBehind without WithWriteBehind (or with a nil BatchWriter)", ErrInvalidConfig, ks.name)
 	}
-	rkey, err := ks.redisKey(key)
+	rkey, err := ks.valueKey(ctx, key)
 	if err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			return notSent(fmt.Sprintf("write-behind keyspace %q: not recorded", ks.name), err)
+		}
 		return err
 	}
 	it, tags, err := ks.encodeEntry(key, rkey, value, 0, ks.c.now(), nil)
 	if err != nil {
 		return err
 	}
-	rk := rkey[len(ks.prefix):]
+	rk := ks.keyOf(rkey)
 	together := l2.Slot(ks.c.client, rkey) == l2.Slot(ks.c.client, wb.stream.Key())
 	var recorded, cached bool
 	err = ks.tagWrite(ctx, tags.entries, func() error {

@@ -46,7 +46,9 @@ func (ks *Keyspace[K, V]) Write(ctx context.Context, key K, value V) error {
 	if ks.opts.writer == nil {
 		return fmt.Errorf("%w: keyspace %q: Write without WithWriter", ErrInvalidConfig, ks.name)
 	}
-	rkey, err := ks.redisKey(key)
+	// Before the writer: a Redis that cannot even say the keyspace's
+	// generation fails the write before the source has it.
+	rkey, err := ks.valueKey(ctx, key)
 	if err != nil {
 		return err
 	}

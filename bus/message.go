@@ -66,6 +66,12 @@ type Message struct {
 	// know the field evicts the keyspace, which is harmless. Absent on the
 	// wire means false.
 	KeysFollow bool `msgpack:"kf,omitempty"`
+	// Gen, with Flush, is the keyspace's new generation after a Clear (of
+	// every keyspace when Keyspace is ""): from then on its values live
+	// under keys of that generation, and the old ones are gone. Zero means
+	// none. A subscriber that does not know the field flushes, which is
+	// what it must do anyway.
+	Gen uint64 `msgpack:"g,omitempty"`
 }
 
 // Limits bounds what Unmarshal accepts, and so what a hostile or broken
@@ -117,6 +123,9 @@ func (m *Message) check() error {
 	}
 	if m.KeysFollow && len(m.Tags) == 0 {
 		return fmt.Errorf("%w: keys follow without tags", ErrMalformed)
+	}
+	if m.Gen != 0 && !m.Flush {
+		return fmt.Errorf("%w: a generation without flush", ErrMalformed)
 	}
 	if m.Flush {
 		return nil
@@ -176,6 +185,9 @@ func (m Message) Marshal() ([]byte, error) {
 	if m.KeysFollow {
 		fields++
 	}
+	if m.Gen != 0 {
+		fields++
+	}
 	b := make([]byte, 0, size)
 	b = append(b, msgpcode.FixedMapLow|byte(fields))
 	b = appendString(b, "v")
@@ -203,6 +215,11 @@ func (m Message) Marshal() ([]byte, error) {
 	if m.KeysFollow {
 		b = appendString(b, "kf")
 		b = append(b, msgpcode.True)
+	}
+	if m.Gen != 0 {
+		b = appendString(b, "g")
+		b = append(b, msgpcode.Uint64)
+		b = binary.BigEndian.AppendUint64(b, m.Gen)
 	}
 	if len(b) > DefaultMaxBytes {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(b), DefaultMaxBytes)
@@ -357,6 +374,8 @@ func (dec *decoder) decode(src string, lim Limits) (Message, error) {
 			m.Filled, err = dec.d.DecodeBool()
 		case "kf":
 			m.KeysFollow, err = dec.d.DecodeBool()
+		case "g":
+			m.Gen, err = dec.d.DecodeUint64()
 		default:
 			if err := dec.skip(); err != nil {
 				return Message{}, fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)

@@ -66,6 +66,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Filled: true},
 		},
 		{
+			name: "a flush with a generation",
+			give: Message{Origin: "node-1", Keyspace: "users", Flush: true, Gen: 1 << 40},
+			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Flush: true, Gen: 1 << 40},
+		},
+		{
 			name: "tags whose keys follow",
 			give: Message{Origin: "node-1", Keyspace: "users", Tags: []string{"t"}, KeysFollow: true},
 			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Tags: []string{"t"}, KeysFollow: true},
@@ -180,6 +185,7 @@ func TestMarshalErrors(t *testing.T) {
 		{name: "filled without keys", give: Message{Keyspace: "u", Filled: true}, want: ErrMalformed},
 		{name: "filled without keyspace", give: Message{Keys: []string{"1"}, Filled: true}, want: ErrMalformed},
 		{name: "keys follow without tags", give: Message{Keyspace: "u", Keys: []string{"1"}, KeysFollow: true}, want: ErrMalformed},
+		{name: "a generation without flush", give: Message{Keyspace: "u", Keys: []string{"1"}, Gen: 3}, want: ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

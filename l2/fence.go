@@ -94,6 +94,9 @@ var slotTags = sync.OnceValue(func() []string {
 
 // FenceKey returns the fence of key's hash slot.
 func (s *Store) FenceKey(key string) string {
+	if s.fenceName != nil && !isCluster(s.c) {
+		key = s.fenceName(key)
+	}
 	return s.fencePrefix + "{" + slotTags()[slot(key)] + "}"
 }
 
@@ -763,4 +766,74 @@ func (s *Store) DropUnreadable(ctx context.Context, key string, value []byte, lo
 		return err
 	})
 	return n == 1, err
+}
+
+// clearSrc starts a new generation of the field ARGV[1] (a keyspace, or
+// "*" for every keyspace) in the generation hash KEYS[1]: one above every
+// generation the hash ever gave (the counter field "~"), and publishes the
+// flush that tells every replica, built here since it names the generation:
+// a msgpack map {v: 1, o: ARGV[3], ks: ARGV[4], f: true, g: <generation>}
+// on channel ARGV[2]. It returns the generation.
+const clearSrc = `local g = redis.call('HINCRBY', KEYS[1], '~', 1)
+redis.call('PUBLISH', ARGV[2], cmsgpack.pack({v = 1, o = ARGV[3], ks = ARGV[4], f = true, g = g}))
+redis.call('HSET', KEYS[1], ARGV[1], g)
+return g`
+
+// NewGeneration gives field (a keyspace name, or "*" for every keyspace) of
+// the generation hash gens a new generation, above every one the hash ever
+// gave, and publishes on channel the flush that names it (from origin, for
+// keyspace, "" for every one), atomically and in one round trip. It
+// returns the generation.
+func (s *Store) NewGeneration(ctx context.Context, gens, field, channel, origin, keyspace string) (uint64, error) {
+	if !s.usable() {
+		return 0, fmt.Errorf("l2 new generation %q: %w", gens, errNoStore)
+	}
+	if gens == "" || field == "" || field == "~" || channel == "" {
+		return 0, fmt.Errorf("l2 new generation %q: empty hash, field or channel: %w", gens, ErrInvalid)
+	}
+	var g int64
+	err := s.call(ctx, s.writeTimeout, "l2 new generation", gens, 1, func(ctx context.Context) (err error) {
+		g, err = s.run(ctx, s.clearScript, []string{gens}, field, channel, origin, keyspace).Int64()
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	return uint64(g), nil
+}
+
+// Generations returns the generation hash gens: every field but the
+// counter "~", by name; an empty map when the hash does not exist.
+func (s *Store) Generations(ctx context.Context, gens string) (map[string]uint64, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 generations %q: %w", gens, errNoStore)
+	}
+	var res map[string]string
+	err := s.call(ctx, s.readTimeout, "l2 generations", gens, 1, func(ctx context.Context) error {
+		var cmd *redis.MapStringStringCmd // a map in RESP3, pairs in RESP2
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = redis.NewMapStringStringCmd(ctx, "hgetall", gens)
+			return p.Process(ctx, cmd)
+		})
+		if err != nil {
+			return err
+		}
+		res, err = cmd.Result()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]uint64, len(res))
+	for f, v := range res {
+		if f == "~" {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("l2 generations %q: field %q holds %q: %w", gens, f, v, err)
+		}
+		m[f] = n
+	}
+	return m, nil
 }

@@ -60,6 +60,12 @@ type Options struct {
 	// each namespace of keys its own. It must not contain '{' (New returns
 	// ErrInvalid): a fence's hash tag is the one FenceKey appends.
 	FencePrefix string
+	// FenceName, when set, maps a key to the name whose hash slot chooses
+	// its fence on a server that is not a Cluster (where a fence need not
+	// share its key's slot), so that keys the caller treats as one (the
+	// same key under several generations) share a fence. On a Cluster a
+	// fence always guards its key's own slot.
+	FenceName func(key string) string
 	// ReplicaAcks makes every write script wait, in the same round trip,
 	// until this many replicas acknowledged it (WAIT, bounded by the rest of
 	// the write budget), and fail with ErrNotReplicated when fewer did.
@@ -91,6 +97,7 @@ type Store struct {
 	brkOpts      BreakerOptions
 	nodes        sync.Map // on a Cluster: master address -> *breaker
 	fencePrefix  string
+	fenceName    func(string) string // nil: the key itself
 	replicaAcks  int
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
@@ -106,6 +113,7 @@ type Store struct {
 	fillScript, tagCheckScript, bumpTagsScript *redis.Script // fenced fills, tag versions
 	dropUnreadableScript                       *redis.Script
 	takeTagsScript, dropTaggedScript           *redis.Script // tag invalidation on one server
+	clearScript                                *redis.Script // generations
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -155,6 +163,7 @@ func New(c Client, opts Options) (*Store, error) {
 		readTimeout:  opts.ReadTimeout,
 		writeTimeout: opts.WriteTimeout,
 		fencePrefix:  opts.FencePrefix,
+		fenceName:    opts.FenceName,
 		replicaAcks:  opts.ReplicaAcks,
 		setScript:    redis.NewScript(setAndPublishSrc),
 		delScript:    redis.NewScript(deleteAndPublishSrc),
@@ -178,6 +187,7 @@ func New(c Client, opts Options) (*Store, error) {
 		dropUnreadableScript: redis.NewScript(dropUnreadableSrc),
 		takeTagsScript:       redis.NewScript(takeTagsSrc),
 		dropTaggedScript:     redis.NewScript(dropTaggedSrc),
+		clearScript:          redis.NewScript(clearSrc),
 	}
 	var err error
 	s.brkOpts = opts.Breaker
