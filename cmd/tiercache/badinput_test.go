@@ -183,7 +183,7 @@ func TestHelpCLI(t *testing.T) {
 	}{
 		{[]string{"replicas", "--help"}, append([]string{"usage: tiercache replicas", "--json", "exits 3", "*::replicas{*}"}, connected...), nil},
 		{[]string{"stats", "-h"}, append([]string{"usage: tiercache stats", "--keyspace", "TOTAL", "exits 3"}, connected...), nil},
-		{[]string{"get", "--help"}, append([]string{"usage: tiercache get", "KEYSPACE KEY", "--max-tag-sets", "--force"}, connected...), nil},
+		{[]string{"get", "--help"}, append([]string{"usage: tiercache get", "KEYSPACE KEY", "--max-tag-sets", "--force", "--key-type type", "exits 2"}, connected...), nil},
 		{[]string{"invalidate", "--help"}, append([]string{"usage: tiercache invalidate", "KEY...", "--tag TAG", "--all", "--l1-only"}, connected...), nil},
 		{[]string{"watch", "--help"}, append([]string{"usage: tiercache watch", "--count", "--for", "subscribed to"}, connected...), nil},
 		{[]string{"demo", "--help"}, []string{"usage: tiercache demo", "--redis host:port", "--html file", "reads no TIERCACHE_ variable"},
