@@ -113,8 +113,11 @@ func missingKey(ctx context.Context, client redis.UniversalClient, ns, keyspace,
 	}
 	const orString = "--key-type string takes it as a string key: a miss then exits 3"
 	holds := "the keyspace has no key to tell its type by"
-	if n > 0 {
-		holds = fmt.Sprintf("the keyspace holds integer keys (the %s sampled are all integers in decimal)", plural(n, "key"))
+	switch {
+	case n == 1:
+		holds = "the keyspace holds integer keys (the one key sampled is an integer in decimal)"
+	case n > 1:
+		holds = fmt.Sprintf("the keyspace holds integer keys (the %d keys sampled are all integers in decimal)", n)
 	}
 	k, spelt := intSpelling(key)
 	switch {
