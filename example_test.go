@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/fx"
 
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/internal/redistest"
@@ -86,4 +87,114 @@ func Example() {
 	// lamp
 	// lamp
 	// desk lamp
+}
+
+// catalogDB stands for the app's database, which the fx graph provides.
+type catalogDB struct{}
+
+func openCatalogDB() *catalogDB { return &catalogDB{} }
+
+// SaveProduct writes a product's row; your SQL here.
+func (db *catalogDB) SaveProduct(ctx context.Context, id int64, p Product) error {
+	fmt.Println("database write", id, p.Name)
+	return nil
+}
+
+// AddViews adds counted views to the products' rows; your SQL here.
+func (db *catalogDB) AddViews(ctx context.Context, views map[int64]int64) error {
+	for id, n := range views {
+		fmt.Println("database views of", id, "+", n)
+	}
+	return nil
+}
+
+// Wiring with fx: the app provides its own Redis client (tiercache.Module
+// takes a *redis.Client, such as redis.NewClient or redis.NewFailoverClient
+// return, a *redis.ClusterClient or a redis.UniversalClient), and a
+// write-through keyspace whose writer needs the app's database, taken from
+// the graph.
+func ExampleModule() {
+	var products *tiercache.Keyspace[int64, Product]
+	app := fx.New(
+		fx.NopLogger,
+		fx.Supply(tiercache.Config{
+			Namespace: "shop",
+			Keyspaces: map[string]tiercache.KeyspaceConfig{"products": {TTL: time.Hour}},
+		}),
+		fx.Provide(
+			func(lc fx.Lifecycle) *redis.Client {
+				client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr(), ContextTimeoutEnabled: true})
+				lc.Append(fx.StopHook(client.Close)) // the app owns its client
+				return client
+			},
+			openCatalogDB,
+		),
+		tiercache.Module,
+		tiercache.ProvideKeyspaceWith[int64, Product]("products",
+			func(db *catalogDB) []tiercache.KeyspaceOption[int64, Product] {
+				return []tiercache.KeyspaceOption[int64, Product]{tiercache.WithWriter(db.SaveProduct)}
+			}),
+		fx.Populate(&products), // or fx.Invoke your HTTP handlers
+	)
+	ctx := context.Background()
+	if err := app.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer app.Stop(ctx)
+
+	// The database first, then Redis and every replica's L1.
+	if err := products.Write(ctx, 12, Product{ID: 12, Name: "desk lamp", Price: 25}); err != nil {
+		log.Fatal(err)
+	}
+	p, _ := products.Get(ctx, 12)
+	fmt.Println(p.Name)
+	// Output:
+	// database write 12 desk lamp
+	// desk lamp
+}
+
+// ViewParams are what the views keyspace's options need from the graph.
+type ViewParams struct {
+	fx.In
+
+	DB *catalogDB
+}
+
+// Two keyspaces of the same types, told apart by name tags: each counter
+// flushes into the app's database, which its options take from the graph
+// through an fx.In struct.
+func ExampleProvideNamedKeyspaceWith() {
+	var views *tiercache.Keyspace[int64, int64]
+	app := fx.New(
+		fx.NopLogger,
+		fx.Supply(tiercache.Config{
+			Namespace: "shop",
+			Redis:     tiercache.RedisConfig{Addrs: []string{exampleRedisAddr()}}, // the module owns this client
+			Keyspaces: map[string]tiercache.KeyspaceConfig{
+				"views": {Counter: tiercache.CounterConfig{Every: 1000, Interval: time.Hour}},
+			},
+		}),
+		fx.Provide(openCatalogDB),
+		tiercache.Module,
+		tiercache.ProvideNamedKeyspaceWith[int64, int64]("views",
+			func(p ViewParams) []tiercache.KeyspaceOption[int64, int64] {
+				return []tiercache.KeyspaceOption[int64, int64]{tiercache.WithCounter[int64, int64](p.DB.AddViews)}
+			}),
+		tiercache.ProvideNamedKeyspace[int64, int64]("likes"),
+		fx.Populate(fx.Annotate(&views, fx.ParamTags(`name:"views"`))),
+	)
+	ctx := context.Background()
+	if err := app.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	for range 3 {
+		if _, err := views.Incr(ctx, 12, 1); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := app.Stop(ctx); err != nil { // Stop flushes the counts
+		log.Fatal(err)
+	}
+	// Output:
+	// database views of 12 + 3
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -103,8 +104,8 @@ func TestUnreachableCLI(t *testing.T) {
 }
 
 // TestAuthCLI proves that the password works from --password and from
-// TIERCACHE_PASSWORD, that a refused or missing one exits 4 saying so,
-// and that the password never appears in any output.
+// TIERCACHE_PASSWORD, the flag winning, that a refused or missing one exits
+// 4 saying so, and that the password never appears in any output.
 func TestAuthCLI(t *testing.T) {
 	t.Parallel()
 	const password = "s3cret-pw-771"
@@ -116,10 +117,12 @@ func TestAuthCLI(t *testing.T) {
 		wantCode int
 		wantErr  []string
 	}{
-		{"flag", nil, []string{"--password", password}, exitOK, nil},
-		{"env", []string{"TIERCACHE_PASSWORD=" + password}, nil, exitOK, nil},
+		// Accepted: replicas then finds no replica (exit 3), not exit 4.
+		{"flag", nil, []string{"--password", password}, exitNotFound, []string{"no live replica"}},
+		{"env", []string{"TIERCACHE_PASSWORD=" + password}, nil, exitNotFound, []string{"no live replica"}},
+		{"flag over env", []string{"TIERCACHE_PASSWORD=wrong-" + password}, []string{"--password", password}, exitNotFound, []string{"no live replica"}},
 		{"wrong", nil, []string{"--password", "wrong-" + password}, exitUnreachable,
-			[]string{"Redis at " + srv.Addr + " refused the credentials", "WRONGPASS", "check --username and --password (or TIERCACHE_PASSWORD)"}},
+			[]string{"Redis at " + srv.Addr + " refused the credentials", "WRONGPASS", "check --username and --password (or TIERCACHE_USERNAME and TIERCACHE_PASSWORD)"}},
 		{"missing", nil, nil, exitUnreachable, []string{"refused the credentials", "NOAUTH"}},
 		{"help", []string{"TIERCACHE_PASSWORD=" + password}, []string{"--help"}, exitOK, nil},
 	}
@@ -146,9 +149,10 @@ func TestTLSCLI(t *testing.T) {
 		wantCode int
 		wantErr  []string
 	}{
-		{"verified", []string{"--tls", "--tls-ca", srv.CAFile}, exitOK, nil},
-		{"client certificate", []string{"--tls", "--tls-ca", srv.CAFile, "--tls-cert", srv.ClientCertFile, "--tls-key", srv.ClientKeyFile}, exitOK, nil},
-		{"server name", []string{"--tls", "--tls-ca", srv.CAFile, "--tls-server-name", "localhost"}, exitOK, nil},
+		// Connected: replicas then finds no replica (exit 3), not exit 4.
+		{"verified", []string{"--tls", "--tls-ca", srv.CAFile}, exitNotFound, []string{"no live replica"}},
+		{"client certificate", []string{"--tls", "--tls-ca", srv.CAFile, "--tls-cert", srv.ClientCertFile, "--tls-key", srv.ClientKeyFile}, exitNotFound, []string{"no live replica"}},
+		{"server name", []string{"--tls", "--tls-ca", srv.CAFile, "--tls-server-name", "localhost"}, exitNotFound, []string{"no live replica"}},
 		{"wrong CA", []string{"--tls", "--tls-ca", srv.OtherCAFile}, exitUnreachable, []string{"TLS with Redis at " + srv.Addr + " failed", "certificate", "check --tls-ca"}},
 		{"wrong server name", []string{"--tls", "--tls-ca", srv.CAFile, "--tls-server-name", "elsewhere.example"}, exitUnreachable, []string{"TLS with Redis", "elsewhere.example"}},
 		{"plain text", nil, exitUnreachable, []string{"cannot reach Redis at " + srv.Addr}},
@@ -161,32 +165,58 @@ func TestTLSCLI(t *testing.T) {
 	}
 }
 
-// TestHelpCLI proves that every subcommand's --help exits 0 and documents
-// its arguments, the connection flags and the exit codes.
+// TestHelpCLI proves that every subcommand's help, demo's included, is in
+// one style: on stdout, exit 0, its usage, its flags and the exit codes;
+// the commands that connect also list the connection flags with their
+// environment variables; 'tiercache help <command>' prints the same; and
+// 'tiercache help' lists every variable with its flag.
 func TestHelpCLI(t *testing.T) {
 	t.Parallel()
+	connected := []string{"connection flags:", "--addr host:port", "TIERCACHE_ADDR", "TIERCACHE_PASSWORD",
+		"--cluster", "--tls-ca", "--namespace", "--channel", "--timeout",
+		"environment:", "A flag\n  on the command line wins over its variable"}
+	common := []string{"flags:", "exit codes:", "3  not found", "4  Redis unreachable"}
 	tests := []struct {
-		give []string
-		want []string
+		give    []string
+		want    []string
+		notWant []string
 	}{
-		{[]string{"help"}, []string{"usage: tiercache <command>", "replicas", "invalidate", "exit codes:"}},
-		{[]string{"replicas", "--help"}, []string{"usage: tiercache replicas", "--json"}},
-		{[]string{"stats", "-h"}, []string{"usage: tiercache stats", "--keyspace", "TOTAL"}},
-		{[]string{"get", "--help"}, []string{"usage: tiercache get", "KEYSPACE KEY", "--max-tag-sets", "--force"}},
-		{[]string{"invalidate", "--help"}, []string{"usage: tiercache invalidate", "KEY...", "--tag TAG", "--all", "--l1-only"}},
-		{[]string{"watch", "--help"}, []string{"usage: tiercache watch", "--count", "--for", "subscribed to"}},
+		{[]string{"replicas", "--help"}, append([]string{"usage: tiercache replicas", "--json", "exits 3", "*::replicas{*}"}, connected...), nil},
+		{[]string{"stats", "-h"}, append([]string{"usage: tiercache stats", "--keyspace", "TOTAL", "exits 3"}, connected...), nil},
+		{[]string{"get", "--help"}, append([]string{"usage: tiercache get", "KEYSPACE KEY", "--max-tag-sets", "--force", "--key-type type", "exits 2"}, connected...), nil},
+		{[]string{"invalidate", "--help"}, append([]string{"usage: tiercache invalidate", "KEY...", "--tag TAG", "--all", "--l1-only"}, connected...), nil},
+		{[]string{"watch", "--help"}, append([]string{"usage: tiercache watch", "--count", "--for", "subscribed to"}, connected...), nil},
+		{[]string{"demo", "--help"}, []string{"usage: tiercache demo", "--redis host:port", "--html file", "reads no TIERCACHE_ variable"},
+			[]string{"connection flags:", "environment:"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.give, " "), func(t *testing.T) {
 			r := cli(t, tt.give...)
-			want := tt.want
-			if tt.give[0] != "help" {
-				want = append(want, "connection flags:", "--addr host:port", "TIERCACHE_ADDR", "TIERCACHE_PASSWORD",
-					"--cluster", "--tls-ca", "--namespace", "--channel", "--timeout", "exit codes:", "4  Redis unreachable")
+			r.want(t, exitOK, append(tt.want, common...), nil)
+			if !strings.HasPrefix(r.stdout, "usage: tiercache "+tt.give[0]+" ") {
+				t.Errorf("help starts with %.40q; want the usage line", r.stdout)
 			}
-			r.want(t, exitOK, want, nil)
+			if r.stderr != "" {
+				t.Errorf("stderr = %q; want the help on stdout alone", r.stderr)
+			}
+			for _, s := range tt.notWant {
+				if strings.Contains(r.stdout, s) {
+					t.Errorf("help holds %q:\n%s", s, r.stdout)
+				}
+			}
+			if h := cli(t, "help", tt.give[0]); h.code != exitOK || h.stdout != r.stdout {
+				t.Errorf("tiercache help %s: exit %d, output %q; want %s's --help", tt.give[0], h.code, h.stdout, tt.give[0])
+			}
 		})
 	}
-	// demo is as it was: its help goes to stderr.
-	cli(t, "demo", "--help").want(t, exitOK, nil, []string{"usage: tiercache demo"})
+	t.Run("help", func(t *testing.T) {
+		r := cli(t, "help")
+		want := []string{"usage: tiercache <command>", "tiercache help [command]", "replicas", "invalidate", "exit codes:"}
+		for _, f := range []string{"addr", "cluster", "username", "password", "tls", "tls-ca", "tls-cert", "tls-key",
+			"tls-server-name", "namespace", "channel", "timeout"} {
+			want = append(want, fmt.Sprintf("%-26s --%s ", envName(f), f))
+		}
+		r.want(t, exitOK, append(want, "TIERCACHE_ADDR             --addr             Redis host:port (default 127.0.0.1:6379)",
+			"TIERCACHE_NAMESPACE        --namespace        tiercache namespace: the prefix of every key (default tiercache)"), nil)
+	})
 }

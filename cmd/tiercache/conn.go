@@ -65,7 +65,9 @@ func (c *connFlags) unreachable(err error) error {
 	case tiercache.TLSRefused(err):
 		msg = fmt.Sprintf("TLS with Redis at %s failed: %v: check --tls-ca, --tls-server-name and --tls-cert/--tls-key", addr, err)
 	case tiercache.AuthRefused(err):
-		msg = fmt.Sprintf("Redis at %s refused the credentials: %v: check --username and --password (or %s)", addr, err, envPassword)
+		msg = fmt.Sprintf("Redis at %s refused the credentials: %v: check --username and --password (or %s and %s)", addr, err, envName("username"), envPassword)
+	case c.cluster && strings.Contains(err.Error(), "cluster support disabled"):
+		msg = fmt.Sprintf("Redis at %s is not a Cluster: %v: drop --cluster (or %s)", addr, err, envName("cluster"))
 	default:
 		msg = fmt.Sprintf("cannot reach Redis at %s within %v: %v: is it running? set --addr or %s", addr, c.timeout, err, envAddr)
 		if !c.tls && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
@@ -78,19 +80,24 @@ func (c *connFlags) unreachable(err error) error {
 // replicas connects and reads the presence records of the namespace. err
 // is a failure to connect or to read any record; listErr names the records
 // that could not be decoded (the first shownErrors of them), beside those
-// in reps that could.
-func (c *connFlags) replicas(ctx context.Context) (reps []tiercache.Replica, listErr, err error) {
+// in reps that could. When there is no record at all, none is an
+// exitNotFound error that says so and names the namespaces that have live
+// replicas (liveNamespaces).
+func (c *connFlags) replicas(ctx context.Context) (reps []tiercache.Replica, listErr, none, err error) {
 	client, err := c.connect(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer client.Close()
 	reps, listErr = tiercache.ListReplicas(ctx, client, c.namespace)
 	listErr = firstErrors(listErr, shownErrors)
 	if reps == nil && listErr != nil {
-		return nil, nil, listErr
+		return nil, nil, nil, listErr
 	}
-	return reps, listErr, nil
+	if len(reps) == 0 {
+		return nil, nil, c.noReplica(ctx, client), nil
+	}
+	return reps, listErr, nil, nil
 }
 
 // shownErrors is how many refused presence records an error names.

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,9 +20,22 @@ import (
 // database and one Redis, under a Zipf load with updates, once with the
 // cache and once without, and the report of what the cache changed.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("redis", "", "address of a Redis to use (host:port); empty starts redis-server on a free loopback port when it is on PATH, else an embedded Redis")
+	fs := newCommandFlags("demo", []string{"demo [flags]"}, `
+Starts the catalog service of examples/catalog three times on loopback
+ports, sharing one SQLite database and one Redis, drives a Zipf load of
+product pages, category listings and updates with the cache on, then the
+same load with it off, and prints: DB queries per request and latency with
+and without the cache (the updates' p99 and DB queries per update among
+them), hit ratio per tier, invalidation lag, stale reads (must be 0), and
+view-counter DB writes against views. Progress goes to stderr, the report to
+stdout; --html also writes it as a page with charts.
+
+demo takes no connection flags and reads no TIERCACHE_ variable: it uses
+the Redis at --redis, or starts its own (redis-server when it is on PATH,
+else an embedded one), and writes only under a namespace of its own,
+"catalogdemo-<random>", which it deletes at the end. A stale read with the
+cache on makes it exit 1.`, false)
+	addr := fs.String("redis", "", "`host:port` of a Redis to use; empty starts redis-server on a free loopback port when it is on PATH, else an embedded Redis")
 	embedded := fs.Bool("embedded", false, "use the embedded Redis (miniredis) even when redis-server is on PATH")
 	replicas := fs.Int("replicas", 3, "replicas of the catalog service")
 	products := fs.Int("products", 1000, "products in the catalog")
@@ -34,30 +45,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dbLatency := fs.Duration("db-latency", 300*time.Microsecond, "wait added to every SQL statement, as a database across the network costs; 0 for SQLite in-process")
 	htmlOut := fs.String("html", "", "also write the report as an HTML page with charts to this `file`")
 	seed := fs.Uint64("seed", 1, "seed of the load's random choices")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: tiercache demo [flags]")
-		fmt.Fprintln(stderr, "\nStarts the catalog service of examples/catalog three times on loopback ports,")
-		fmt.Fprintln(stderr, "sharing one SQLite database and one Redis, drives a Zipf load of product")
-		fmt.Fprintln(stderr, "pages, category listings and updates with the cache on, then the same load")
-		fmt.Fprintln(stderr, "with it off, and prints: DB queries per request and latency with and")
-		fmt.Fprintln(stderr, "without the cache, hit ratio per tier, invalidation lag, stale reads")
-		fmt.Fprintln(stderr, "(must be 0), and view-counter DB writes against views. Progress goes to")
-		fmt.Fprintln(stderr, "stderr, the report to stdout.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
+	rest, err := fs.parse(args, stdout)
+	if err != nil {
+		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("%w: no arguments expected, got %q", errUsage, fs.Args())
+	case len(rest) > 0:
+		return usageErrorf("no arguments expected, got %q", rest)
 	case *replicas < 2 || *products < 10 || *workers < 1 || *duration <= 0:
-		return fmt.Errorf("%w: want --replicas >= 2, --products >= 10, --workers >= 1 and a positive --duration", errUsage)
+		return usageErrorf("want --replicas >= 2, --products >= 10, --workers >= 1 and a positive --duration")
 	case *updates < 0 || *updates > 1 || *dbLatency < 0:
-		return fmt.Errorf("%w: want --update-share in [0, 1] and --db-latency >= 0", errUsage)
+		return usageErrorf("want --update-share in [0, 1] and --db-latency >= 0")
 	}
 	// Two runs, the set-up of each and the final flushes: bounded in all.
 	ctx, cancel := context.WithTimeout(ctx, 2**duration+2*time.Minute)

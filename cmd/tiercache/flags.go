@@ -12,13 +12,28 @@ import (
 	"github.com/tiercache/tiercache"
 )
 
-// Connection defaults and the environment variables that override them.
+// Connection defaults.
 const (
 	defaultAddr    = "127.0.0.1:6379"
 	defaultTimeout = 2 * time.Second
-	envAddr        = "TIERCACHE_ADDR"
-	envPassword    = "TIERCACHE_PASSWORD"
 )
+
+// envPrefix starts the name of the environment variable of every
+// connection flag: TIERCACHE_ and the flag's name in capitals, '-' as '_'
+// (envName). A flag on the command line wins over its variable.
+const envPrefix = "TIERCACHE_"
+
+// The variables that messages name.
+var (
+	envAddr      = envName("addr")
+	envPassword  = envName("password")
+	envNamespace = envName("namespace")
+)
+
+// envName returns the environment variable of the connection flag name.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
 
 // commandFlags is the flag set of one subcommand, with what its --help
 // prints around the flags.
@@ -54,8 +69,21 @@ func (cf *commandFlags) help(w io.Writer) {
 	fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cf.about))
 	printFlags(w, cf.FlagSet, "flags", func(f *flag.Flag) bool { return !isConnFlag(f.Name) })
 	printFlags(w, cf.FlagSet, "connection flags", func(f *flag.Flag) bool { return isConnFlag(f.Name) })
-	fmt.Fprintf(w, "\nFlags may come before or after the arguments; '--' ends the flags (for a key such as -1).\n\n%s\n", exitCodesHelp)
+	if cf.conn != nil {
+		fmt.Fprintf(w, "\nFlags may come before or after the arguments; '--' ends the flags (for a key such as -1).\n")
+		fmt.Fprintf(w, "\n%s\n", envHelp)
+	}
+	fmt.Fprintf(w, "\n%s\n", exitCodesHelp)
 }
+
+// envHelp is what the help of a command with connection flags says of the
+// environment.
+const envHelp = `environment:
+  Every connection flag may be set in the environment instead, as the
+  variable named with it above: ` + envPrefix + ` and the flag's name in capitals,
+  '-' as '_' (` + envPrefix + `ADDR, ` + envPrefix + `NAMESPACE, ` + envPrefix + `TLS_CA...). A flag
+  on the command line wins over its variable; an empty variable is ignored.
+  Boolean variables take 1, true, 0 or false.`
 
 // printFlags prints, under title, the flags of fs that keep accepts, with
 // their usage and default, as flag.PrintDefaults does but with "--".
@@ -70,9 +98,22 @@ func printFlags(w io.Writer, fs *flag.FlagSet, title string, keep func(*flag.Fla
 		if name != "" {
 			fmt.Fprintf(&b, " %s", name)
 		}
+		var notes []string
+		// A usage that ends with its own "(default: ...)" takes the
+		// other notes inside it.
+		if i := strings.LastIndex(usage, " (default"); i >= 0 && strings.HasSuffix(usage, ")") {
+			notes = append(notes, usage[i+2:len(usage)-1])
+			usage = usage[:i]
+		}
 		b.WriteString("\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t"))
 		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
-			fmt.Fprintf(&b, " (default %s)", f.DefValue)
+			notes = append(notes, "default "+f.DefValue)
+		}
+		if isConnFlag(f.Name) {
+			notes = append(notes, "env "+envName(f.Name))
+		}
+		if len(notes) > 0 {
+			fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
 		}
 		b.WriteString("\n")
 	})
@@ -108,6 +149,9 @@ func (cf *commandFlags) parse(args []string, stdout io.Writer) ([]string, error)
 		args = left[1:]
 	}
 	if cf.conn != nil {
+		if err := cf.conn.fromEnv(cf.FlagSet, os.LookupEnv); err != nil {
+			return nil, err
+		}
 		if err := cf.conn.check(); err != nil {
 			return nil, err
 		}
@@ -129,15 +173,15 @@ type connFlags struct {
 	namespace     string
 	channel       string
 	timeout       time.Duration
+
+	// source names where each flag set from the command line or the
+	// environment got its value ("--addr", "TIERCACHE_ADDR"), by flag name.
+	source map[string]string
 }
 
 func addConnFlags(fs *flag.FlagSet) *connFlags {
-	c := &connFlags{}
-	addr := os.Getenv(envAddr)
-	if addr == "" {
-		addr = defaultAddr
-	}
-	fs.StringVar(&c.addr, "addr", addr, "Redis `host:port`; several, comma-separated, for a Cluster (env "+envAddr+")")
+	c := &connFlags{source: map[string]string{}}
+	fs.StringVar(&c.addr, "addr", defaultAddr, "Redis `host:port`; several, comma-separated, for a Cluster")
 	fs.BoolVar(&c.cluster, "cluster", false, "speak Redis Cluster even with one address")
 	fs.StringVar(&c.username, "username", "", "Redis ACL user")
 	fs.StringVar(&c.password, "password", "", "Redis password; better set "+envPassword+": a flag shows in ps and in shell history")
@@ -162,23 +206,66 @@ func isConnFlag(name string) bool {
 	return false
 }
 
-// check validates the connection flags and fills in what comes from the
-// environment or from other flags.
-func (c *connFlags) check() error {
-	if c.password == "" {
-		c.password = os.Getenv(envPassword)
+// fromEnv sets each connection flag of fs that the command line left
+// unset from its environment variable (envName), when that is set and not
+// empty; lookup is os.LookupEnv. A value the flag refuses is a usage
+// error naming the variable.
+func (c *connFlags) fromEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
+	fs.Visit(func(f *flag.Flag) {
+		if isConnFlag(f.Name) {
+			c.source[f.Name] = "--" + f.Name
+		}
+	})
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if err != nil || !isConnFlag(f.Name) || c.source[f.Name] != "" {
+			return
+		}
+		name := envName(f.Name)
+		v, ok := lookup(name)
+		if !ok || v == "" {
+			return
+		}
+		if fs.Set(f.Name, v) != nil {
+			shown := fmt.Sprintf("=%q", v)
+			if f.Name == "password" {
+				shown = ""
+			}
+			kind, _ := flag.UnquoteUsage(f)
+			if kind == "" {
+				kind = "boolean: 1, true, 0 or false"
+			}
+			err = usageErrorf("environment variable %s%s, for --%s: not a valid %s", name, shown, f.Name, kind)
+			return
+		}
+		c.source[f.Name] = name
+	})
+	return err
+}
+
+// from names where flag name got its value, for messages: "--addr" or
+// "TIERCACHE_ADDR", or "--addr" when it has its default.
+func (c *connFlags) from(name string) string {
+	if s := c.source[name]; s != "" {
+		return s
 	}
+	return "--" + name
+}
+
+// check validates the connection flags and fills in what comes from other
+// flags.
+func (c *connFlags) check() error {
 	switch {
 	case len(c.addrs()) == 0:
-		return usageErrorf("--addr is empty: give host:port")
+		return usageErrorf("%s is empty: give host:port", c.from("addr"))
 	case c.timeout <= 0:
-		return usageErrorf("--timeout %v: want a positive duration", c.timeout)
+		return usageErrorf("%s %v: want a positive duration", c.from("timeout"), c.timeout)
 	case c.namespace == "":
-		return usageErrorf("--namespace is empty")
+		return usageErrorf("%s is empty", c.from("namespace"))
 	case strings.ContainsAny(c.namespace, ": \t\r\n"):
-		return usageErrorf("--namespace %q contains ':' or whitespace", c.namespace)
+		return usageErrorf("%s %q contains ':' or whitespace", c.from("namespace"), c.namespace)
 	case !c.tls && (c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" || c.tlsServerName != ""):
-		return usageErrorf("--tls-ca, --tls-cert, --tls-key and --tls-server-name need --tls")
+		return usageErrorf("--tls-ca, --tls-cert, --tls-key and --tls-server-name (or their %s variables) need --tls (or %s=1)", envPrefix, envName("tls"))
 	}
 	if c.channel == "" {
 		c.channel = c.namespace + ":invalidate"

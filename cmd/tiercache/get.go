@@ -36,7 +36,7 @@ type getResult struct {
 }
 
 func runGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newCommandFlags("get", []string{"get [--force] [--max-tag-sets N] [--max-output N] [connection flags] KEYSPACE KEY"}, `
+	fs := newCommandFlags("get", []string{"get [--force] [--key-type int|string|auto] [--max-tag-sets N] [--max-output N] [connection flags] KEYSPACE KEY"}, fmt.Sprintf(`
 Reads the value of KEY in KEYSPACE straight from Redis, the key
 "<namespace>:<keyspace>:<key>" (an integer key in decimal), and prints it as
 JSON: its TTL in milliseconds (ttl_ms, -1 without expiry), what its envelope
@@ -54,9 +54,19 @@ whose JSON is longer than --max-output bytes, get prints about that much,
 leaving out the rest of its lists, maps and strings; it then says so on
 stderr and sets value_truncated.
 
-A key not in Redis exits 3. A keyspace that none of the live replicas uses
-is refused unless --force.`, true)
+A key not in Redis exits 3, unless it cannot be a key of the keyspace,
+which exits 2 (usage) and says why. With --key-type int (for a keyspace of
+integer keys), KEY must be an integer in plain decimal, as tiercache writes
+integer keys (42, -7; not 042, +42 or 4.2), checked before Redis is read.
+With --key-type auto, the default, get samples the keyspace's keys when KEY
+is not in Redis (at most %d, by a bounded SCAN): unless one of them is not
+an integer (the keys are strings, and KEY is merely missing), a KEY that
+reads as an integer written otherwise (042, +42, 1_000, 0x2a, or beyond 64
+bits) exits 2, and so does a KEY that is not an integer when the sample
+found integers. With --key-type string, KEY is taken as it is. A keyspace
+that none of the live replicas uses is refused unless --force.`, sampleKeys), true)
 	force := fs.Bool("force", false, "go on even if no live replica uses the keyspace")
+	keyType := fs.String("key-type", keyTypeAuto, "`type` of KEY: int, string or auto (see above)")
 	maxSets := fs.Int("max-tag-sets", defaultMaxTagSets, "look at no more than `N` tag sets of the keyspace for the key's tags")
 	maxOutput := fs.Int("max-output", defaultMaxOutput, "print about `N` bytes of the value's JSON at most, leaving out the rest")
 	rest, err := fs.parse(args, stdout)
@@ -79,6 +89,9 @@ is refused unless --force.`, true)
 	ns := fs.conn.namespace
 	rk, err := redisKey(ns, keyspace, key)
 	if err != nil {
+		return err
+	}
+	if err := checkKeyType(*keyType, keyspace, key); err != nil {
 		return err
 	}
 	client, err := fs.conn.connect(ctx)
@@ -105,7 +118,7 @@ is refused unless --force.`, true)
 	}
 	data, err := get.Bytes()
 	if errors.Is(err, redis.Nil) {
-		return notFoundErrorf("key %q of keyspace %q not found: Redis has no %q", key, keyspace, rk)
+		return missingKey(ctx, client, ns, keyspace, key, rk, *keyType)
 	}
 	if err != nil {
 		return fmt.Errorf("read %q: %w", rk, err)

@@ -221,7 +221,7 @@ func TestTablesEscapePresenceHostile(t *testing.T) {
 		Stats: tiercache.Stats{Keyspaces: map[string]tiercache.KeyspaceStats{"\x1b[31mred": {L1Hits: 1}, "del\x7f": {}}},
 	}
 	var out, errOut bytes.Buffer
-	printReplicas(&out, &errOut, []tiercache.Replica{rep}, "ns", time.Now())
+	printReplicas(&out, []tiercache.Replica{rep}, time.Now())
 	all := map[string]*keyspaceStats{}
 	for name, ks := range rep.Stats.Keyspaces {
 		s := &keyspaceStats{Replicas: map[string]statsRow{}}

@@ -12,12 +12,23 @@
 //	tiercache demo                          # three catalog replicas under load, cache on and off
 //
 // Every subcommand but demo takes the same connection flags: --addr
-// (comma-separated for a Cluster; default 127.0.0.1:6379 or $TIERCACHE_ADDR),
-// --cluster, --username, --password (better: $TIERCACHE_PASSWORD), --tls,
-// --tls-ca, --tls-cert, --tls-key, --tls-server-name, --namespace (default
-// tiercache), --channel (default <namespace>:invalidate) and --timeout (dial
-// and command timeout, default 2s). Run 'tiercache <command> --help' for a
-// command's flags and arguments.
+// (comma-separated for a Cluster; default 127.0.0.1:6379), --cluster,
+// --username, --password, --tls, --tls-ca, --tls-cert, --tls-key,
+// --tls-server-name, --namespace (default tiercache), --channel (default
+// <namespace>:invalidate) and --timeout (dial and command timeout, default
+// 2s). Run 'tiercache <command> --help' (or 'tiercache help <command>') for
+// a command's flags and arguments.
+//
+// # Environment
+//
+// Each connection flag may be set in the environment instead, as TIERCACHE_
+// and the flag's name in capitals, '-' as '_': TIERCACHE_ADDR,
+// TIERCACHE_CLUSTER, TIERCACHE_USERNAME, TIERCACHE_PASSWORD (better than
+// --password, which shows in ps), TIERCACHE_TLS, TIERCACHE_TLS_CA,
+// TIERCACHE_TLS_CERT, TIERCACHE_TLS_KEY, TIERCACHE_TLS_SERVER_NAME,
+// TIERCACHE_NAMESPACE, TIERCACHE_CHANNEL and TIERCACHE_TIMEOUT. A flag on
+// the command line wins over its variable; an empty variable is ignored.
+// demo reads none of them.
 //
 // The CLI never registers itself as a replica: it writes no presence record.
 //
@@ -27,8 +38,11 @@
 //
 //	0  ok
 //	1  the command ran and failed
-//	2  usage: unknown subcommand, bad flags or arguments, unknown keyspace, malformed key or tag
-//	3  not found: get of a key that is not in Redis
+//	2  usage: unknown subcommand, bad flags, arguments or environment variables, unknown keyspace,
+//	   malformed key or tag (get: a key that cannot be one of the keyspace's, such as a key that is
+//	   not an integer in a keyspace of integer keys)
+//	3  not found: get of a key that is not in Redis; replicas or stats finding no live replica
+//	   in the namespace (they then name the namespaces that have some)
 //	4  Redis unreachable: the dial or PING failed or timed out, or Redis refused the TLS handshake or the credentials
 package main
 
@@ -40,6 +54,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
@@ -49,8 +64,8 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1 // the command ran and failed
-	exitUsage       = 2 // bad subcommand, flags or arguments; unknown keyspace; malformed key
-	exitNotFound    = 3 // get of a missing key
+	exitUsage       = 2 // bad subcommand, flags, arguments or variables; unknown keyspace; malformed key
+	exitNotFound    = 3 // get of a missing key; no live replica in the namespace
 	exitUnreachable = 4 // Redis unreachable, or it refused TLS or the credentials
 )
 
@@ -58,8 +73,12 @@ const (
 const exitCodesHelp = `exit codes:
   0  ok
   1  the command ran and failed
-  2  usage: unknown subcommand, bad flags or arguments, unknown keyspace, malformed key or tag
-  3  not found (get of a missing key)
+  2  usage: unknown subcommand, bad flags, arguments or environment variables,
+     unknown keyspace, malformed key or tag (get: a key that cannot be one of
+     the keyspace's, such as a key that is not an integer in a keyspace of
+     integer keys)
+  3  not found: get of a key that is not in Redis; replicas or stats finding no
+     live replica in the namespace
   4  Redis unreachable, or it refused the TLS handshake or the credentials`
 
 func main() { os.Exit(runMain()) }
@@ -101,11 +120,24 @@ func commands() []command {
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: tiercache <command> [flags] [arguments]")
+	fmt.Fprintln(w, "       tiercache help [command]")
 	fmt.Fprintln(w, "\ncommands:")
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'tiercache <command> --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'tiercache <command> --help' or 'tiercache help <command>' for a command's flags.")
+	fmt.Fprintln(w, "\nenvironment (every command but demo; a flag on the command line wins, an empty")
+	fmt.Fprintln(w, "variable is ignored):")
+	fs := flag.NewFlagSet("env", flag.ContinueOnError)
+	addConnFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		_, about := flag.UnquoteUsage(f)
+		about, _, _ = strings.Cut(about, ";")
+		if f.DefValue != "" && f.DefValue != "false" {
+			about += " (default " + f.DefValue + ")"
+		}
+		fmt.Fprintf(w, "  %-26s %-18s %s\n", envName(f.Name), "--"+f.Name, about)
+	})
 	fmt.Fprintln(w, "\n"+exitCodesHelp)
 }
 
@@ -136,6 +168,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			usage(stderr)
 			return exitUsage
+		}
+		if args[0] == "help" && len(args) > 1 {
+			// tiercache help get: get's --help.
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
 		}
 		usage(stdout)
 		return exitOK

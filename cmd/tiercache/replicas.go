@@ -24,7 +24,14 @@ it is over %d KiB (no more is read of it), names more than %d keyspaces, or
 has an id, host, version or keyspace name that is too long or holds a
 character that is not printable (control characters, so escape sequences).
 Strings that are not printable are shown quoted and escaped ("\x1b[2J"), in
-JSON as \u escapes.`, tiercache.MaxReplicaRecord>>10, tiercache.MaxReplicaKeyspaces), true)
+JSON as \u escapes.
+
+With no live replica in the namespace, it says so on stderr and exits 3
+(--json prints []), naming the namespaces that have live replicas, found by
+a bounded SCAN for their presence indexes ("*::replicas{*}", at most %d
+SCAN calls of COUNT %d per server, %d namespaces named at most): a wrong
+--namespace (or %s) shows at once.`, tiercache.MaxReplicaRecord>>10, tiercache.MaxReplicaKeyspaces,
+		namespaceScanRounds, namespaceScanCount, shownNamespaces, envNamespace), true)
 	asJSON := fs.Bool("json", false, "print the presence records as a JSON array")
 	rest, err := fs.parse(args, stdout)
 	if err != nil {
@@ -33,7 +40,7 @@ JSON as \u escapes.`, tiercache.MaxReplicaRecord>>10, tiercache.MaxReplicaKeyspa
 	if len(rest) > 0 {
 		return usageErrorf("no arguments expected, got %q", rest)
 	}
-	reps, listErr, err := fs.conn.replicas(ctx)
+	reps, listErr, none, err := fs.conn.replicas(ctx)
 	if err != nil {
 		return err
 	}
@@ -45,7 +52,10 @@ JSON as \u escapes.`, tiercache.MaxReplicaRecord>>10, tiercache.MaxReplicaKeyspa
 			return err
 		}
 	} else {
-		printReplicas(stdout, stderr, reps, fs.conn.namespace, time.Now())
+		printReplicas(stdout, reps, time.Now())
+	}
+	if none != nil {
+		return none
 	}
 	if listErr != nil {
 		return fmt.Errorf("some presence records could not be read: %w", listErr)
@@ -60,9 +70,8 @@ const shownKeyspaces = 20
 // printReplicas prints reps as a table. Every string of a record is printed
 // through printable: a presence record may have been written by anyone who
 // can write to Redis.
-func printReplicas(stdout, stderr io.Writer, reps []tiercache.Replica, namespace string, now time.Time) {
+func printReplicas(stdout io.Writer, reps []tiercache.Replica, now time.Time) {
 	if len(reps) == 0 {
-		fmt.Fprintf(stderr, "no live replica in namespace %q (replicas write presence records unless heartbeat_interval is negative)\n", namespace)
 		return
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)

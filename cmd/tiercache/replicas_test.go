@@ -68,11 +68,16 @@ func TestReplicasCLI(t *testing.T) {
 		t.Errorf("replica-b's record lacks its keyspace docs: %v", reps[1].Stats.Keyspaces)
 	}
 
-	// Another namespace has none; the CLI registered itself nowhere.
+	// Another namespace has none, and says which has; the CLI registered
+	// itself nowhere.
+	hint := []string{`no live replica in namespace "other" (from --namespace)`, `namespaces with live replicas: "tiercache" (2 replicas)`}
 	r = cli(t, "replicas", "--namespace", "other", "--json", "--addr", srv.Addr)
-	r.want(t, exitOK, []string{"[]"}, nil)
+	r.want(t, exitNotFound, []string{"[]"}, hint)
 	r = cli(t, "replicas", "--namespace", "other", "--addr", srv.Addr)
-	r.want(t, exitOK, nil, []string{`no live replica in namespace "other"`})
+	r.want(t, exitNotFound, nil, hint)
+	if r.stdout != "" {
+		t.Errorf("stdout = %q; want no table", r.stdout)
+	}
 }
 
 // TestStatsCLI proves that stats reports the exact counts the test caused,

@@ -80,7 +80,9 @@ upper bound of its histogram bucket), L1 entries and bytes, invalidations
 published by the keyspace's writes and keys evicted by invalidations from
 the bus. The counters are those of each replica's last heartbeat. Records
 are read, refused and escaped as by replicas ('tiercache replicas --help').
---json prints {"keyspaces": {KEYSPACE: {"replicas": {ID: {...}}, "total": {...}}}}.`, true)
+--json prints {"keyspaces": {KEYSPACE: {"replicas": {ID: {...}}, "total": {...}}}}.
+With no live replica in the namespace, it says so on stderr, naming the
+namespaces that have some, and exits 3, as replicas does.`, true)
 	only := fs.String("keyspace", "", "only this `keyspace`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	rest, err := fs.parse(args, stdout)
@@ -95,7 +97,7 @@ are read, refused and escaped as by replicas ('tiercache replicas --help').
 			return err
 		}
 	}
-	reps, listErr, err := fs.conn.replicas(ctx)
+	reps, listErr, none, err := fs.conn.replicas(ctx)
 	if err != nil {
 		return err
 	}
@@ -119,8 +121,11 @@ are read, refused and escaped as by replicas ('tiercache replicas --help').
 	}
 	if *asJSON {
 		err = writeJSON(stdout, map[string]any{"keyspaces": all})
-	} else {
+	} else if none == nil {
 		printStats(stdout, stderr, all, fs.conn.namespace)
+	}
+	if err == nil && none != nil {
+		err = none
 	}
 	if err == nil && listErr != nil {
 		err = fmt.Errorf("some presence records could not be read: %w", listErr)

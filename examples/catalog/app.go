@@ -16,9 +16,10 @@ import (
 // HTTP server on cfg.Addr (started and stopped on the lifecycle).
 //
 // It supplies cfg.Cache as the tiercache.Config of the graph, so the app
-// must not supply another. tiercache.Module uses the app's
-// redis.UniversalClient when the graph has one, and builds its own from
-// cfg.Cache.Redis otherwise. Optional in the graph: Hooks, a *slog.Logger,
+// must not supply another. tiercache.Module uses the app's Redis client
+// when the graph has one (a *redis.Client, a *redis.ClusterClient or a
+// redis.UniversalClient), and builds its own from cfg.Cache.Redis
+// otherwise. Optional in the graph: Hooks, a *slog.Logger,
 // and tiercache Options in the group tiercache.OptionGroup (see
 // WithInvalidationHook). It provides *DB, *Service and *Server, and with
 // the cache *tiercache.Cache and the keyspaces, tagged by name:
@@ -45,12 +46,11 @@ func Module(cfg Config) fx.Option {
 		opts = append(opts,
 			fx.Supply(cfg.Cache),
 			tiercache.Module,
-			// The product and views keyspaces need the database for their
-			// writer and flusher, which ProvideNamedKeyspace cannot take
-			// from the graph: they are built here as it would build them.
-			fx.Provide(fx.Annotate(newProductKeyspace, fx.ResultTags(`name:"`+KeyspaceProduct+`"`))),
+			// The product and views keyspaces take the database, for their
+			// writer and their flusher, from the graph.
+			tiercache.ProvideNamedKeyspaceWith[int64, ProductDetail](KeyspaceProduct, ProductOptions),
 			tiercache.ProvideNamedKeyspace[int64, Listing](KeyspaceCategory, ListingOptions()...),
-			fx.Provide(fx.Annotate(newViewKeyspace, fx.ResultTags(`name:"`+KeyspaceViews+`"`))),
+			tiercache.ProvideNamedKeyspaceWith[int64, int64](KeyspaceViews, viewOptionsFromParams),
 		)
 	}
 	opts = append(opts, fx.Invoke(func(*Server) {}))
@@ -80,20 +80,17 @@ func newDBOnLifecycle(lc fx.Lifecycle, cfg Config) *DB {
 	return d
 }
 
-func newProductKeyspace(c *tiercache.Cache, db *DB) (*tiercache.Keyspace[int64, ProductDetail], error) {
-	return tiercache.NewKeyspace(c, KeyspaceProduct, c.Config().Keyspaces[KeyspaceProduct], ProductOptions(db)...)
-}
-
-type viewKeyspaceParams struct {
+// viewOptionsParams are what the views keyspace's options take from the
+// graph.
+type viewOptionsParams struct {
 	fx.In
 
-	Cache *tiercache.Cache
 	DB    *DB
 	Hooks Hooks `optional:"true"`
 }
 
-func newViewKeyspace(p viewKeyspaceParams) (*tiercache.Keyspace[int64, int64], error) {
-	return tiercache.NewKeyspace(p.Cache, KeyspaceViews, p.Cache.Config().Keyspaces[KeyspaceViews], ViewOptions(p.DB, p.Hooks.OnViewsFlushed)...)
+func viewOptionsFromParams(p viewOptionsParams) []tiercache.KeyspaceOption[int64, int64] {
+	return ViewOptions(p.DB, p.Hooks.OnViewsFlushed)
 }
 
 type serviceParams struct {

@@ -55,7 +55,7 @@ type Config struct {
 
 	// Cache configures tiercache: namespace (default DefaultNamespace),
 	// instance id, Redis (cache.redis.addrs, unless the fx graph provides a
-	// redis.UniversalClient) and the keyspaces KeyspaceProduct,
+	// Redis client: see Module) and the keyspaces KeyspaceProduct,
 	// KeyspaceCategory and KeyspaceViews; those absent take
 	// DefaultKeyspaces. Ignored with CacheOff.
 	Cache tiercache.Config `yaml:"cache" json:"cache"`

@@ -257,6 +257,7 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 	fmt.Fprintf(progress, "%s: replicas at %s\n", name, strings.Join(addrs, " "))
 
 	ld := newLoad(opts, reps, rec)
+	ld.start = time.Now() // the progress samples' time 0
 	stopProgress := ld.reportProgress(name, progress)
 	runErr := ld.run(ctx)
 	ph.Samples = stopProgress()
@@ -350,10 +351,10 @@ type load struct {
 	rec      *recorder
 	client   *http.Client
 
-	ops     atomic.Int64 // requests started
-	done    atomic.Int64 // requests finished
-	start   time.Time
-	elapsed time.Duration
+	ops     atomic.Int64  // requests started
+	done    atomic.Int64  // requests finished
+	start   time.Time     // set before reportProgress and run
+	elapsed time.Duration // from start to the end of run
 
 	mu      sync.Mutex // protects workers
 	workers []*worker
@@ -395,7 +396,6 @@ func (l *load) run(ctx context.Context) error {
 	defer l.client.CloseIdleConnections()
 	ctx, cancel := context.WithTimeoutCause(ctx, l.opts.Duration, errRunOver)
 	defer cancel()
-	l.start = time.Now()
 	var wg sync.WaitGroup
 	for i := range l.opts.Workers {
 		rng := mrand.New(mrand.NewPCG(l.opts.Seed, uint64(i)))
@@ -519,31 +519,52 @@ func (l *load) update(ctx context.Context, w *worker, r int, id int64) {
 }
 
 // reportProgress writes a progress line every opts.ProgressEvery until the
-// returned function is called; that function waits for the writer and
-// returns the samples taken.
+// returned function is called; that function takes a last sample, at the
+// end of the run, waits for the writer and returns the samples taken, their
+// Elapsed counted from l.start. So the samples reach the end of the run: a
+// last interval shorter than a quarter of ProgressEvery is merged into the
+// one before it rather than sampled alone (a rate over a few milliseconds
+// says little).
 func (l *load) reportProgress(name string, w io.Writer) func() []Sample {
 	stop, done := make(chan struct{}), make(chan struct{})
 	var samples []Sample
+	cached := l.replicas[0].Service().Cached()
 	go func() {
 		defer close(done)
 		t := time.NewTicker(l.opts.ProgressEvery)
 		defer t.Stop()
-		began, last, lastOps := time.Now(), time.Now(), int64(0)
+		// prev is the mark before last, for merging a short last interval.
+		type mark struct {
+			at  time.Time
+			ops int64
+		}
+		prev, last := mark{l.start, 0}, mark{l.start, 0}
+		sample := func(now time.Time) {
+			ops := l.done.Load()
+			from := last
+			if now.Sub(last.at) < l.opts.ProgressEvery/4 && len(samples) > 0 {
+				samples = samples[:len(samples)-1] // merged into this one
+				from = prev
+			}
+			s := Sample{Elapsed: now.Sub(l.start), Requests: ops, PerSecond: float64(ops-from.ops) / now.Sub(from.at).Seconds(), HitRatio: -1}
+			line := fmt.Sprintf("  %-9s %6.1fs %10s requests %8.0f/s", name, s.Elapsed.Seconds(), thousands(ops), s.PerSecond)
+			if cached {
+				s.HitRatio = l.hitRatio()
+				line += fmt.Sprintf("   hit ratio %.3f", s.HitRatio)
+			}
+			fmt.Fprintln(w, line)
+			samples = append(samples, s)
+			prev, last = from, mark{now, ops}
+		}
 		for {
 			select {
 			case <-stop:
+				if now := time.Now(); now.After(last.at) {
+					sample(now)
+				}
 				return
 			case now := <-t.C:
-				ops := l.done.Load()
-				s := Sample{Elapsed: now.Sub(began), Requests: ops, PerSecond: float64(ops-lastOps) / now.Sub(last).Seconds(), HitRatio: -1}
-				line := fmt.Sprintf("  %-9s %6.1fs %10s requests %8.0f/s", name, s.Elapsed.Seconds(), thousands(ops), s.PerSecond)
-				if l.replicas[0].Service().Cached() {
-					s.HitRatio = l.hitRatio()
-					line += fmt.Sprintf("   hit ratio %.3f", s.HitRatio)
-				}
-				fmt.Fprintln(w, line)
-				samples = append(samples, s)
-				last, lastOps = now, ops
+				sample(now)
 			}
 		}
 	}()

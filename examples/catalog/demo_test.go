@@ -3,8 +3,11 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"io"
+	"math"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/tiercache/tiercache"
@@ -76,13 +79,27 @@ func TestRunDemo(t *testing.T) {
 	if !strings.Contains(text.String(), "stale reads") {
 		t.Errorf("text report lacks the stale reads row:\n%s", text.String())
 	}
+	if !strings.Contains(text.String(), "Updates: p99 ") || !strings.Contains(text.String(), " DB queries per update with the cache, ") {
+		t.Errorf("text report lacks the updates' p99 and DB queries with and without the cache:\n%s", text.String())
+	}
+	// The samples reach the end of each run: the throughput lines of the
+	// HTML report stop where their runs did.
+	for _, ph := range []Phase{on, off} {
+		if len(ph.Samples) < 2 {
+			t.Errorf("%s: %d samples; want one every 500ms", phaseName(ph.Cached), len(ph.Samples))
+			continue
+		}
+		if last := ph.Samples[len(ph.Samples)-1].Elapsed; last < ph.Elapsed || last > ph.Elapsed+500*time.Millisecond {
+			t.Errorf("%s: last sample at %v; want it at the end of the run, %v", phaseName(ph.Cached), last, ph.Elapsed)
+		}
+	}
 	var html bytes.Buffer
 	if err := rep.WriteHTML(&html); err != nil {
 		t.Fatal(err)
 	}
 	page := html.String()
-	if n := strings.Count(page, "<svg"); n < 5 {
-		t.Errorf("HTML report has %d SVG elements; want the 5 charts at least", n)
+	if n := strings.Count(page, "<svg"); n != 5 {
+		t.Errorf("HTML report has %d SVG elements; want the 5 charts", n)
 	}
 	for _, ref := range []string{"src=", "href=", "<link", "@import", "url("} {
 		if strings.Contains(page, ref) {
@@ -145,5 +162,49 @@ func TestRecorderClassify(t *testing.T) {
 	want := LagStats{Samples: 2, P50: -2 * time.Millisecond, P99: 3 * time.Millisecond, Max: 3 * time.Millisecond, BeforeReturn: 1}
 	if got != want {
 		t.Errorf("lag = %+v; want %+v", got, want)
+	}
+}
+
+// TestReportProgressReachesTheEnd proves, on synctest's clock, that the
+// progress samples end at the end of the run: with a last sample of their
+// own when the last interval is long enough (a quarter of ProgressEvery),
+// else merged with the interval before, the rate taken over both.
+func TestReportProgressReachesTheEnd(t *testing.T) {
+	tests := []struct {
+		name      string
+		end       time.Duration // of the run
+		wantAt    []time.Duration
+		wantRates []float64
+	}{
+		{"last interval of its own", 2500 * time.Millisecond,
+			[]time.Duration{time.Second, 2 * time.Second, 2500 * time.Millisecond}, []float64{100, 300, 100}},
+		{"short last interval merged", 2100 * time.Millisecond,
+			[]time.Duration{time.Second, 2100 * time.Millisecond}, []float64{100, 350 / 1.1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				l := &load{opts: DemoOptions{ProgressEvery: time.Second}, replicas: []*Replica{{service: &Service{}}}}
+				l.start = time.Now()
+				stop := l.reportProgress("test", io.Discard)
+				at := func(d time.Duration) { time.Sleep(time.Until(l.start.Add(d))) }
+				at(500 * time.Millisecond)
+				l.done.Add(100)
+				at(1500 * time.Millisecond)
+				l.done.Add(300)
+				at(tt.end - 50*time.Millisecond)
+				l.done.Add(50)
+				at(tt.end)
+				samples := stop()
+				if len(samples) != len(tt.wantAt) {
+					t.Fatalf("%d samples %+v; want %d", len(samples), samples, len(tt.wantAt))
+				}
+				for i, s := range samples {
+					if s.Elapsed != tt.wantAt[i] || math.Abs(s.PerSecond-tt.wantRates[i]) > 1e-9 || s.HitRatio != -1 {
+						t.Errorf("sample %d = %+v; want at %v, %.2f/s, no hit ratio", i, s, tt.wantAt[i], tt.wantRates[i])
+					}
+				}
+			})
+		})
 	}
 }

@@ -1,6 +1,6 @@
 // Package catalog is a product-catalog HTTP service built with uber-go/fx
 // around tiercache.Module, on SQLite (modernc.org/sqlite, no cgo) as the
-// source of truth: the example of issue #8, and the load behind
+// source of truth: the runnable example of the library, and the load behind
 // `tiercache demo` (RunDemo).
 //
 // # The service

@@ -212,6 +212,10 @@ func (r Report) WriteText(w io.Writer) error {
 	row("  views in the DB after stop", thousands(on.Views.InDB), thousands(off.Views.InDB))
 	tw.Flush()
 
+	fmt.Fprintf(&b, "\nUpdates: p99 %s with the cache, %s without; %.2f DB queries per update with the cache, %.2f without.\n",
+		latencyOrDash(on.Update, on.Update.P99), latencyOrDash(off.Update, off.Update.P99), on.Update.QueriesPerRequest(), off.Update.QueriesPerRequest())
+	b.WriteString(wrapText(r.updateNote(false), 100, "  "))
+
 	if len(on.Tiers) > 0 {
 		b.WriteString("\nReads per tier, cache on:\n")
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -234,6 +238,41 @@ func (r Report) WriteText(w io.Writer) error {
 	return err
 }
 
+// updateNote says what the update latencies measure and what makes them
+// long with the cache, from what the service does: in a sentence or three
+// for the HTML chart's caption when short, in full otherwise.
+func (r Report) updateNote(short bool) string {
+	on, off, o := r.Cached, r.Uncached, r.Options
+	var b strings.Builder
+	if short {
+		b.WriteString("Update p99: the client's wait for PUT /products/{id}: reading the product, the write-through Write (SQLite's write transaction, then Redis) and the listing's invalidation.")
+	} else {
+		fmt.Fprintf(&b, "An update's latency is the client's wait for PUT /products/{id}, answered 200: the service reads the product (%d statements), "+
+			"writes it through (tiercache's Write runs SQLite's write transaction, a compare-and-set on the version, then stores the value "+
+			"with its invalidation in Redis in one script) and invalidates the category's listing (a few Redis round trips)", DetailQueries)
+		if on.UpdateRetries+off.UpdateRetries > 0 {
+			fmt.Fprintf(&b, "; a try that lost a race to another update of the product is run again, reading it anew (%s tries with the cache, %s without)",
+				thousands(on.UpdateRetries), thousands(off.UpdateRetries))
+		}
+		b.WriteString(".")
+	}
+	if v := on.Views; v.DBWrites > 0 && o.QueryLatency > 0 {
+		rows := float64(v.RowsWritten) / float64(v.DBWrites)
+		hold := roundLatency(time.Duration(rows * float64(o.QueryLatency)))
+		if short {
+			fmt.Fprintf(&b, " With the cache, that transaction queues for SQLite's one write lock behind the view counter's flushes, "+
+				"each holding it about %v here (%.0f rows, %v a statement); without, each view is a one-statement write.", hold, rows, o.QueryLatency)
+		} else {
+			fmt.Fprintf(&b, " With the cache, the write transaction first queues for SQLite's one write lock (busy_timeout) behind the view counter's "+
+				"flushes: each adds, in one transaction, the counts of every product viewed since the last, %.0f rows a flush on average here, "+
+				"each statement delayed %v, so about %v of lock a flush; an update that arrives during a flush waits for its end, behind "+
+				"several longer, so the slowest updates are those that queued behind flushes. Without the cache, each view is a "+
+				"one-statement write that holds the lock briefly.", rows, o.QueryLatency, hold)
+		}
+	}
+	return b.String()
+}
+
 func latencies(r RequestStats) string {
 	if r.Requests == 0 {
 		return "-"
@@ -251,6 +290,30 @@ func roundLatency(d time.Duration) time.Duration {
 	default:
 		return d.Round(time.Microsecond)
 	}
+}
+
+// wrapText breaks s into lines of at most width bytes where it can, at
+// spaces, each line after indent and ending with a newline.
+func wrapText(s string, width int, indent string) string {
+	var b strings.Builder
+	line := 0
+	for i, w := range strings.Fields(s) {
+		if i > 0 && line+1+len(w) > width {
+			b.WriteString("\n")
+			line = 0
+		}
+		if line == 0 {
+			b.WriteString(indent)
+			line = len(indent)
+		} else {
+			b.WriteString(" ")
+			line++
+		}
+		b.WriteString(w)
+		line += len(w)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 // thousands formats n with thin separators: 12,345.
