@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -65,6 +66,11 @@ func (c CounterConfig) withDefaults() (CounterConfig, error) {
 // next flush; the taken hash is deleted only after the flusher succeeded,
 // so a replica that dies in between loses nothing: another replica finds
 // the taken hash in the index after CounterConfig.Interval and flushes it.
+// The taken hash's name, past the prefix, is the batch's id
+// (CounterBatchID): the replica's InstanceID, a random number drawn when
+// the keyspace was created (so that a replica restarted under the same
+// InstanceID neither reuses an id nor renames onto a batch its previous
+// life left) and a sequence number.
 
 // counterKeys are the Redis keys of a keyspace's counters.
 type counterKeys struct {
@@ -74,6 +80,11 @@ type counterKeys struct {
 func (ks *Keyspace[K, V]) counterKeys() counterKeys {
 	base := ks.c.cfg.Namespace + "::cnt:{" + ks.name + "}"
 	return counterKeys{totals: base + ":totals", pending: base + ":pending", index: base + ":taken", takenPrefix: base + ":taken:"}
+}
+
+// counterState is a keyspace's counter state, made by startCounter.
+type counterState[K Key] struct {
+	nonce string // random, drawn by startCounter: part of every batch id
 }
 
 // Incr adds n to key's counter in Redis and returns the new count, which
@@ -134,6 +145,7 @@ func (ks *Keyspace[K, V]) startCounter() error {
 		return nil
 	}
 	ks.counterWake = make(chan struct{}, 1)
+	ks.opts.counter = &counterState[K]{nonce: newInstanceID()}
 	return ks.c.jobs.add(job{
 		name:  fmt.Sprintf("keyspace %q counters", ks.name),
 		run:   ks.runCounter,
@@ -191,12 +203,31 @@ func (ks *Keyspace[K, V]) takeAndFlush(ctx context.Context, min int64) error {
 		}
 		errs = append(errs, err)
 	}
-	taken := ck.takenPrefix + ks.c.cfg.InstanceID + ":" + strconv.FormatUint(ks.counterSeq.Add(1), 10)
+	taken := ck.takenPrefix + ks.c.cfg.InstanceID + ":" + ks.opts.counter.nonce + ":" + strconv.FormatUint(ks.counterSeq.Add(1), 10)
 	counts, err := ks.c.store.TakeCounts(ctx, ck.pending, ck.index, taken, now, min)
 	if err == nil && len(counts) > 0 {
 		err = ks.deliverCounts(ctx, ck, taken, counts)
 	}
 	return errors.Join(append(errs, err)...)
+}
+
+// counterBatchKey is the context key of the batch id of a CounterFlusher
+// call.
+type counterBatchKey struct{}
+
+// CounterBatchID returns, inside a call of a CounterFlusher, the id of the
+// batch of counts the call was given, and "" outside one. A batch keeps its
+// id, and its deltas, until a flusher has succeeded with it: every call
+// given it, after a failure by the same replica or after a crash by the
+// replica that claims it, gets the same id. Ids are unique across
+// replicas, keyspaces and restarts: an id holds the replica's
+// Config.InstanceID, a random 64-bit number drawn when the keyspace was
+// created, and a sequence number. It is printable and at most 38 bytes
+// longer than the InstanceID. See CounterFlusher for how to count each
+// batch once.
+func CounterBatchID(ctx context.Context) string {
+	id, _ := ctx.Value(counterBatchKey{}).(string)
+	return id
 }
 
 // deliverCounts calls the CounterFlusher with counts, taken under taken,
@@ -210,7 +241,8 @@ func (ks *Keyspace[K, V]) deliverCounts(ctx context.Context, ck counterKeys, tak
 		}
 	}
 	if len(deltas) > 0 {
-		if err := guardWriter(ks.name, "counter flush", func() error { return ks.opts.counterFlush(ctx, deltas) }); err != nil {
+		bctx := context.WithValue(ctx, counterBatchKey{}, strings.TrimPrefix(taken, ck.takenPrefix))
+		if err := guardWriter(ks.name, "counter flush", func() error { return ks.opts.counterFlush(bctx, deltas) }); err != nil {
 			return err
 		}
 		ks.st.counterFlushes.Add(1)

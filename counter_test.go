@@ -3,6 +3,8 @@ package tiercache_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -317,5 +319,219 @@ func TestCounterTotalsTTL(t *testing.T) {
 			t.Fatalf("Incr on a Cluster = %d, %v; want 5", n, err)
 		}
 		ttlNear(t, client, totalsKey("tc", "views"), time.Hour)
+	})
+}
+
+// batchCall is one CounterFlusher call: its batch id and deltas.
+type batchCall struct {
+	id     string
+	deltas map[string]int64
+}
+
+// idDB is a database that a CounterFlusher writes to. With useID it
+// records each batch's id (CounterBatchID) in the same transaction as the
+// counts, and skips a batch whose id it has recorded; without, it adds
+// every batch it is given.
+type idDB struct {
+	useID bool
+	mu    sync.Mutex // protects sums and ids
+	sums  map[string]int64
+	ids   map[string]bool
+	calls chan batchCall // every call, once it committed or skipped
+}
+
+func newIDDB(useID bool) *idDB {
+	return &idDB{useID: useID, sums: make(map[string]int64), ids: make(map[string]bool), calls: make(chan batchCall, 1024)}
+}
+
+// commit is the flusher: one transaction.
+func (d *idDB) commit(ctx context.Context, deltas map[string]int64) error {
+	id := tiercache.CounterBatchID(ctx)
+	d.mu.Lock()
+	if !d.useID || !d.ids[id] {
+		for k, n := range deltas {
+			d.sums[k] += n
+		}
+		d.ids[id] = true
+	}
+	d.mu.Unlock()
+	d.calls <- batchCall{id: id, deltas: maps.Clone(deltas)}
+	return nil
+}
+
+func (d *idDB) sum(k string) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sums[k]
+}
+
+// await waits for a call that satisfies ok, and returns it.
+func (d *idDB) await(t *testing.T, ok func(batchCall) bool) batchCall {
+	t.Helper()
+	timer := time.NewTimer(waitTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case c := <-d.calls:
+			if ok(c) {
+				return c
+			}
+		case <-timer.C:
+			t.Fatalf("no such flusher call after %v", waitTimeout)
+			return batchCall{}
+		}
+	}
+}
+
+// TestCounterIdempotent: each CounterFlusher call reads its batch's id
+// with CounterBatchID; the id is the same when the batch is handed again,
+// by the same replica after a failure or by another one after a crash, and
+// differs from batch to batch, also for a replica restarted under the same
+// InstanceID. A replica that dies after its flusher committed a batch and
+// before the acknowledgement has the batch handed again by another: a
+// database that records the ids counts it once, one that does not counts
+// it twice (which proves the test can fail).
+func TestCounterIdempotent(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	cfg := tiercache.KeyspaceConfig{Counter: tiercache.CounterConfig{Every: 5, Interval: 20 * time.Millisecond}}
+
+	if id := tiercache.CounterBatchID(ctx); id != "" {
+		t.Errorf("CounterBatchID outside a flusher = %q; want \"\"", id)
+	}
+
+	tests := []struct {
+		name  string
+		useID bool
+		want  int64
+	}{
+		{name: "WithID", useID: true, want: 5},
+		{name: "WithoutID", useID: false, want: 10},
+	}
+	for i, tt := range tests {
+		t.Run("CrashAfterCommit"+tt.name, func(t *testing.T) {
+			ns := "ic" + strconv.Itoa(i)
+			db := newIDDB(tt.useID)
+			// Replica A's flusher commits, then A dies before the
+			// acknowledgement.
+			a := newReplica(t, srv, tiercache.Config{Namespace: ns})
+			committed := make(chan batchCall, 1)
+			ka := mustKeyspace[string, struct{}](t, a.c, "views", cfg, tiercache.WithCounter[string, struct{}](
+				func(ctx context.Context, deltas map[string]int64) error {
+					if err := db.commit(ctx, deltas); err != nil {
+						return err
+					}
+					committed <- <-db.calls
+					<-ctx.Done() // the crash comes before the acknowledgement
+					return ctx.Err()
+				}))
+			for range 5 {
+				if _, err := ka.Incr(ctx, "k", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			first := <-committed
+			tiercache.Crash(a.c)
+			if first.id == "" {
+				t.Fatal("CounterBatchID in the flusher = \"\"")
+			}
+			// Replica B claims the batch and hands it to its flusher.
+			b := newReplica(t, srv, tiercache.Config{Namespace: ns})
+			mustKeyspace[string, struct{}](t, b.c, "views", cfg, tiercache.WithCounter[string, struct{}](db.commit))
+			again := db.await(t, func(c batchCall) bool { return c.id == first.id })
+			if !maps.Equal(again.deltas, first.deltas) {
+				t.Errorf("the batch handed again holds %v; want %v, as the first time", again.deltas, first.deltas)
+			}
+			if err := b.c.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := db.sum("k"); got != tt.want {
+				t.Errorf("the database counted %d views of 5; want %d", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("SameIDOnRetry", func(t *testing.T) {
+		r := newReplica(t, srv, tiercache.Config{Namespace: "ir"})
+		db := newIDDB(true)
+		var mu sync.Mutex
+		var calls []batchCall
+		failed := false
+		ks := mustKeyspace[string, struct{}](t, r.c, "views", cfg, tiercache.WithCounter[string, struct{}](
+			func(ctx context.Context, deltas map[string]int64) error {
+				mu.Lock()
+				calls = append(calls, batchCall{tiercache.CounterBatchID(ctx), maps.Clone(deltas)})
+				fail := !failed
+				failed = true
+				mu.Unlock()
+				if fail {
+					return errors.New("database down") // before any commit
+				}
+				return db.commit(ctx, deltas)
+			}))
+		for range 5 {
+			if _, err := ks.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		retried := db.await(t, func(batchCall) bool { return true })
+		for range 5 {
+			if _, err := ks.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.await(t, func(batchCall) bool { return db.sum("k") == 10 })
+		mu.Lock()
+		defer mu.Unlock()
+		if calls[0].id != retried.id || !maps.Equal(calls[0].deltas, retried.deltas) {
+			t.Errorf("failed call %v, retried as %v; want the same id and deltas", calls[0], retried)
+		}
+		ids := map[string]bool{}
+		for _, c := range calls[2:] {
+			if c.id == "" || c.id == retried.id || ids[c.id] {
+				t.Errorf("later batch id %q; want one of its own (calls %v)", c.id, calls)
+			}
+			ids[c.id] = true
+		}
+	})
+
+	t.Run("RestartUnderSameInstanceID", func(t *testing.T) {
+		// Replica pod-1 dies inside its flusher, holding a batch of 5.
+		a := newReplica(t, srv, tiercache.Config{Namespace: "is", InstanceID: "pod-1"})
+		inFlush := make(chan string, 1)
+		ka := mustKeyspace[string, struct{}](t, a.c, "views", cfg, tiercache.WithCounter[string, struct{}](
+			func(ctx context.Context, _ map[string]int64) error {
+				inFlush <- tiercache.CounterBatchID(ctx)
+				<-ctx.Done()
+				return ctx.Err()
+			}))
+		for range 5 {
+			if _, err := ka.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dead := <-inFlush
+		tiercache.Crash(a.c)
+		// pod-1 restarts: its batches have ids of their own, and its first
+		// take leaves the batch of its previous life alone.
+		db := newIDDB(true)
+		b := newReplica(t, srv, tiercache.Config{Namespace: "is", InstanceID: "pod-1"})
+		kb := mustKeyspace[string, struct{}](t, b.c, "views", cfg, tiercache.WithCounter[string, struct{}](db.commit))
+		for range 5 {
+			if _, err := kb.Incr(ctx, "k", 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		own := db.await(t, func(c batchCall) bool { return c.id != dead })
+		db.await(t, func(c batchCall) bool { return c.id == dead })
+		if own.id == dead {
+			t.Errorf("the restarted replica's batch id %q is its previous life's", own.id)
+		}
+		if err := b.c.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := db.sum("k"); got != 10 {
+			t.Errorf("the database counted %d; want 10", got)
+		}
 	})
 }
