@@ -247,5 +247,7 @@ func (ks *Keyspace[K, V]) deliverCounts(ctx context.Context, ck counterKeys, tak
 		}
 		ks.st.counterFlushes.Add(1)
 	}
-	return ks.c.store.DoneCounts(ctx, ck.index, taken)
+	// The flusher committed: Stop must not cut the acknowledgement short,
+	// or the batch is handed again. It has the write budget of its own.
+	return ks.c.store.DoneCounts(context.WithoutCancel(ctx), ck.index, taken)
 }

@@ -448,6 +448,10 @@ func TestCounterIdempotent(t *testing.T) {
 			if got := db.sum("k"); got != tt.want {
 				t.Errorf("the database counted %d views of 5; want %d", got, tt.want)
 			}
+			// The batch was acknowledged: no taken batch is left.
+			if n, err := b.client.ZCard(ctx, ns+"::cnt:{views}:taken").Result(); err != nil || n != 0 {
+				t.Errorf("taken batches left = %d, %v; want 0", n, err)
+			}
 		})
 	}
 
