@@ -60,9 +60,10 @@ func WithWriteBehind[K Key, V any](w BatchWriter[K, V]) KeyspaceOption[K, V] {
 }
 
 // WithCounter gives the keyspace counters: Keyspace.Incr counts in Redis at
-// once, and f receives the increments every KeyspaceConfig.Counter.Every
-// increments of a key or every Counter.Interval, whichever comes first, in
-// batches each with its id (CounterBatchID).
+// once (or in process first, with KeyspaceConfig.Counter.LocalWindow), and
+// f receives the increments every KeyspaceConfig.Counter.Every increments
+// of a key or every Counter.Interval, whichever comes first, in batches
+// each with its id (CounterBatchID).
 func WithCounter[K Key, V any](f CounterFlusher[K]) KeyspaceOption[K, V] {
 	return func(o *keyspaceOptions[K, V]) { o.counterFlush = f }
 }
