@@ -1107,28 +1107,39 @@ type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
-// BenchmarkCounter counts 10,000 views per iteration over 10 keys (a
-// serial caller) with CounterConfig{Every: 10, Interval: 1s}, stops the
-// cache (which flushes the rest), and reports the flusher's calls and the
-// key updates they carried per 10,000 views (the seed figure to beat: 100
-// views made 16 updates, i.e. 1,600 per 10,000). It checks that the sums are
-// exact.
+// BenchmarkCounter counts views over 10 keys, one view per op, with
+// CounterConfig{Every: 10, Interval: 1s}, on one Cache per run, then stops
+// it (which sends and flushes the rest, outside the timer) and checks that
+// the flusher received every view, exactly. Redis is each Incr a round
+// trip (the default); LocalWindow sums the views in process and sends them
+// every 10ms (CounterConfig.LocalWindow), in one round trip per window;
+// the Parallel variants count from GOMAXPROCS goroutines (b.RunParallel).
+// HIncrByFloor is the floor of the Redis path: a raw go-redis HINCRBY per
+// view. Each reports views/s (the target with the window: at least
+// 100,000 per replica), the flusher's calls and the key updates they
+// carried per 10,000 views (the seed figure: 1,600), and the round trips
+// that touched the counters per 10,000 views.
 func BenchmarkCounter(b *testing.B) {
-	const views, keys = 10_000, 10
+	const keys = 10
 	srv := startBenchRedis(b)
 	client := newBenchClient(b, srv)
+	trips := new(counterTrips)
+	client.AddHook(trips)
 	ctx := context.Background()
-	var calls, updates, sum atomic.Int64
-	flush := func(_ context.Context, deltas map[int]int64) error {
-		calls.Add(1)
-		updates.Add(int64(len(deltas)))
-		for _, n := range deltas {
-			sum.Add(n)
+	var run atomic.Int64
+	// start starts a Cache with a counting keyspace; stop stops it, checks
+	// the sums and reports.
+	start := func(b *testing.B, window time.Duration) (*tiercache.Keyspace[int, struct{}], func(views int64)) {
+		var calls, updates, sum atomic.Int64
+		flush := func(_ context.Context, deltas map[int]int64) error {
+			calls.Add(1)
+			updates.Add(int64(len(deltas)))
+			for _, n := range deltas {
+				sum.Add(n)
+			}
+			return nil
 		}
-		return nil
-	}
-	for i := 0; b.Loop(); i++ {
-		c, err := tiercache.New(client, tiercache.Config{Namespace: "cnt" + strconv.Itoa(i)})
+		c, err := tiercache.New(client, tiercache.Config{Namespace: "cnt" + strconv.FormatInt(run.Add(1), 10), HeartbeatInterval: -1})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -1136,25 +1147,74 @@ func BenchmarkCounter(b *testing.B) {
 			b.Fatal(err)
 		}
 		ks, err := tiercache.NewKeyspace[int, struct{}](c, "views", tiercache.KeyspaceConfig{
-			Counter: tiercache.CounterConfig{Every: 10, Interval: time.Second}}, tiercache.WithCounter[int, struct{}](flush))
+			Counter: tiercache.CounterConfig{Every: 10, Interval: time.Second, LocalWindow: window}}, tiercache.WithCounter[int, struct{}](flush))
 		if err != nil {
 			b.Fatal(err)
 		}
-		for v := range views {
-			if _, err := ks.Incr(ctx, v%keys, 1); err != nil {
+		trips.n.Store(0)
+		b.ResetTimer()
+		return ks, func(views int64) {
+			b.StopTimer()
+			elapsed := b.Elapsed()
+			if err := c.Stop(ctx); err != nil {
 				b.Fatal(err)
 			}
-		}
-		if err := c.Stop(ctx); err != nil {
-			b.Fatal(err)
+			if got := sum.Load(); got != views {
+				b.Fatalf("the flusher received %d views; want %d", got, views)
+			}
+			per10k := 10_000 / float64(views)
+			b.ReportMetric(float64(calls.Load())*per10k, "flushes/10k-views")
+			b.ReportMetric(float64(updates.Load())*per10k, "key-updates/10k-views")
+			b.ReportMetric(float64(trips.n.Load())*per10k, "round-trips/10k-views")
+			b.ReportMetric(float64(views)/elapsed.Seconds(), "views/s")
 		}
 	}
-	if got, want := sum.Load(), int64(views*b.N); got != want {
-		b.Fatalf("the flusher received %d views; want %d", got, want)
+	serial := func(window time.Duration) func(b *testing.B) {
+		return func(b *testing.B) {
+			ks, stop := start(b, window)
+			var v int64
+			for b.Loop() {
+				if _, err := ks.Incr(ctx, int(v%keys), 1); err != nil {
+					b.Fatal(err)
+				}
+				v++
+			}
+			stop(v)
+		}
 	}
-	b.ReportMetric(float64(calls.Load())/float64(b.N), "flushes/10k-views")
-	b.ReportMetric(float64(updates.Load())/float64(b.N), "key-updates/10k-views")
-	b.ReportMetric(float64(views*b.N)/b.Elapsed().Seconds(), "views/s")
+	parallel := func(window time.Duration) func(b *testing.B) {
+		return func(b *testing.B) {
+			ks, stop := start(b, window)
+			var views, g atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				k, n := int(g.Add(1)), int64(0)
+				for pb.Next() {
+					if _, err := ks.Incr(ctx, k%keys, 1); err != nil {
+						b.Error(err)
+						break
+					}
+					k++
+					n++
+				}
+				views.Add(n)
+			})
+			stop(views.Load())
+		}
+	}
+	b.Run("HIncrByFloor", func(b *testing.B) {
+		var v int
+		for b.Loop() {
+			if err := client.HIncrBy(ctx, "cntfloor", strconv.Itoa(v%keys), 1).Err(); err != nil {
+				b.Fatal(err)
+			}
+			v++
+		}
+		b.ReportMetric(float64(v)/b.Elapsed().Seconds(), "views/s")
+	})
+	b.Run("Redis", serial(0))
+	b.Run("LocalWindow", serial(10*time.Millisecond))
+	b.Run("RedisParallel", parallel(0))
+	b.Run("LocalWindowParallel", parallel(10*time.Millisecond))
 }
 
 // BenchmarkWriteBehind measures WriteBehind, one call at a time (serial,

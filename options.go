@@ -12,6 +12,11 @@ type keyspaceOptions[K Key, V any] struct {
 	writer       Writer[K, V]      // write-through (Keyspace.Write)
 	batchWriter  BatchWriter[K, V] // write-behind (Keyspace.WriteBehind)
 	counterFlush CounterFlusher[K] // counters (Keyspace.Incr)
+
+	// counter is the counters' state, made by startCounter (not an
+	// option): it lives here because keyspaceOptions is the counters'
+	// part of a Keyspace.
+	counter *counterState[K]
 }
 
 // Writer writes one value to the source of truth, for write-through.
@@ -23,6 +28,21 @@ type Writer[K Key, V any] func(ctx context.Context, key K, v V) error
 type BatchWriter[K Key, V any] func(ctx context.Context, values map[K]V) error
 
 // CounterFlusher adds counted increments to the source of truth, by key.
+// Each call is given one batch of counts, whose id CounterBatchID(ctx)
+// returns. A batch stays in Redis until a flusher has succeeded with it:
+// after a failure, or when the replica died between the flusher's commit
+// and the acknowledgement in Redis, the batch is handed again, to the same
+// replica or to another one, with the same id and the same deltas. Two
+// replicas can even be handed one batch at once, when a flush lasts more
+// than twice CounterConfig.Interval and another replica takes the batch
+// for a dead one's.
+//
+// A flusher that must add each increment once records the id in the same
+// transaction as the counts, in a column with a unique constraint, and
+// returns nil without adding anything when the id is there already (a
+// violation of the constraint means another call committed the batch: nil
+// too), so that the batch is acknowledged. A flusher that ignores the id
+// adds a batch twice in those cases.
 type CounterFlusher[K Key] func(ctx context.Context, deltas map[K]int64) error
 
 // WithWriter makes the keyspace write-through: Keyspace.Write runs w, then
@@ -40,8 +60,10 @@ func WithWriteBehind[K Key, V any](w BatchWriter[K, V]) KeyspaceOption[K, V] {
 }
 
 // WithCounter gives the keyspace counters: Keyspace.Incr counts in Redis at
-// once, and f receives the increments every KeyspaceConfig.Counter.Every
-// increments of a key or every Counter.Interval, whichever comes first.
+// once (or in process first, with KeyspaceConfig.Counter.LocalWindow), and
+// f receives the increments every KeyspaceConfig.Counter.Every increments
+// of a key or every Counter.Interval, whichever comes first, in batches
+// each with its id (CounterBatchID).
 func WithCounter[K Key, V any](f CounterFlusher[K]) KeyspaceOption[K, V] {
 	return func(o *keyspaceOptions[K, V]) { o.counterFlush = f }
 }

@@ -41,6 +41,37 @@ const claimCountsSrc = `local names = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf
 for _, n in ipairs(names) do redis.call('ZADD', KEYS[1], ARGV[2], n) end
 return names`
 
+// sendCountsSrc adds a chunk of a replica's increments, ARGV[5] onwards
+// as field, delta pairs, to the totals KEYS[1] and the pending KEYS[2],
+// once: KEYS[3] holds the Seq ARGV[1] of the replica's last chunk applied
+// (expiring in ARGV[3] milliseconds), and a chunk not above it is not
+// applied again, while one beyond the next is refused, so that chunks apply
+// in order. It makes the totals expire in ARGV[2] milliseconds when that is
+// above 0, and returns {1 if applied now, 0 if applied before; 1 if a
+// pending count reached ARGV[4] (above 0) in absolute value, else 0}.
+const sendCountsSrc = `local seq = tonumber(ARGV[1])
+local last = redis.call('GET', KEYS[3])
+if last then
+  last = tonumber(last)
+  if seq <= last then return {0, 0} end
+  if seq ~= last + 1 then return redis.error_reply('ERR counts chunk ' .. ARGV[1] .. ' sent after chunk ' .. last) end
+end
+local every = tonumber(ARGV[4])
+local due = 0
+for i = 5, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  local p = redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  if every > 0 and math.abs(p) >= every then due = 1 end
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+return {1, due}`
+
+// countSentSrc returns field ARGV[1] of the hash KEYS[1] and the string
+// KEYS[2], each "0" when absent, read atomically.
+const countSentSrc = `return {redis.call('HGET', KEYS[1], ARGV[1]) or '0', redis.call('GET', KEYS[2]) or '0'}`
+
 // Incr adds n to field of the totals and pending hashes and, with
 // totalsTTL of a millisecond or more, makes the totals expire totalsTTL
 // from now (a totalsTTL of 0 or less leaves their TTL as it is), in one
@@ -62,6 +93,116 @@ func (s *Store) Incr(ctx context.Context, totals, pending, field string, n int64
 		return 0, 0, fmt.Errorf("l2 incr %q: %d results", field, len(res))
 	}
 	return res[0], res[1], nil
+}
+
+// CountChunk is a part of what one replica counted in process, sent to
+// Redis by SendCounts: Fields and Deltas are parallel, and Seq numbers the
+// chunk among the replica's chunks, from 1 up, without gaps.
+type CountChunk struct {
+	Seq    uint64
+	Fields []string
+	Deltas []int64
+}
+
+// SendCounts adds each chunk's deltas to its fields in the totals and
+// pending hashes, one script per chunk (atomic), all chunks in one
+// pipelined round trip, and makes the totals expire totalsTTL from now
+// (0 or less: their TTL is left as it is). sent, a key of the replica's
+// own, records the Seq of its last chunk applied and expires sentTTL after
+// it: a chunk whose Seq is not above it was applied before and is not
+// applied again (a retry after a reply was lost), and a chunk whose Seq is
+// beyond the next is refused, so chunks apply once each, in order. It
+// returns how many of chunks, from the first, are applied now (by this
+// call or an earlier one), whether a pending count reached every (above
+// 0) in absolute value, and the error of the first chunk not applied. The
+// three keys must be in one hash slot.
+func (s *Store) SendCounts(ctx context.Context, totals, pending, sent string, chunks []CountChunk, totalsTTL, sentTTL time.Duration, every int64) (applied int, due bool, err error) {
+	if len(chunks) == 0 {
+		return 0, false, nil
+	}
+	if !s.usable() {
+		return 0, false, fmt.Errorf("l2 send counts %q: %w", pending, errNoStore)
+	}
+	script := redis.NewScript(sendCountsSrc)
+	keys := []string{totals, pending, sent}
+	argv := make([][]any, len(chunks))
+	n := 0
+	for i, c := range chunks {
+		if len(c.Fields) != len(c.Deltas) {
+			return 0, false, fmt.Errorf("l2 send counts %q: chunk %d has %d fields and %d deltas", pending, c.Seq, len(c.Fields), len(c.Deltas))
+		}
+		a := make([]any, 0, 4+2*len(c.Fields))
+		a = append(a, c.Seq, totalsTTL.Milliseconds(), max(sentTTL.Milliseconds(), 1), every)
+		for j, f := range c.Fields {
+			a = append(a, f, c.Deltas[j])
+		}
+		argv[i] = a
+		n += len(c.Fields)
+	}
+	cmds := make([]*redis.Cmd, len(chunks))
+	err = s.call(ctx, s.writeTimeout, "l2 send counts", pending, n, func(ctx context.Context) error {
+		pipe := func(run func(ctx context.Context, c redis.Scripter, keys []string, args ...any) *redis.Cmd) ([]redis.Cmder, error) {
+			return s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := range chunks {
+					cmds[i] = run(ctx, p, keys, argv[i]...)
+				}
+				return nil
+			})
+		}
+		res, err := pipe(script.EvalSha)
+		if noScript(res) {
+			// Safe to send again: a chunk already applied is not applied twice.
+			res, err = pipe(script.Eval)
+		}
+		return firstReal(res, err, len(chunks))
+	})
+	for i, cmd := range cmds {
+		if cmd == nil {
+			break // the breaker refused the call
+		}
+		res, cerr := cmd.Int64Slice()
+		if cerr == nil && len(res) != 2 {
+			cerr = fmt.Errorf("%d results", len(res))
+		}
+		if cerr != nil {
+			if err == nil {
+				err = fmt.Errorf("l2 send counts %q: chunk %d: %w", pending, chunks[i].Seq, cerr)
+			}
+			return i, due, err
+		}
+		due = due || res[1] == 1
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return len(chunks), due, nil
+}
+
+// CountSent returns field of the hash totals and the Seq of the last chunk
+// that SendCounts applied under sent, each 0 when absent, read atomically
+// in one round trip. Both keys must be in one hash slot.
+func (s *Store) CountSent(ctx context.Context, totals, field, sent string) (n int64, seq uint64, err error) {
+	if !s.usable() {
+		return 0, 0, fmt.Errorf("l2 count %q: %w", totals, errNoStore)
+	}
+	var res []string
+	err = s.call(ctx, s.readTimeout, "l2 count", totals, 1, func(ctx context.Context) (err error) {
+		res, err = redis.NewScript(countSentSrc).Run(ctx, s.c, []string{totals, sent}, field).StringSlice()
+		return err
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("l2 count %q: %d results", totals, len(res))
+	}
+	if n, err = strconv.ParseInt(res[0], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("l2 count %q: count of %q: %w", totals, field, err)
+	}
+	if seq, err = strconv.ParseUint(res[1], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("l2 count %q: sent %q: %w", totals, sent, err)
+	}
+	return n, seq, nil
 }
 
 // TakeCounts moves the pending hash to taken, listed in index with score
