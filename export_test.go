@@ -72,7 +72,7 @@ func BookkeepingKeys[K Key, V any](ks *Keyspace[K, V], key K, tag, id string) []
 		ks.writeMarker(rkey),
 		ks.tagSet(tag), ks.tagSet(tag) + ":pending", ks.tagVersionsKey(),
 		ck.totals, ck.pending, ck.index, ck.takenPrefix + id,
-		ks.c.store.FenceKey(rkey),
+		ks.c.store.FenceKey(rkey), ks.c.gensKey(),
 		PresenceKey(ks.c.cfg.Namespace, id), PresenceIndexKey(ks.c.cfg.Namespace),
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Generations: Clear in a constant number of round trips.
@@ -259,4 +261,36 @@ func genless(ns string) func(string) string {
 		}
 		return head + rest[:at] + rest[end:]
 	}
+}
+
+// GenerationPrefix returns the prefix of the Redis keys of keyspace's
+// values in namespace ("" is DefaultNamespace) under the keyspace's
+// current generation, read from Redis: "<namespace>:<keyspace>:" until
+// the keyspace is first cleared (see Keyspace.Clear),
+// "<namespace>:<keyspace>@<generation>:" after. Tools that read values
+// without a Cache (the tiercache CLI) use it.
+func GenerationPrefix(ctx context.Context, client redis.UniversalClient, namespace, keyspace string) (string, error) {
+	if namespace == "" {
+		namespace = DefaultNamespace
+	}
+	vals, err := client.HMGet(ctx, namespace+"::gens", keyspace, "*").Result()
+	if err != nil {
+		return "", fmt.Errorf("tiercache: generation of keyspace %q: %w", keyspace, err)
+	}
+	var g uint64
+	for _, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return "", fmt.Errorf("tiercache: generation of keyspace %q: %q: %w", keyspace, s, err)
+		}
+		g = max(g, n)
+	}
+	if g == 0 {
+		return namespace + ":" + keyspace + ":", nil
+	}
+	return namespace + ":" + keyspace + "@" + strconv.FormatUint(g, 10) + ":", nil
 }

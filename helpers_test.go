@@ -2,6 +2,8 @@ package tiercache_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 
@@ -13,8 +15,18 @@ import (
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
+// TestMain runs the tests, stops the example's redis-server, then fails a
+// run that left goroutines behind.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) { stopExampleRedis() }))
+	code := m.Run()
+	stopExampleRedis()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: goroutines left after a successful run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // waitTimeout bounds every wait in these tests: a wait that runs out is a

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -339,13 +340,8 @@ func set[K tiercache.Key, V any](t *testing.T, ks *tiercache.Keyspace[K, V], key
 	if err := ks.SetTagged(context.Background(), key, v, tags...); err != nil {
 		t.Fatal(err)
 	}
-	k := keyString(ks.RedisKey(key), ks.Name())
+	k := fmt.Sprint(key) // keys are named as in Redis: integers in decimal
 	for _, r := range all {
 		r.waitInvalidation(t, ks.Name()+" "+k, keysOf(ks.Name(), k))
 	}
-}
-
-// keyString returns the key part of rk, a Redis key of keyspace.
-func keyString(rk, keyspace string) string {
-	return rk[strings.Index(rk, ":"+keyspace+":")+len(keyspace)+2:]
 }

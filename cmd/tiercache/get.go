@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/codec"
 )
 
@@ -105,23 +106,36 @@ that none of the live replicas uses is refused unless --force.`, sampleKeys), tr
 		}
 	}
 
+	// After a Clear the keyspace's values live under a new generation.
+	pre, err := tiercache.GenerationPrefix(ctx, client, ns, keyspace)
+	if err != nil {
+		return err
+	}
+	rk = pre + key
 	var (
 		get  *redis.StringCmd
 		pttl *redis.DurationCmd
 	)
 	if _, err := client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		get = p.Get(ctx, rk)
+		// Never more than the library reads: a longer value is not sent.
+		get = p.GetRange(ctx, rk, 0, codec.DefaultMaxSize)
 		pttl = p.PTTL(ctx, rk)
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("read %q: %w", rk, err)
 	}
 	data, err := get.Bytes()
+	if err == nil && len(data) == 0 && pttl.Val() == -2*time.Nanosecond {
+		err = redis.Nil // GETRANGE says "" for a missing key; PTTL tells
+	}
 	if errors.Is(err, redis.Nil) {
 		return missingKey(ctx, client, ns, keyspace, key, rk, *keyType)
 	}
 	if err != nil {
 		return fmt.Errorf("read %q: %w", rk, err)
+	}
+	if len(data) > codec.DefaultMaxSize {
+		return fmt.Errorf("%q holds a value longer than %d bytes, more than the library reads: not shown", rk, codec.DefaultMaxSize)
 	}
 	res := getResult{Key: key, RedisKey: rk, TTLMillis: ttlMillis(pttl.Val()), Tags: []string{}}
 	cd, err := codec.New(codec.Options{}) // the library's default limits

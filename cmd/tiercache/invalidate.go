@@ -8,7 +8,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,9 +16,6 @@ import (
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/bus"
 )
-
-// defaultDeleteBatch is how many keys invalidate --all deletes per Delete.
-const defaultDeleteBatch = 256
 
 // maxScannedKey is the MaxKeyLength of the CLI's Cache, above the default
 // so that --all can delete the keys of replicas that raised theirs; keys
@@ -36,7 +32,6 @@ type invalidation struct {
 	tags     []string // --tag mode
 	all      bool     // --all mode
 	l1Only   bool
-	batch    int
 }
 
 func runInvalidate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -50,8 +45,8 @@ the library's own scripts: each deletion and its invalidation message reach
 Redis in one atomic step, as Keyspace.Delete does. KEY... deletes those keys
 (an integer key in decimal: "42" is the key 42 of an int64 keyspace). --tag
 deletes every value carrying the tag, as Keyspace.InvalidateTags does. --all
-SCANs the keyspace's keys (every master of a Cluster), deletes them in
-batches, then publishes a flush of the keyspace.
+clears the keyspace, as Keyspace.Clear does: one step, whatever the number
+of keys, without scanning them.
 --l1-only leaves Redis alone and only publishes the invalidation: the keys,
 the tags (replicas then flush the keyspace: they keep no tag index) or a
 flush of the keyspace.
@@ -61,12 +56,11 @@ A keyspace that none of the live replicas uses is refused unless --force.`, true
 	all := fs.Bool("all", false, "invalidate every key of the keyspace")
 	l1Only := fs.Bool("l1-only", false, "only publish the invalidation: evict from the replicas' L1, leave Redis as it is")
 	force := fs.Bool("force", false, "go on even if no live replica uses the keyspace")
-	batch := fs.Int("batch", defaultDeleteBatch, "delete `N` keys per call with --all")
 	rest, err := fs.parse(args, stdout)
 	if err != nil {
 		return err
 	}
-	inv, err := invalidationOf(rest, tags, *all, *l1Only, *batch)
+	inv, err := invalidationOf(rest, tags, *all, *l1Only)
 	if err != nil {
 		return err
 	}
@@ -95,11 +89,11 @@ A keyspace that none of the live replicas uses is refused unless --force.`, true
 
 // invalidationOf checks the arguments: a keyspace and exactly one of keys,
 // --tag and --all.
-func invalidationOf(rest, tags []string, all, l1Only bool, batch int) (invalidation, error) {
+func invalidationOf(rest, tags []string, all, l1Only bool) (invalidation, error) {
 	if len(rest) == 0 {
 		return invalidation{}, usageErrorf("want KEYSPACE and KEY..., --tag TAG or --all")
 	}
-	inv := invalidation{keyspace: rest[0], keys: rest[1:], tags: tags, all: all, l1Only: l1Only, batch: batch}
+	inv := invalidation{keyspace: rest[0], keys: rest[1:], tags: tags, all: all, l1Only: l1Only}
 	if err := checkKeyspaceName(inv.keyspace); err != nil {
 		return inv, err
 	}
@@ -114,8 +108,6 @@ func invalidationOf(rest, tags []string, all, l1Only bool, batch int) (invalidat
 		return inv, usageErrorf("nothing to invalidate in keyspace %q: give keys, --tag TAG or --all", inv.keyspace)
 	case modes > 1:
 		return inv, usageErrorf("give keys, --tag or --all, only one of them")
-	case batch < 1:
-		return inv, usageErrorf("--batch %d: want at least 1", batch)
 	}
 	for _, t := range inv.tags {
 		if err := checkTag(t); err != nil {
@@ -187,7 +179,7 @@ func (inv invalidation) apply(ctx context.Context, client redis.UniversalClient,
 			plural(int(s.TagDeletes), "key"), strings.Join(inv.tags, " or "), plural(int(s.Published), "invalidation"))
 		return nil
 	default:
-		return inv.deleteAll(ctx, client, conn, origin, ks, stdout)
+		return inv.clearAll(ctx, ks, stdout)
 	}
 }
 
@@ -219,39 +211,13 @@ func (inv invalidation) deleteKeys(ctx context.Context, client redis.UniversalCl
 	return nil
 }
 
-// deleteAll deletes every key of the keyspace, batch by batch as SCAN
-// finds them, then publishes a flush of the keyspace so that no L1 keeps an
-// entry whose key had gone from Redis already.
-func (inv invalidation) deleteAll(ctx context.Context, client redis.UniversalClient, conn *connFlags, origin string, ks *tiercache.Keyspace[string, msgpack.RawMessage], stdout io.Writer) error {
-	prefix := ks.RedisKey("")
-	var (
-		mu      sync.Mutex // protects deleted
-		deleted int
-	)
-	err := scan(ctx, client, globEscape(prefix)+"*", func(ctx context.Context, rkeys []string) error {
-		for len(rkeys) > 0 {
-			n := min(inv.batch, len(rkeys))
-			keys := make([]string, n)
-			for i, rk := range rkeys[:n] {
-				keys[i] = rk[len(prefix):]
-			}
-			if err := ks.Delete(ctx, keys...); err != nil {
-				return err
-			}
-			mu.Lock()
-			deleted += n
-			mu.Unlock()
-			rkeys = rkeys[n:]
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("after deleting %d keys: %w", deleted, err)
+// clearAll clears the keyspace with Keyspace.Clear: one script moves it
+// to a new generation and publishes the flush that names it, whatever the
+// number of keys; Redis frees the old values as their TTLs run out.
+func (inv invalidation) clearAll(ctx context.Context, ks *tiercache.Keyspace[string, msgpack.RawMessage], stdout io.Writer) error {
+	if err := ks.Clear(ctx); err != nil {
+		return err
 	}
-	if err := bus.Publish(ctx, client, conn.channel, bus.Message{Origin: origin, Keyspace: inv.keyspace, Flush: true}); err != nil {
-		return fmt.Errorf("deleted %d keys, then: %w", deleted, err)
-	}
-	fmt.Fprintf(stdout, "deleted %s, published %s (the last a flush of keyspace %q)\n",
-		plural(deleted, "key"), plural(int(ks.Stats().Published)+1, "invalidation"), inv.keyspace)
+	fmt.Fprintf(stdout, "cleared keyspace %q: its values are gone for every replica (a new generation; Redis frees the old ones as their TTLs run out), published 1 invalidation\n", inv.keyspace)
 	return nil
 }
