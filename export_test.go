@@ -71,7 +71,7 @@ func BookkeepingKeys[K Key, V any](ks *Keyspace[K, V], key K, tag, id string) []
 		wb, wb + ":last", wb + ":dead", wb + ":flight:" + formatKey(key),
 		ks.writeMarker(rkey),
 		ks.tagSet(tag), ks.tagSet(tag) + ":pending", ks.tagVersionsKey(),
-		ck.totals, ck.pending, ck.index, ck.takenPrefix + id,
+		ck.totals, ck.pending, ck.index, ck.takenPrefix + id, ck.sentPrefix + id,
 		ks.c.store.FenceKey(rkey), ks.c.gensKey(),
 		PresenceKey(ks.c.cfg.Namespace, id), PresenceIndexKey(ks.c.cfg.Namespace),
 	}
