@@ -910,7 +910,7 @@ func TestBoundMaxStaleness(t *testing.T) {
 			<-wait.C // the fault's length, not a synchronisation
 			e.proxy.Heal()
 		}},
-		{"MaxStaleness_Throttle", 900, 2, func(t *testing.T, e env) {
+		{"MaxStaleness_Throttle", 900, 4, func(t *testing.T, e env) {
 			throttle := func() int {
 				subs := pubsubAddrs(t, e.srv)
 				return e.proxy.Throttle(func(a string) bool { return subs[a] }, rate)

@@ -521,8 +521,11 @@ func TestWriteBehind(t *testing.T) {
 		stopCtx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 		defer cancel()
 		err := r.c.Stop(stopCtx)
-		if err == nil || !strings.Contains(err.Error(), "redis failing") || errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Stop with Redis down = %v; want it to give up on the flush before its deadline", err)
+		// A call to the dead server may time out on its own budget (the
+		// error then wraps DeadlineExceeded too); what matters is that
+		// Stop gave up before its own deadline.
+		if err == nil || !strings.Contains(err.Error(), "redis failing") || stopCtx.Err() != nil {
+			t.Errorf("Stop with Redis down = %v (its ctx: %v); want it to give up on the flush before its deadline", err, stopCtx.Err())
 		}
 	})
 

@@ -13,6 +13,7 @@ import (
 // a product spread over seven more tables, as in a real shop, so that the
 // product page costs DetailQueries statements when it is not cached.
 const schema = `
+DROP TABLE IF EXISTS view_batches;
 DROP TABLE IF EXISTS related;
 DROP TABLE IF EXISTS stock;
 DROP TABLE IF EXISTS reviews;
@@ -22,6 +23,9 @@ DROP TABLE IF EXISTS images;
 DROP TABLE IF EXISTS descriptions;
 DROP TABLE IF EXISTS products;
 DROP TABLE IF EXISTS categories;
+CREATE TABLE view_batches ( -- view counts applied, by tiercache's batch id
+	id TEXT PRIMARY KEY
+);
 CREATE TABLE categories (
 	id   INTEGER PRIMARY KEY,
 	name TEXT NOT NULL

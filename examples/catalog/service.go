@@ -53,14 +53,12 @@ func ListingOptions() []tiercache.KeyspaceOption[int64, Listing] {
 // every Counter.Interval, and on Stop; onFlushed, if not nil, is called
 // after each flush that reached the database.
 //
-// The flush is one transaction, but it is not idempotent: a replica that
-// dies after the commit and before tiercache deletes the batch it took has
-// that batch flushed again by another replica, counted twice. tiercache's
-// CounterFlusher receives no batch identity that a table of applied batches
-// could record in the same transaction.
+// The flush records the batch's id (tiercache.CounterBatchID) in the same
+// transactions as its counts, so a batch handed out again, after a replica
+// died between the commit and the acknowledgement, is not counted twice.
 func ViewOptions(db *DB, onFlushed func(deltas map[int64]int64)) []tiercache.KeyspaceOption[int64, int64] {
 	flush := func(ctx context.Context, deltas map[int64]int64) error {
-		if err := db.addViews(ctx, deltas); err != nil {
+		if err := db.addViews(ctx, tiercache.CounterBatchID(ctx), deltas); err != nil {
 			return err
 		}
 		if onFlushed != nil {
@@ -243,14 +241,13 @@ func (s *Service) UpdateProduct(ctx context.Context, id int64, u ProductUpdate) 
 // invalidateListing evicts category id's listing on every replica, after
 // one of its products changed.
 //
-// InvalidateTags finds every value stored with the tag. A load in flight
-// is tagged only when it stores its value, so the tag cannot find it if it
-// read the database before the update and stores after the invalidation:
-// deleting the listing's key too voids its lease (KeyspaceConfig.Lease),
-// and so that load's old value. A failure leaves other replicas' copies
-// until their L1 TTL: the product update itself succeeded, so it is logged.
+// InvalidateTags deletes every value stored with the tag, and voids the
+// loads in flight of values carrying it: a listing read from the database
+// before the update is not stored after it. A failure leaves other
+// replicas' copies until their L1 TTL: the product update itself
+// succeeded, so it is logged.
 func (s *Service) invalidateListing(ctx context.Context, id int64) {
-	err := errors.Join(s.ks.Listings.InvalidateTags(ctx, catTag(id)), s.ks.Listings.Delete(ctx, id))
+	err := s.ks.Listings.InvalidateTags(ctx, catTag(id))
 	if err != nil {
 		s.log.Warn("catalog: category listing not invalidated", "category", id, "err", err)
 	}
@@ -263,16 +260,15 @@ func (s *Service) RenameCategory(ctx context.Context, id int64, name string) err
 	if err := validName(name); err != nil {
 		return err
 	}
-	ids, err := s.db.renameCategory(ctx, id, name, time.Now())
-	if err != nil {
+	if _, err := s.db.renameCategory(ctx, id, name, time.Now()); err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
 	if s.cache == nil {
 		return nil
 	}
-	// The tag evicts every page stored; deleting the ids too voids loads
-	// in flight, as in invalidateListing.
-	err = errors.Join(s.ks.Products.InvalidateTags(ctx, catTag(id)), s.ks.Products.Delete(ctx, ids...))
+	// The tag evicts every page stored and voids the loads in flight, as
+	// in invalidateListing.
+	err := s.ks.Products.InvalidateTags(ctx, catTag(id))
 	s.invalidateListing(ctx, id)
 	if err != nil {
 		return fmt.Errorf("catalog: category %d renamed; product pages not invalidated: %w", id, err)

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tiercache/tiercache"
@@ -180,22 +183,49 @@ func (d *DB) renameCategory(ctx context.Context, id int64, name string, now time
 	return ids, err
 }
 
-// addViews adds deltas to the products' views column in one transaction.
+// viewChunk bounds the products one transaction of addViews updates, so
+// that a flush holds SQLite's write lock briefly and product updates get
+// it between two chunks.
+const viewChunk = 16
+
+// addViews adds deltas, the batch of views tiercache calls batch, to the
+// products' views column, in transactions of at most viewChunk products.
+// Each records its chunk of the batch in view_batches, in the same
+// transaction, and a chunk already recorded is skipped: a batch handed out
+// again (its replica died after the commit, before the acknowledgement) is
+// not counted twice. Without a batch id, every chunk is applied.
 // It is the "views" keyspace's CounterFlusher.
-func (d *DB) addViews(ctx context.Context, deltas map[int64]int64) error {
-	err := d.write(ctx, func(c conn) error {
-		for id, n := range deltas {
-			if _, err := c.exec(ctx, `UPDATE products SET views = views + ? WHERE id = ?`, n, id); err != nil {
-				return fmt.Errorf("add %d views to product %d: %w", n, id, err)
+func (d *DB) addViews(ctx context.Context, batch string, deltas map[int64]int64) error {
+	ids := slices.Sorted(maps.Keys(deltas)) // the same chunks on every try
+	for start, chunk := 0, 0; start < len(ids); start, chunk = start+viewChunk, chunk+1 {
+		part := ids[start:min(start+viewChunk, len(ids))]
+		applied := false
+		err := d.write(ctx, func(c conn) error {
+			if batch != "" {
+				res, err := c.exec(ctx, `INSERT INTO view_batches (id) VALUES (?) ON CONFLICT DO NOTHING`, batch+"#"+strconv.Itoa(chunk))
+				if err != nil {
+					return fmt.Errorf("record view batch %s: %w", batch, err)
+				}
+				if n, err := res.RowsAffected(); err != nil || n == 0 {
+					applied = true // counted before: skip
+					return err
+				}
 			}
+			for _, id := range part {
+				if _, err := c.exec(ctx, `UPDATE products SET views = views + ? WHERE id = ?`, deltas[id], id); err != nil {
+					return fmt.Errorf("add %d views to product %d: %w", deltas[id], id, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return err
+		if !applied {
+			d.viewTx.Add(1)
+			d.viewRows.Add(int64(len(part)))
+		}
 	}
-	d.viewTx.Add(1)
-	d.viewRows.Add(int64(len(deltas)))
 	return nil
 }
 
