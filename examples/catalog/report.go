@@ -245,30 +245,22 @@ func (r Report) updateNote(short bool) string {
 	on, off, o := r.Cached, r.Uncached, r.Options
 	var b strings.Builder
 	if short {
-		b.WriteString("Update p99: the client's wait for PUT /products/{id}: reading the product, the write-through Write (SQLite's write transaction, then Redis) and the listing's invalidation.")
+		b.WriteString("Update p99: the client's wait for PUT /products/{id}: reading the product (from the cache with it, else the database), the write-through Write (SQLite's write transaction, then Redis) and the listing's invalidation.")
 	} else {
-		fmt.Fprintf(&b, "An update's latency is the client's wait for PUT /products/{id}, answered 200: the service reads the product (%d statements), "+
-			"writes it through (tiercache's Write runs SQLite's write transaction, a compare-and-set on the version, then stores the value "+
-			"with its invalidation in Redis in one script) and invalidates the category's listing (a few Redis round trips)", DetailQueries)
+		fmt.Fprintf(&b, "An update's latency is the client's wait for PUT /products/{id}, answered 200: the service reads the product "+
+			"(with the cache, its cached page, usually from L1; without, %d statements), writes it through (tiercache's Write runs SQLite's "+
+			"write transaction, a compare-and-set on the version, then stores the value with its invalidation in Redis in one script) and "+
+			"invalidates the category's listing by its tag (two Redis round trips)", DetailQueries)
 		if on.UpdateRetries+off.UpdateRetries > 0 {
-			fmt.Fprintf(&b, "; a try that lost a race to another update of the product is run again, reading it anew (%s tries with the cache, %s without)",
+			fmt.Fprintf(&b, "; a try that lost a race to another update of the product (or started from a cached page an update had "+
+				"just replaced) is run again, reading the database (%s tries with the cache, %s without)",
 				thousands(on.UpdateRetries), thousands(off.UpdateRetries))
 		}
 		b.WriteString(".")
 	}
-	if v := on.Views; v.DBWrites > 0 && o.QueryLatency > 0 {
-		rows := float64(v.RowsWritten) / float64(v.DBWrites)
-		hold := roundLatency(time.Duration(rows * float64(o.QueryLatency)))
-		if short {
-			fmt.Fprintf(&b, " With the cache, that transaction queues for SQLite's one write lock behind the view counter's flushes, "+
-				"each holding it about %v here (%.0f rows, %v a statement); without, each view is a one-statement write.", hold, rows, o.QueryLatency)
-		} else {
-			fmt.Fprintf(&b, " With the cache, the write transaction first queues for SQLite's one write lock (busy_timeout) behind the view counter's "+
-				"flushes: each adds, in one transaction, the counts of every product viewed since the last, %.0f rows a flush on average here, "+
-				"each statement delayed %v, so about %v of lock a flush; an update that arrives during a flush waits for its end, behind "+
-				"several longer, so the slowest updates are those that queued behind flushes. Without the cache, each view is a "+
-				"one-statement write that holds the lock briefly.", rows, o.QueryLatency, hold)
-		}
+	if v := on.Views; v.DBWrites > 0 && o.QueryLatency > 0 && !short {
+		fmt.Fprintf(&b, " Every write waits for SQLite's one write lock: with the cache the view counter's flushes take it %s times, "+
+			"each for two statements; without, every view takes it, for one.", thousands(v.DBWrites))
 	}
 	return b.String()
 }

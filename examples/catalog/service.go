@@ -190,9 +190,11 @@ func (s *Service) View(ctx context.Context, id int64) (int64, error) {
 // UpdateProduct sets product id's name and price, bumping its version, and
 // returns its new page.
 //
-// The update is based on the database's current row, never on a cached
-// copy, and written with a compare-and-set on the version (ErrConflict
-// after maxUpdateTries lost races). With the cache it goes through the
+// The update is written with a compare-and-set on the version (ErrConflict
+// after maxUpdateTries lost races). With the cache, its first try starts
+// from the cached page (read as Product does, usually from L1, without a
+// database query): a stale copy fails the compare-and-set, and every later
+// try reads the database's current row. With the cache it goes through the
 // product keyspace's Write: the database first, then Redis with the
 // invalidation of every replica's L1, in one step; writes of one product
 // that overlap on several replicas delete it from the cache instead. Then
@@ -204,8 +206,16 @@ func (s *Service) UpdateProduct(ctx context.Context, id int64, u ProductUpdate) 
 	if !(u.Price >= 0 && u.Price < 1e9) {
 		return ProductDetail{}, fmt.Errorf("%w: price %v is not in [0, 1e9)", errInvalid, u.Price)
 	}
-	for range maxUpdateTries {
-		cur, err := s.db.loadDetail(ctx, id)
+	for try := range maxUpdateTries {
+		var (
+			cur ProductDetail
+			err error
+		)
+		if try == 0 && s.cache != nil {
+			cur, err = s.ks.Products.GetOrLoad(ctx, id, s.db.loadDetail)
+		} else {
+			cur, err = s.db.loadDetail(ctx, id)
+		}
 		if err != nil {
 			return ProductDetail{}, fmt.Errorf("catalog: update: %w", err)
 		}

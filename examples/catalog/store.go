@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tiercache/tiercache"
@@ -183,17 +184,17 @@ func (d *DB) renameCategory(ctx context.Context, id int64, name string, now time
 	return ids, err
 }
 
-// viewChunk bounds the products one transaction of addViews updates, so
-// that a flush holds SQLite's write lock briefly and product updates get
-// it between two chunks.
-const viewChunk = 16
+// viewChunk bounds the products one statement of addViews updates.
+const viewChunk = 200
 
 // addViews adds deltas, the batch of views tiercache calls batch, to the
-// products' views column, in transactions of at most viewChunk products.
-// Each records its chunk of the batch in view_batches, in the same
-// transaction, and a chunk already recorded is skipped: a batch handed out
-// again (its replica died after the commit, before the acknowledgement) is
-// not counted twice. Without a batch id, every chunk is applied.
+// products' views column: per chunk of at most viewChunk products, one
+// transaction of two statements (the chunk recorded in view_batches, then
+// one UPDATE of every product of the chunk), so that a flush holds SQLite's
+// write lock about as long as one view's write without the cache. A chunk
+// already recorded is skipped: a batch handed out again (its replica died
+// after the commit, before the acknowledgement) is not counted twice.
+// Without a batch id, every chunk is applied.
 // It is the "views" keyspace's CounterFlusher.
 func (d *DB) addViews(ctx context.Context, batch string, deltas map[int64]int64) error {
 	ids := slices.Sorted(maps.Keys(deltas)) // the same chunks on every try
@@ -211,10 +212,19 @@ func (d *DB) addViews(ctx context.Context, batch string, deltas map[int64]int64)
 					return err
 				}
 			}
+			var q strings.Builder
+			args := make([]any, 0, 3*len(part))
+			q.WriteString(`UPDATE products SET views = views + CASE id`)
 			for _, id := range part {
-				if _, err := c.exec(ctx, `UPDATE products SET views = views + ? WHERE id = ?`, deltas[id], id); err != nil {
-					return fmt.Errorf("add %d views to product %d: %w", deltas[id], id, err)
-				}
+				q.WriteString(` WHEN ? THEN ?`)
+				args = append(args, id, deltas[id])
+			}
+			q.WriteString(` ELSE 0 END WHERE id IN (?` + strings.Repeat(`, ?`, len(part)-1) + `)`)
+			for _, id := range part {
+				args = append(args, id)
+			}
+			if _, err := c.exec(ctx, q.String(), args...); err != nil {
+				return fmt.Errorf("add views to %d products: %w", len(part), err)
 			}
 			return nil
 		})
