@@ -379,6 +379,33 @@ return redis.call('PUBLISH', ARGV[3], ARGV[4])`)
 			i++
 		}
 	})
+	// SetMultiFloor is the same write and invalidation as a transaction
+	// of raw go-redis commands, MULTI SET PUBLISH EXEC: one round trip,
+	// atomic, no script.
+	b.Run("SetMultiFloor", func(b *testing.B) {
+		msg, err := bus.Message{Version: bus.WireVersion, Origin: "floor", Keyspace: "str", Keys: []string{"user:1"}}.Marshal()
+		if err != nil {
+			b.Fatal(err)
+		}
+		channel := e.cache.Config().Channel
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			raw, err := msgpack.Marshal(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			key := "floor:" + strconv.Itoa(i%benchKeys)
+			if _, err := e.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, key, raw, benchTTL)
+				p.Publish(ctx, channel, msg)
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
 	b.Run("SetFloor", func(b *testing.B) {
 		b.ReportAllocs()
 		i := 0
