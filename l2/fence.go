@@ -97,7 +97,13 @@ func (s *Store) FenceKey(key string) string {
 	if s.fenceName != nil && !isCluster(s.c) {
 		key = s.fenceName(key)
 	}
-	return s.fencePrefix + "{" + slotTags()[slot(key)] + "}"
+	sl := slot(key)
+	if f := s.fences[sl].Load(); f != nil {
+		return *f
+	}
+	f := s.fencePrefix + "{" + slotTags()[sl] + "}"
+	s.fences[sl].Store(&f)
+	return f
 }
 
 // fenceKeys returns the fences of keys, each once, in order of first use.

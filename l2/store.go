@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -97,7 +98,8 @@ type Store struct {
 	brkOpts      BreakerOptions
 	nodes        sync.Map // on a Cluster: master address -> *breaker
 	fencePrefix  string
-	fenceName    func(string) string // nil: the key itself
+	fenceName    func(string) string                // nil: the key itself
+	fences       *[slotCount]atomic.Pointer[string] // each slot's fence key, made on first use
 	replicaAcks  int
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
@@ -163,6 +165,7 @@ func New(c Client, opts Options) (*Store, error) {
 		readTimeout:  opts.ReadTimeout,
 		writeTimeout: opts.WriteTimeout,
 		fencePrefix:  opts.FencePrefix,
+		fences:       new([slotCount]atomic.Pointer[string]),
 		fenceName:    opts.FenceName,
 		replicaAcks:  opts.ReplicaAcks,
 		setScript:    redis.NewScript(setAndPublishSrc),
