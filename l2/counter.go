@@ -238,13 +238,11 @@ func (s *Store) ClaimCounts(ctx context.Context, index string, olderThan, at tim
 	return names, err
 }
 
-// Counts returns the counts of the hash key.
-func (s *Store) Counts(ctx context.Context, key string) (map[string]int64, error) {
-	if !s.usable() {
-		return nil, fmt.Errorf("l2 counts %q: %w", key, errNoStore)
-	}
+// hgetall returns the fields of the hash key (HGETALL), in one read named
+// op; an empty map when there is none.
+func (s *Store) hgetall(ctx context.Context, op, key string) (map[string]string, error) {
 	var res map[string]string
-	err := s.call(ctx, s.readTimeout, "l2 counts", key, 1, func(ctx context.Context) error {
+	err := s.call(ctx, s.readTimeout, op, key, 1, func(ctx context.Context) error {
 		var cmd *redis.MapStringStringCmd // a map in RESP3, pairs in RESP2
 		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			cmd = redis.NewMapStringStringCmd(ctx, "hgetall", key)
@@ -256,6 +254,15 @@ func (s *Store) Counts(ctx context.Context, key string) (map[string]int64, error
 		res, err = cmd.Result()
 		return err
 	})
+	return res, err
+}
+
+// Counts returns the counts of the hash key.
+func (s *Store) Counts(ctx context.Context, key string) (map[string]int64, error) {
+	if !s.usable() {
+		return nil, fmt.Errorf("l2 counts %q: %w", key, errNoStore)
+	}
+	res, err := s.hgetall(ctx, "l2 counts", key)
 	if err != nil {
 		return nil, err
 	}

@@ -814,19 +814,7 @@ func (s *Store) Generations(ctx context.Context, gens string) (map[string]uint64
 	if !s.usable() {
 		return nil, fmt.Errorf("l2 generations %q: %w", gens, errNoStore)
 	}
-	var res map[string]string
-	err := s.call(ctx, s.readTimeout, "l2 generations", gens, 1, func(ctx context.Context) error {
-		var cmd *redis.MapStringStringCmd // a map in RESP3, pairs in RESP2
-		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-			cmd = redis.NewMapStringStringCmd(ctx, "hgetall", gens)
-			return p.Process(ctx, cmd)
-		})
-		if err != nil {
-			return err
-		}
-		res, err = cmd.Result()
-		return err
-	})
+	res, err := s.hgetall(ctx, "l2 generations", gens)
 	if err != nil {
 		return nil, err
 	}
