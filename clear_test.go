@@ -61,7 +61,7 @@ func (h *commandLog) seen(name string) bool {
 func TestClear(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := t.Context()
-	a := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	a := newReplica(t, srv, countingConfig())
 	b := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
 	var log commandLog
 	var rt roundTrips
@@ -190,6 +190,53 @@ func TestClearFence(t *testing.T) {
 	for _, tt := range tests {
 		if f, g := tiercache.FenceKey(a.c, tt.old), tiercache.FenceKey(a.c, tt.new); f != g {
 			t.Errorf("fences of %q and %q = %q and %q; want one", tt.old, tt.new, f, g)
+		}
+	}
+}
+
+// TestClearThenInvalidateTags: InvalidateTags after a Clear deletes the
+// tagged values of the new generation, with the generation read in the
+// same round trip as the tag sets, so that a replica that has not heard of
+// the Clear (B listens on another channel, and its bus is healthy) deletes
+// the right keys; it leaves the old generation's keys, already gone for
+// every reader, to their TTL.
+func TestClearThenInvalidateTags(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := t.Context()
+	a := newReplica(t, srv, tiercache.Config{})
+	b := newReplica(t, srv, tiercache.Config{Channel: "deaf"})
+	ka := mustKeyspace[string, int](t, a.c, "ct", tiercache.KeyspaceConfig{})
+	kb := mustKeyspace[string, int](t, b.c, "ct", tiercache.KeyspaceConfig{})
+	if err := ka.SetTagged(ctx, "old", 1, "t"); err != nil {
+		t.Fatal(err)
+	}
+	oldKey := ka.RedisKey("old")
+	if err := ka.Clear(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ka.SetTagged(ctx, "new", 2, "t"); err != nil {
+		t.Fatal(err)
+	}
+	newKey := ka.RedisKey("new")
+	if !strings.Contains(newKey, "@") {
+		t.Fatalf("RedisKey after Clear = %q, under the first generation", newKey)
+	}
+	deleted := kb.Stats().TagDeletes
+	if err := kb.InvalidateTags(ctx, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if got := kb.Stats().TagDeletes - deleted; got != 1 {
+		t.Errorf("InvalidateTags after Clear deleted %d keys of the keyspace; want 1", got)
+	}
+	if n := a.client.Exists(ctx, newKey).Val(); n != 0 {
+		t.Errorf("%s still in Redis after InvalidateTags", newKey)
+	}
+	if n := a.client.Exists(ctx, oldKey).Val(); n != 1 {
+		t.Errorf("%s, of the generation before the Clear, deleted; want it left to its TTL", oldKey)
+	}
+	for _, k := range []string{"old", "new"} {
+		if v, err := ka.Get(ctx, k); !errors.Is(err, tiercache.ErrNotFound) {
+			t.Errorf("Get(%s) = %d, %v; want ErrNotFound", k, v, err)
 		}
 	}
 }

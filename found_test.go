@@ -250,7 +250,7 @@ func TestBreakerBadKeyClusterNode(t *testing.T) {
 // hit, even after the owner's own echo of that message.
 func TestLeaseOwnerKeepsItsFill(t *testing.T) {
 	srv := redistest.Start(t)
-	a := newReplica(t, srv, tiercache.Config{})
+	a := newReplica(t, srv, countingConfig())
 	ctx := t.Context()
 	ks := mustKeyspace[string, string](t, a.c, "lo", tiercache.KeyspaceConfig{Lease: tiercache.LeaseConfig{Enabled: true, TTL: time.Second}})
 	if _, err := ks.GetOrLoad(ctx, "k", func(context.Context, string) (string, error) { return "v", nil }); err != nil {
@@ -279,7 +279,7 @@ func TestLeaseOwnerKeepsItsFill(t *testing.T) {
 // a lease, one more to take it. The fences and tag checks add none.
 func TestMissPathRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
-	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	r := newReplica(t, srv, countingConfig())
 	var rt roundTrips
 	r.client.AddHook(&rt)
 	ctx := t.Context()
@@ -384,7 +384,7 @@ func TestTagsO1RoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := srv.Client(t)
 	// No invalidation hook: 20,000 writes would fill a test's channel.
-	c, err := tiercache.New(client, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	c, err := tiercache.New(client, countingConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,14 +424,16 @@ func TestTagsO1RoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rt roundTrips
+	var log commandLog
 	r.client.AddHook(&rt)
+	r.client.AddHook(&log)
 	give := []string{"a", "b", "all"} // every key carries two of them
 	before, deleted := rt.n.Load(), ks.Stats().TagDeletes
 	if err := ks.InvalidateTags(ctx, give...); err != nil {
 		t.Fatal(err)
 	}
 	if got := rt.n.Load() - before; got != 2 {
-		t.Errorf("InvalidateTags(%q) of %d keys made %d round trips; want 2", give, n, got)
+		t.Errorf("InvalidateTags(%q) of %d keys made %d round trips; want 2; commands %q", give, n, got, log.names)
 	}
 	if got := ks.Stats().TagDeletes - deleted; got != n {
 		t.Errorf("InvalidateTags(%q) deleted %d keys; want %d", give, got, n)
@@ -449,7 +451,7 @@ func TestTagsO1RoundTrips(t *testing.T) {
 // tag sets in one script), on a standalone server.
 func TestWriteThroughRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
-	r := newReplica(t, srv, tiercache.Config{ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	r := newReplica(t, srv, countingConfig())
 	var rt roundTrips
 	r.client.AddHook(&rt)
 	ctx := t.Context()

@@ -226,7 +226,7 @@ func TestLoaderPanicIsAnErrorAndFreesTheKey(t *testing.T) {
 
 func TestGetManyOneRoundTripOneBatch(t *testing.T) {
 	srv := redistest.Start(t)
-	r := newReplica(t, srv, tiercache.Config{})
+	r := newReplica(t, srv, countingConfig())
 	var rt roundTrips
 	r.client.AddHook(&rt)
 	ks, err := tiercache.NewKeyspace[int64, string](r.c, "many", tiercache.KeyspaceConfig{})

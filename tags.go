@@ -220,16 +220,14 @@ const (
 // tag of up to tagDropPage keys takes two round trips, whatever the
 // number of tags.
 func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []string) error {
-	pre, err := ks.prefix(ctx) // members of older generations are gone already
-	if err != nil {
-		return err
-	}
 	announce, err := (bus.Message{Version: bus.WireVersion, Origin: ks.c.cfg.InstanceID, Keyspace: ks.name, Tags: tags, KeysFollow: true}).Marshal()
 	if err != nil {
 		return fmt.Errorf("tiercache: encode invalidation: %w", err)
 	}
 	inv := l2.TagInvalidation{
 		Versions: ks.tagVersionsKey(),
+		Gens:     ks.c.gensKey(),
+		Field:    ks.name,
 		Tags:     tags,
 		Keep:     max(tagVersionsKept, 2*ks.cfg.LoadTimeout),
 		Channel:  ks.c.cfg.Channel,
@@ -241,10 +239,13 @@ func (ks *Keyspace[K, V]) invalidateTagsServer(ctx context.Context, tags []strin
 		pending[i] = set + ":pending"
 		inv.Sets = append(inv.Sets, [2]string{set, pending[i]})
 	}
-	members, err := ks.c.store.TakeTags(ctx, inv, tagDropPage)
+	// The generation comes from the same script: members of older
+	// generations are gone already (see Clear).
+	gen, members, err := ks.c.store.TakeTags(ctx, inv, tagDropPage)
 	if err != nil {
 		return err
 	}
+	pre := ks.prefixAt(gen)
 	ks.st.published.Add(1)
 	// Each round removes what it was given from the pending sets, so the
 	// pages shrink; bounded all the same, since another replica's call

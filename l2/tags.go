@@ -3,6 +3,7 @@ package l2
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -190,16 +191,17 @@ end
 `
 
 // takeTagsSrc starts the invalidation of tags on one server: it publishes
-// ARGV[3] on channel ARGV[2], gives the tags ARGV[5..] new versions in the
+// ARGV[3] on channel ARGV[2], gives the tags ARGV[6..] new versions in the
 // tag version set KEYS[1] (see bumpVersions; ARGV[1] is keep), moves each
-// tag set KEYS[2i] into its pending set KEYS[2i+1] (merging with what a
+// tag set KEYS[2i+1] into its pending set KEYS[2i+2] (merging with what a
 // failed call left there, each pending set expiring with its last member),
-// and returns the first ARGV[4] members of the pending sets.
+// and returns the fields ARGV[5] and '*' of the generation hash KEYS[2]
+// ("0" when absent), then the first ARGV[4] members of the pending sets.
 const takeTagsSrc = versionsLua + pageLua + `redis.call('PUBLISH', ARGV[2], ARGV[3])
 local tags = {}
-for i = 5, #ARGV do tags[#tags + 1] = ARGV[i] end
+for i = 6, #ARGV do tags[#tags + 1] = ARGV[i] end
 bumpVersions(KEYS[1], ARGV[1], tags)
-for i = 2, #KEYS, 2 do
+for i = 3, #KEYS, 2 do
   local set, pending = KEYS[i], KEYS[i + 1]
   if redis.call('EXISTS', set) == 1 then
     if redis.call('EXISTS', pending) == 1 then
@@ -212,7 +214,11 @@ for i = 2, #KEYS, 2 do
   local top = redis.call('ZRANGE', pending, -1, -1, 'WITHSCORES')
   if top[2] then redis.call('PEXPIREAT', pending, top[2]) end
 end
-return page(3, #KEYS, tonumber(ARGV[4]))`
+local out = page(4, #KEYS, tonumber(ARGV[4]))
+local g = redis.call('HMGET', KEYS[2], ARGV[5], '*')
+table.insert(out, 1, g[2] or '0')
+table.insert(out, 1, g[1] or '0')
+return out`
 
 // dropTaggedSrc deletes one page of tagged keys on one server and returns
 // the next. KEYS are ARGV[1] pending sets, then ARGV[2] value keys, then
@@ -236,11 +242,13 @@ for i = 6 + nm, #ARGV, 1000 do
 end
 return page(1, np, tonumber(ARGV[5 + nm]))`
 
-// TagInvalidation is one call of InvalidateTagsServer: a keyspace's tag
-// version set, its tag sets with their pending sets, and the message that
-// names the tags.
+// TagInvalidation is one call of TakeTags: a keyspace's tag version set,
+// where its generation is kept, its tag sets with their pending sets, and
+// the message that names the tags.
 type TagInvalidation struct {
 	Versions string      // the keyspace's tag version set
+	Gens     string      // the generation hash (see NewGeneration)
+	Field    string      // the keyspace's field in Gens
 	Tags     []string    // the tags, as members of Versions
 	Sets     [][2]string // per tag: its set and its pending set
 	Keep     time.Duration
@@ -251,34 +259,49 @@ type TagInvalidation struct {
 // TakeTags starts inv on a server that is not a Cluster: in one atomic
 // round trip it publishes inv.Msg, gives the tags new versions (so fills
 // whose read came before are refused), moves each tag set into its pending
-// set, and returns up to page members of the pending sets. Delete them with
-// DropTagged, which returns the next page.
-func (s *Store) TakeTags(ctx context.Context, inv TagInvalidation, page int) ([]string, error) {
+// set, and returns the generation of inv.Field in the generation hash
+// inv.Gens (the higher of its field and field "*", 0 when neither is
+// there; see NewGeneration) with up to page members of the pending sets.
+// Delete them with DropTagged, which returns the next page.
+func (s *Store) TakeTags(ctx context.Context, inv TagInvalidation, page int) (gen uint64, members []string, err error) {
 	if !s.usable() {
-		return nil, fmt.Errorf("l2 take tags: %w", errNoStore)
+		return 0, nil, fmt.Errorf("l2 take tags: %w", errNoStore)
 	}
 	if isCluster(s.c) {
-		return nil, fmt.Errorf("l2 take tags: a Cluster keeps tag sets in other slots: %w", ErrInvalid)
+		return 0, nil, fmt.Errorf("l2 take tags: a Cluster keeps tag sets in other slots: %w", ErrInvalid)
 	}
-	if inv.Versions == "" || len(inv.Tags) == 0 || len(inv.Sets) != len(inv.Tags) || inv.Channel == "" || inv.Keep <= 0 || page <= 0 {
-		return nil, fmt.Errorf("l2 take tags %q: bad invalidation: %w", inv.Versions, ErrInvalid)
+	if inv.Versions == "" || inv.Gens == "" || inv.Field == "" || len(inv.Tags) == 0 || len(inv.Sets) != len(inv.Tags) || inv.Channel == "" || inv.Keep <= 0 || page <= 0 {
+		return 0, nil, fmt.Errorf("l2 take tags %q: bad invalidation: %w", inv.Versions, ErrInvalid)
 	}
-	keys := make([]string, 0, 1+2*len(inv.Sets))
-	keys = append(keys, inv.Versions)
+	keys := make([]string, 0, 2+2*len(inv.Sets))
+	keys = append(keys, inv.Versions, inv.Gens)
 	for _, sp := range inv.Sets {
 		keys = append(keys, sp[0], sp[1])
 	}
-	args := make([]any, 0, 4+len(inv.Tags))
-	args = append(args, millisUp(inv.Keep), inv.Channel, inv.Msg, page)
+	args := make([]any, 0, 5+len(inv.Tags))
+	args = append(args, millisUp(inv.Keep), inv.Channel, inv.Msg, page, inv.Field)
 	for _, t := range inv.Tags {
 		args = append(args, t)
 	}
-	var members []string
-	err := s.call(ctx, s.writeTimeout, "l2 take tags", inv.Versions, 1, func(ctx context.Context) (err error) {
-		members, err = s.run(ctx, s.takeTagsScript, keys, args...).StringSlice()
+	var res []string
+	err = s.call(ctx, s.writeTimeout, "l2 take tags", inv.Versions, 1, func(ctx context.Context) (err error) {
+		res, err = s.run(ctx, s.takeTagsScript, keys, args...).StringSlice()
 		return err
 	})
-	return members, err
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(res) < 2 {
+		return 0, nil, fmt.Errorf("l2 take tags %q: reply of %d elements: %w", inv.Versions, len(res), ErrInvalid)
+	}
+	for _, f := range res[:2] {
+		g, perr := strconv.ParseUint(f, 10, 64)
+		if perr != nil {
+			return 0, nil, fmt.Errorf("l2 take tags: generation hash %q holds %q: %w", inv.Gens, f, perr)
+		}
+		gen = max(gen, g)
+	}
+	return gen, res[2:], nil
 }
 
 // DropTagged deletes keys, value keys of one keyspace that its pending
