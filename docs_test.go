@@ -1,7 +1,11 @@
 package tiercache_test
 
 import (
+	"bytes"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"reflect"
 	"regexp"
@@ -273,4 +277,80 @@ func parseSize(s string) (int64, error) {
 		return n << 20, nil
 	}
 	return 0, fmt.Errorf("unknown unit %q", unit)
+}
+
+// TestReadmeCodeFromExamples keeps the Go code of README.md compiling and
+// tested: every ```go block of README.md must be, line for line, the body
+// of an Example function of this package (the function's lines between its
+// braces, one tab of indentation removed), so the README prints code that
+// runs, with the output its // Output: comment checks.
+func TestReadmeCodeFromExamples(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies := exampleBodies(t, "example_test.go", "example_counter_test.go")
+	blocks := goBlocks(readme)
+	if len(blocks) == 0 {
+		t.Fatal("README.md has no ```go block")
+	}
+	for _, b := range blocks {
+		if !slices.Contains(bodies, b.text) {
+			t.Errorf("README.md:%d: this ```go block is not the body of an Example in example_test.go or example_counter_test.go; copy it from one:\n%s", b.line, b.text)
+		}
+	}
+}
+
+type codeBlock struct {
+	line int
+	text string
+}
+
+// goBlocks returns the fenced ```go blocks of a Markdown page.
+func goBlocks(page []byte) []codeBlock {
+	var blocks []codeBlock
+	lines := strings.Split(string(page), "\n")
+	for i := 0; i < len(lines); i++ {
+		if strings.TrimSpace(lines[i]) != "```go" {
+			continue
+		}
+		start := i + 1
+		for i++; i < len(lines) && strings.TrimSpace(lines[i]) != "```"; i++ {
+		}
+		blocks = append(blocks, codeBlock{start, strings.Join(lines[start:i], "\n")})
+	}
+	return blocks
+}
+
+// exampleBodies returns the bodies of the Example functions of files: the
+// lines between the braces, less one tab of indentation.
+func exampleBodies(t *testing.T, files ...string) []string {
+	t.Helper()
+	var bodies []string
+	for _, name := range files {
+		src, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fset := token.NewFileSet()
+		f, err := parser.ParseFile(fset, name, src, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || !strings.HasPrefix(fn.Name.Name, "Example") {
+				continue
+			}
+			body := src[fset.Position(fn.Body.Lbrace).Offset+1 : fset.Position(fn.Body.Rbrace).Offset]
+			body = bytes.TrimPrefix(body, []byte("\n"))
+			body = bytes.TrimSuffix(body, []byte("\n"))
+			lines := strings.Split(string(body), "\n")
+			for i, l := range lines {
+				lines[i] = strings.TrimPrefix(l, "\t")
+			}
+			bodies = append(bodies, strings.Join(lines, "\n"))
+		}
+	}
+	return bodies
 }
