@@ -39,7 +39,7 @@ const MaxKeyspaceName = 128
 // copy before changing.
 //
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
-// method returns ErrClosed.
+// method that would reach Redis or a loader returns ErrClosed.
 type Keyspace[K Key, V any] struct {
 	c          *Cache
 	name       string
