@@ -74,8 +74,13 @@ type keyspace interface {
 // Option configures cross-cutting hooks of a Cache.
 type Option func(*Cache)
 
-// WithLogger sets the logger; the default discards. tiercache logs state
-// changes of the bus and read-path Redis failures, never values or secrets.
+// WithLogger sets the logger; the default discards. tiercache logs changes
+// of state (the bus going unhealthy and healthy again, the circuit breaker
+// opening and closing, a degraded start, presence heartbeats failing and
+// recovering), warm-up failures and dead-lettered write-behind records,
+// never requests, values or secrets. A Redis failure on a read or a fill is
+// counted in Stats, not logged: an outage fails every call, and the breaker
+// logs it once, when it opens.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *Cache) {
 		if l != nil {
@@ -181,7 +186,9 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	return c, nil
 }
 
-// Config returns the configuration in force, defaults applied.
+// Config returns the configuration in force, defaults applied, except
+// ReadTimeout and WriteTimeout, which stay zero when they were left so:
+// DefaultReadTimeout and DefaultWriteTimeout then apply.
 func (c *Cache) Config() Config { return c.cfg }
 
 // InstanceID returns the id this replica puts in its invalidations.

@@ -20,7 +20,8 @@ const (
 	// DefaultTTL is the L2 (Redis) time to live of an entry.
 	DefaultTTL = time.Hour
 	// DefaultL1MaxCost is the L1 budget of a keyspace, in bytes of heap (an
-	// entry costs its encoded value plus 400 bytes of bookkeeping).
+	// entry costs the heap its decoded value holds plus 400 bytes of
+	// bookkeeping).
 	DefaultL1MaxCost = 32 << 20
 	// DefaultMaxKeyLength bounds the length of a full Redis key, in bytes.
 	DefaultMaxKeyLength = 1024
@@ -102,7 +103,7 @@ type Config struct {
 	MaxStaleness time.Duration `yaml:"max_staleness" json:"max_staleness"`
 
 	// WriteReplicaAcks makes every write (Set, Delete, Write, WriteBehind,
-	// InvalidateTags) wait until this many Redis replicas acknowledged it
+	// InvalidateTags, Clear) wait until this many Redis replicas acknowledged it
 	// (WAIT, in the same round trip as the write), so that a failover
 	// cannot lose it; a write they did not acknowledge within WriteTimeout
 	// fails with an error wrapping ErrNotReplicated. Default 0: a write
@@ -138,7 +139,8 @@ type Config struct {
 	Redis RedisConfig `yaml:"redis" json:"redis"`
 
 	// Keyspaces holds per-keyspace settings, looked up by name by
-	// ProvideKeyspace. A keyspace without an entry uses the defaults.
+	// ProvideKeyspace and its variants (without fx, pass the entry to
+	// NewKeyspace). A keyspace without an entry uses the defaults.
 	Keyspaces map[string]KeyspaceConfig `yaml:"keyspaces" json:"keyspaces"`
 }
 
@@ -197,8 +199,9 @@ type KeyspaceConfig struct {
 	// L1 entry outlives its L2 bound. Default TTL.
 	L1TTL time.Duration `yaml:"l1_ttl" json:"l1_ttl"`
 
-	// L1MaxCost is the L1 budget in bytes of heap: an entry costs its
-	// encoded value plus 400 bytes of bookkeeping (measured by
+	// L1MaxCost is the L1 budget in bytes of heap: an entry costs the heap
+	// its decoded value holds, as the codec bounds it from the encoding
+	// (see MaxValueHeap), plus 400 bytes of bookkeeping (measured by
 	// BenchmarkL1Memory).
 	// Default DefaultL1MaxCost.
 	L1MaxCost int64 `yaml:"l1_max_cost" json:"l1_max_cost"`

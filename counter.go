@@ -102,7 +102,8 @@ func (c CounterConfig) withDefaults() (CounterConfig, error) {
 // to a taken hash in one step, so an increment counted after it goes to the
 // next flush; the taken hash is deleted only after the flusher succeeded,
 // so a replica that dies in between loses nothing: another replica finds
-// the taken hash in the index after CounterConfig.Interval and flushes it.
+// the taken hash in the index once it is older than twice
+// CounterConfig.Interval and flushes it.
 // The taken hash's name, past the prefix, is the batch's id
 // (CounterBatchID): the replica's InstanceID, a random number drawn when
 // the keyspace was created (so that a replica restarted under the same

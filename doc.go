@@ -12,7 +12,16 @@
 //	err = users.Set(ctx, 42, u)                   // Redis write + invalidation, one atomic round trip
 //	err = users.Delete(ctx, 42)
 //
-// Under uber-go/fx, include Module and ProvideKeyspace; see Module.
+// Beyond cache-aside, a keyspace's options (KeyspaceOption) add what its
+// configuration cannot hold: WithTags (a tagger of every value stored, for
+// InvalidateTags), WithWarmer
+// (warming at Start), WithWriter (write-through: Write), WithWriteBehind
+// (write-behind: WriteBehind) and WithCounter (counters: Incr, Count).
+// Keyspace.Clear and Cache.Clear drop every value at once. The README and
+// docs/ of the repository give a guide and the reference.
+//
+// Under uber-go/fx, include Module and ProvideKeyspace (or
+// ProvideKeyspaceWith, whose options come from the graph); see Module.
 //
 // # Consistency
 //
@@ -56,10 +65,12 @@
 //
 // New validates and starts nothing. Start subscribes to the channel and
 // returns once Redis confirmed the subscription; before that reads work but
-// bypass L1; a Start that fails stops the Cache. Stop stops the subscriber,
-// cancels the loads in flight (GetOrLoad flights and GetMany batch loads) and
-// waits for them, and closes every L1; afterwards every call that would reach
-// Redis or a loader returns ErrClosed. Every goroutine the package starts is
+// bypass L1; a Start that fails stops the Cache. Stop stops the keyspaces'
+// background jobs and finishes their work (the write-behind and counter
+// flushes), stops the subscriber, cancels the loads in flight (GetOrLoad
+// flights and GetMany batch loads) and waits for them, and closes every L1;
+// afterwards every call that would reach Redis or a loader returns
+// ErrClosed. Every goroutine the package starts is
 // owned and waited for by Stop, as long as Stop's ctx allows. Keyspaces start
 // ristretto's goroutines when they are created: a Cache that is never
 // started must still be stopped.
@@ -85,12 +96,13 @@
 //
 // # Wire format
 //
-// Redis keys of values are "<namespace>:<keyspace>:<key>"; integer keys are
-// decimal. Every key of the cache's own bookkeeping (fences, tag sets and
-// versions, write-behind streams, write-through markers, counters, presence
-// records) starts with "<namespace>::", out of every keyspace's way (a
-// keyspace name is never empty and never holds ':'); see
-// docs/wire-format.md.
+// Redis keys of values are "<namespace>:<keyspace>:<key>" until the
+// keyspace is first cleared, "<namespace>:<keyspace>@<generation>:<key>"
+// after; integer keys are decimal. Every key of the cache's own bookkeeping
+// (fences, the generation hash, tag sets and versions, write-behind streams,
+// write-through markers, counters, presence records) starts with
+// "<namespace>::", out of every keyspace's way (a keyspace name is never
+// empty and never holds ':'); see docs/wire-format.md.
 // Values are codec envelopes (see package codec). Invalidations are msgpack
 // maps on channel "<namespace>:invalidate" (see package bus); any service in
 // any language may publish one to evict keys from every replica's L1.

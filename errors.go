@@ -35,8 +35,8 @@ var (
 	// ErrNotFound and ErrUnavailable) unless KeyspaceConfig.SurfaceL2Errors
 	// is set; GetOrLoad loads from the source instead.
 	ErrUnavailable = errors.New("tiercache: redis unavailable")
-	// ErrNotPublished wraps the error of a Set, Delete or InvalidateTags
-	// that Redis did not carry out: the write and its invalidation were not
+	// ErrNotPublished wraps the error of a Set, Delete, WriteBehind,
+	// InvalidateTags or Clear that Redis did not carry out: the write and its invalidation were not
 	// sent (after a timeout: may not have been; other replicas may then keep
 	// the old value until their L1 TTL or the next bus reset). This
 	// replica's L1 entry is evicted all the same, so it never serves its own

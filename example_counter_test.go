@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
 	"sync"
 	"time"
 
@@ -50,7 +51,7 @@ func (db *viewsDB) addViews(ctx context.Context, deltas map[string]int64) error 
 // whose id it has recorded.
 func ExampleCounterBatchID() {
 	ctx := context.Background()
-	client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr(), ContextTimeoutEnabled: true})
+	client := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), ContextTimeoutEnabled: true})
 	defer client.Close()
 
 	cache, err := tiercache.New(client, tiercache.Config{Namespace: "site"})

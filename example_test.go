@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
-	"sync"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,29 +14,24 @@ import (
 	"github.com/tiercache/tiercache/internal/redistest"
 )
 
-// exampleRedis is the redis-server the examples talk to, started on first
-// use and stopped after the tests (TestMain).
-var exampleRedis struct {
-	once sync.Once
-	srv  *redistest.Server
-}
+// The examples read the address of Redis from REDIS_ADDR, as an app might
+// (empty: localhost:6379). The test binary points REDIS_ADDR at a
+// redis-server of its own, started when the binary starts and stopped by
+// TestMain, so that the examples print what they would print against yours.
+var exampleRedis = startExampleRedis()
 
-func exampleRedisAddr() string {
-	exampleRedis.once.Do(func() {
-		srv, err := redistest.New()
-		if err != nil {
-			log.Fatal(err)
-		}
-		exampleRedis.srv = srv
-	})
-	return exampleRedis.srv.Addr
-}
-
-func stopExampleRedis() {
-	if exampleRedis.srv != nil {
-		exampleRedis.srv.Stop()
+func startExampleRedis() *redistest.Server {
+	srv, err := redistest.New()
+	if err != nil {
+		log.Fatal(err)
 	}
+	if err := os.Setenv("REDIS_ADDR", srv.Addr); err != nil {
+		log.Fatal(err)
+	}
+	return srv
 }
+
+func stopExampleRedis() { exampleRedis.Stop() }
 
 type Product struct {
 	ID    int64
@@ -48,8 +43,9 @@ type Product struct {
 // write so that every replica drops its copy.
 func Example() {
 	ctx := context.Background()
-	// ContextTimeoutEnabled lets tiercache's per-call budgets bound a slow Redis.
-	client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr(), ContextTimeoutEnabled: true})
+	// ContextTimeoutEnabled lets tiercache's per-call budgets bound a slow
+	// Redis. An empty REDIS_ADDR means localhost:6379.
+	client := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), ContextTimeoutEnabled: true})
 	defer client.Close()
 
 	cache, err := tiercache.New(client, tiercache.Config{Namespace: "shop"})
@@ -123,7 +119,7 @@ func ExampleModule() {
 		}),
 		fx.Provide(
 			func(lc fx.Lifecycle) *redis.Client {
-				client := redis.NewClient(&redis.Options{Addr: exampleRedisAddr(), ContextTimeoutEnabled: true})
+				client := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), ContextTimeoutEnabled: true})
 				lc.Append(fx.StopHook(client.Close)) // the app owns its client
 				return client
 			},
@@ -169,7 +165,7 @@ func ExampleProvideNamedKeyspaceWith() {
 		fx.NopLogger,
 		fx.Supply(tiercache.Config{
 			Namespace: "shop",
-			Redis:     tiercache.RedisConfig{Addrs: []string{exampleRedisAddr()}}, // the module owns this client
+			Redis:     tiercache.RedisConfig{Addrs: []string{os.Getenv("REDIS_ADDR")}}, // the module owns this client
 			Keyspaces: map[string]tiercache.KeyspaceConfig{
 				"views": {Counter: tiercache.CounterConfig{Every: 1000, Interval: time.Hour}},
 			},

@@ -30,14 +30,16 @@ type Key interface {
 const MaxKeyspaceName = 128
 
 // Keyspace is a typed view of one set of keys, with its own TTLs, L1 and
-// codec settings. Its Redis keys are "<namespace>:<keyspace>:<key>".
+// codec settings. Its Redis keys are "<namespace>:<keyspace>:<key>" until
+// it is first cleared, "<namespace>:<keyspace>@<generation>:<key>" after
+// (see Clear).
 //
 // Values returned from L1 are shared between callers: a caller must not
 // mutate a value it got from Get, GetOrLoad or GetMany. Use value types, or
 // copy before changing.
 //
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
-// method returns ErrClosed.
+// method that would reach Redis or a loader returns ErrClosed.
 type Keyspace[K Key, V any] struct {
 	c          *Cache
 	name       string
@@ -65,13 +67,14 @@ type Keyspace[K Key, V any] struct {
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
-// on c, non-empty, at most MaxKeyspaceName bytes, and free of ':', '{', '}',
-// glob characters, whitespace and control characters, so that no two
+// on c, non-empty, at most MaxKeyspaceName bytes, and free of ':', '@', '{',
+// '}', glob characters, whitespace and control characters, so that no two
 // keyspaces' Redis keys, nor a value key and a key of the cache's own
-// bookkeeping, can collide (see the package documentation's Key layout).
+// bookkeeping, can collide (see the package documentation's Wire format).
 //
-// Options add what configuration cannot hold: a tagger (WithTags) and a
-// warmer (WithWarmer).
+// Options add what configuration cannot hold: a tagger (WithTags), a
+// warmer (WithWarmer), a write-through Writer (WithWriter), a write-behind
+// BatchWriter (WithWriteBehind) and a CounterFlusher (WithCounter).
 func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts ...KeyspaceOption[K, V]) (*Keyspace[K, V], error) {
 	if c == nil {
 		return nil, fmt.Errorf("%w: nil cache", ErrInvalidConfig)
@@ -153,7 +156,9 @@ func ValidKeyspaceName(name string) error {
 // Name returns the keyspace name.
 func (ks *Keyspace[K, V]) Name() string { return ks.name }
 
-// Config returns the keyspace configuration in force, defaults applied.
+// Config returns the keyspace configuration in force, defaults applied,
+// except CompressAbove, which stays zero when it was left so:
+// codec.DefaultCompressAbove then applies.
 func (ks *Keyspace[K, V]) Config() KeyspaceConfig { return ks.cfg }
 
 // RedisKey returns the Redis key that holds key's value under the
@@ -440,8 +445,8 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, del
 	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.cfg.ServeStale, g.main, m)
 }
 
-// l1EntryOverhead is what an L1 entry costs beyond its encoded value, in
-// bytes of heap: ristretto's item, map slots, policy and TTL bookkeeping
+// l1EntryOverhead is what an L1 entry costs beyond the heap its value
+// holds, in bytes of heap: ristretto's item, map slots, policy and TTL bookkeeping
 // (~330 B) and l1's entry with its meta (~80 B), as BenchmarkL1Memory
 // measures them. Charging it keeps the heap an L1 holds near L1MaxCost
 // whatever the size of its values.

@@ -165,10 +165,11 @@ func NewFromParams(p Params) (Result, error) {
 }
 
 // ProvideKeyspace provides a *Keyspace[K, V] called name, configured from
-// Config.Keyspaces[name] (defaults when absent), with opts (a tagger, a
-// warmer). Use ProvideKeyspaceWith when the options need something from
-// the graph, and ProvideNamedKeyspace when two keyspaces share the same K
-// and V types.
+// Config.Keyspaces[name] (defaults when absent), with opts (WithTags,
+// WithWarmer, WithWriter, WithWriteBehind, WithCounter). Use
+// ProvideKeyspaceWith when the options need something from the graph, such
+// as the app's database, and ProvideNamedKeyspace when two keyspaces share
+// the same K and V types.
 func ProvideKeyspace[K Key, V any](name string, opts ...KeyspaceOption[K, V]) fx.Option {
 	return fx.Provide(keyspaceConstructor[K, V](name, opts))
 }

@@ -880,10 +880,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 }
 
-// TestACLReadme checks that the README's ACL line is what ACLRules returns,
-// so the two cannot drift apart.
-func TestACLReadme(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+// TestACLDocumented checks that the ACL line of docs/operations.md is what
+// ACLRules returns, so the two cannot drift apart.
+func TestACLDocumented(t *testing.T) {
+	b, err := os.ReadFile("docs/operations.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -893,7 +893,7 @@ func TestACLReadme(t *testing.T) {
 	}
 	want := "ACL SETUSER tiercache on >PASSWORD " + rules
 	if !strings.Contains(string(b), want+"\n") {
-		t.Errorf("README.md does not hold the ACL line\n%s", want)
+		t.Errorf("docs/operations.md does not hold the ACL line\n%s", want)
 	}
 }
 

@@ -91,9 +91,10 @@ type KeyspaceStats struct {
 	// L1Entries is the number of live entries in L1 now (the negative cache
 	// not included). Stats walks L1 to count them.
 	L1Entries int64 `json:"l1_entries"`
-	// L1Cost is the cost L1 holds now, in bytes: each entry's encoded
-	// value plus 400 bytes of bookkeeping, dead entries not yet evicted
-	// included; it stays within L1MaxCost.
+	// L1Cost is the cost L1 holds now, in bytes: for each entry, the heap
+	// its decoded value holds (the codec's bound) plus 400 bytes of
+	// bookkeeping, dead entries not yet evicted included; it stays within
+	// L1MaxCost.
 	L1Cost int64 `json:"l1_cost"`
 	// L1MaxCost is KeyspaceConfig.L1MaxCost; 0 without L1.
 	L1MaxCost int64 `json:"l1_max_cost"`

@@ -87,7 +87,7 @@ func flood(tb testing.TB, ctx context.Context, pub *redis.Client, c *counter, pa
 // publisher keeps at most floodWindow batches ahead of the handler, fewer
 // than the queue holds, so the figure is the subscriber's sustained rate
 // (or Redis's, whichever is lower). One op is one message; the subscriber's
-// client speaks RESP2 and RESP3 in turn. Issue #3 targets 100k msgs/s on
+// client speaks RESP2 and RESP3 in turn. The target is 100k msgs/s on
 // loopback.
 func BenchmarkSubscriberThroughput(b *testing.B) {
 	for _, proto := range []struct {

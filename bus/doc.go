@@ -8,13 +8,16 @@
 // One msgpack map per message, with short field names: "v" the format
 // version (WireVersion), "o" the publisher's instance ID ("" for others),
 // "ks" the keyspace, "k" the keys (as stored in Redis, without the
-// "<namespace>:<keyspace>:" prefix), "t" tags, "f" flush, "fl" filled (the
-// keys were stored where Redis held nothing: evict nothing, wake the loads
-// waiting on them). A message can only evict. Unknown fields are ignored. Garbage is counted and dropped. A
-// message of an unknown version or beyond Limits is counted and, because it
-// may have been an invalidation this replica cannot read, triggers a reset
-// (OnReset: every L1 flushed) rather than being silently dropped. Decoding is
-// bounded by Limits.
+// keyspace's prefix), "t" tags, "f" flush, "fl" filled (the keys were
+// stored where Redis held nothing: evict nothing, wake the loads waiting on
+// them), "kf" keys follow (with "t": the publisher deletes the tagged values
+// and names their keys in messages of their own), "g" the keyspace's new
+// generation (with "f", after a Clear). A message can only evict. Unknown
+// fields are ignored. Garbage is counted and dropped. A message of an
+// unknown version or beyond Limits is counted and, because it may have been
+// an invalidation this replica cannot read, triggers a reset (OnReset:
+// every L1 flushed) rather than being silently dropped. Decoding is bounded
+// by Limits.
 //
 // # Lifecycle
 //
