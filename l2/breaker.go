@@ -281,7 +281,7 @@ func (s *Store) call(ctx context.Context, d time.Duration, op, first string, n i
 	if err != nil {
 		return fmt.Errorf("%s: %w", describe(op, first, n), err)
 	}
-	cctx, cancel, own := withBudget(ctx, d)
+	cctx, cancel, own := s.withBudget(ctx, d)
 	defer cancel()
 	err = fn(cctx)
 	brk.done(probe, classify(ctx, err), err)

@@ -101,6 +101,7 @@ type Store struct {
 	fenceName    func(string) string                // nil: the key itself
 	fences       *[slotCount]atomic.Pointer[string] // each slot's fence key, made on first use
 	replicaAcks  int
+	budgets      budgetSet     // each call's deadline (see budget.go)
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
 	writeScript  *redis.Script // SETs and DELs, then PUBLISH
@@ -203,6 +204,10 @@ func New(c Client, opts Options) (*Store, error) {
 	if s.writeTimeout == 0 {
 		s.writeTimeout = DefaultWriteTimeout
 	}
+	// Made now, so that their timers belong where the Store was made (a
+	// synctest bubble, say), not where it was first used.
+	s.budgets.of(s.readTimeout)
+	s.budgets.of(s.writeTimeout)
 	return s, nil
 }
 
@@ -436,15 +441,15 @@ func firstReal(cmds []redis.Cmder, pipeErr error, want int) error {
 
 // withBudget returns ctx bounded by d, and whether the bound is its own.
 // It returns ctx itself when d is negative or ctx ends no later than d from
-// now, which saves a timer on the hot path.
-func withBudget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc, bool) {
+// now.
+func (s *Store) withBudget(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc, bool) {
 	if d < 0 {
 		return ctx, noop, false
 	}
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 		return ctx, noop, false
 	}
-	cctx, cancel := context.WithTimeout(ctx, d)
+	cctx, cancel := s.budgets.of(d).start(ctx)
 	return cctx, cancel, true
 }
 
