@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/slots"
 )
 
 // Fences.
@@ -59,39 +60,6 @@ const fenceLua = `local function bump(k)
 end
 `
 
-// slotTags returns, for every hash slot, a short string of letters and
-// digits whose slot it is: the hash tags of the fences. The table is
-// computed once (about 300,000 CRC16 of at most four bytes) and never
-// changes.
-var slotTags = sync.OnceValue(func() []string {
-	const alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	tags := make([]string, slotCount)
-	left := slotCount
-	buf := make([]byte, 0, 4)
-	var walk func(depth int) bool
-	walk = func(depth int) bool {
-		if depth == 0 {
-			if s := slot(string(buf)); tags[s] == "" {
-				tags[s] = string(buf)
-				left--
-			}
-			return left == 0
-		}
-		for i := range len(alphabet) {
-			buf = append(buf, alphabet[i])
-			done := walk(depth - 1)
-			buf = buf[:len(buf)-1]
-			if done {
-				return true
-			}
-		}
-		return false
-	}
-	for n := 1; n <= 4 && !walk(n); n++ {
-	}
-	return tags
-})
-
 // FenceKey returns the fence of key's hash slot.
 func (s *Store) FenceKey(key string) string {
 	if s.fenceName != nil && !isCluster(s.c) {
@@ -101,7 +69,7 @@ func (s *Store) FenceKey(key string) string {
 	if f := s.fences[sl].Load(); f != nil {
 		return *f
 	}
-	f := s.fencePrefix + "{" + slotTags()[sl] + "}"
+	f := s.fencePrefix + "{" + slots.Tags()[sl] + "}"
 	s.fences[sl].Store(&f)
 	return f
 }
@@ -509,7 +477,7 @@ func (s *Store) fillArgs(f *Fill, channel string, withTags bool) ([]string, []an
 	}
 	pub := ""
 	if len(f.Msg) > 0 {
-		pub = channel
+		pub = s.pubChannel(channel, f.Key)
 	}
 	args := []any{f.Value, ttl, mode, expect, pub, f.Msg, f.Fence.tags, int64(0)}
 	if t := f.Tags; t != nil && withTags {
@@ -652,7 +620,7 @@ func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, ke
 		return fmt.Errorf("l2 bump tags %q: no set, tags or channel, or keep %v: %w", versions, keep, ErrInvalid)
 	}
 	args := make([]any, 0, len(tags)+3)
-	args = append(args, millisUp(keep), channel, msg)
+	args = append(args, millisUp(keep), s.pubChannel(channel, versions), msg)
 	for _, t := range tags {
 		if t == "" {
 			return fmt.Errorf("l2 bump tags %q: empty tag: %w", versions, ErrInvalid)
@@ -768,7 +736,7 @@ func (s *Store) DropUnreadable(ctx context.Context, key string, value []byte, lo
 	}
 	var n int64
 	err := s.call(ctx, s.writeTimeout, "l2 drop unreadable", key, 1, func(ctx context.Context) (err error) {
-		n, err = s.dropUnreadableScript.Run(ctx, s.c, []string{key}, channel, msg, value, longerThan).Int64()
+		n, err = s.dropUnreadableScript.Run(ctx, s.c, []string{key}, s.pubChannel(channel, key), msg, value, longerThan).Int64()
 		return err
 	})
 	return n == 1, err
@@ -799,7 +767,7 @@ func (s *Store) NewGeneration(ctx context.Context, gens, field, channel, origin,
 	}
 	var g int64
 	err := s.call(ctx, s.writeTimeout, "l2 new generation", gens, 1, func(ctx context.Context) (err error) {
-		g, err = s.run(ctx, s.clearScript, []string{gens}, field, channel, origin, keyspace).Int64()
+		g, err = s.run(ctx, s.clearScript, []string{gens}, field, s.pubChannel(channel, gens), origin, keyspace).Int64()
 		return err
 	})
 	if err != nil {

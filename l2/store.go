@@ -72,6 +72,15 @@ type Options struct {
 	// the write budget), and fail with ErrNotReplicated when fewer did.
 	// Zero: writes return once the server applied them.
 	ReplicaAcks int
+	// Sharded makes every script that publishes an invalidation use Redis
+	// 7's sharded pub/sub: SPUBLISH on the channel of the hash slot of the
+	// script's first key (slots.Channel: the channel name followed by a
+	// {hash tag} of that slot) instead of PUBLISH on the channel itself. On
+	// a Cluster the message then stays on the shard that owns the keys the
+	// script changed, still atomic with the change; its subscribers
+	// SSUBSCRIBE to the channel of every slot on every master
+	// (bus.Options.Sharded). The channel must not hold '{'.
+	Sharded bool
 }
 
 // Item is one value to store.
@@ -101,6 +110,7 @@ type Store struct {
 	fenceName    func(string) string                // nil: the key itself
 	fences       *[slotCount]atomic.Pointer[string] // each slot's fence key, made on first use
 	replicaAcks  int
+	sharded      bool          // publish with SPUBLISH on each slot's channel
 	budgets      budgetSet     // each call's deadline (see budget.go)
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
@@ -169,29 +179,30 @@ func New(c Client, opts Options) (*Store, error) {
 		fences:       new([slotCount]atomic.Pointer[string]),
 		fenceName:    opts.FenceName,
 		replicaAcks:  opts.ReplicaAcks,
-		setScript:    redis.NewScript(setAndPublishSrc),
-		delScript:    redis.NewScript(deleteAndPublishSrc),
-		writeScript:  redis.NewScript(writeAndPublishSrc),
+		sharded:      opts.Sharded,
+		setScript:    redis.NewScript(publishing(setAndPublishSrc, opts.Sharded)),
+		delScript:    redis.NewScript(publishing(deleteAndPublishSrc, opts.Sharded)),
+		writeScript:  redis.NewScript(publishing(writeAndPublishSrc, opts.Sharded)),
 
 		acquireScript: redis.NewScript(acquireSrc),
 		tagScript:     redis.NewScript(tagSrc),
 		untagScript:   redis.NewScript(untagSrc),
 
 		beginWriteScript: redis.NewScript(beginWriteSrc),
-		endWriteScript:   redis.NewScript(endWriteSrc),
+		endWriteScript:   redis.NewScript(publishing(endWriteSrc, opts.Sharded)),
 
 		incrScript:        redis.NewScript(incrSrc),
 		takeCountsScript:  redis.NewScript(takeCountsSrc),
 		claimCountsScript: redis.NewScript(claimCountsSrc),
 
-		fillScript:     redis.NewScript(fillSrc),
+		fillScript:     redis.NewScript(publishing(fillSrc, opts.Sharded)),
 		tagCheckScript: redis.NewScript(tagCheckSrc),
-		bumpTagsScript: redis.NewScript(bumpTagsSrc),
+		bumpTagsScript: redis.NewScript(publishing(bumpTagsSrc, opts.Sharded)),
 
-		dropUnreadableScript: redis.NewScript(dropUnreadableSrc),
-		takeTagsScript:       redis.NewScript(takeTagsSrc),
-		dropTaggedScript:     redis.NewScript(dropTaggedSrc),
-		clearScript:          redis.NewScript(clearSrc),
+		dropUnreadableScript: redis.NewScript(publishing(dropUnreadableSrc, opts.Sharded)),
+		takeTagsScript:       redis.NewScript(publishing(takeTagsSrc, opts.Sharded)),
+		dropTaggedScript:     redis.NewScript(publishing(dropTaggedSrc, opts.Sharded)),
+		clearScript:          redis.NewScript(publishing(clearSrc, opts.Sharded)),
 	}
 	var err error
 	s.brkOpts = opts.Breaker
@@ -330,7 +341,7 @@ func (s *Store) SetAndPublish(ctx context.Context, it Item, channel string, msg 
 		return fmt.Errorf("l2 set and publish %q: %w", it.Key, err)
 	}
 	return s.call(ctx, s.writeTimeout, "l2 set and publish", it.Key, 1, func(ctx context.Context) error {
-		return s.run(ctx, s.setScript, []string{it.Key, s.FenceKey(it.Key)}, it.Value, pxMillis(it.TTL), channel, msg).Err()
+		return s.run(ctx, s.setScript, []string{it.Key, s.FenceKey(it.Key)}, it.Value, pxMillis(it.TTL), s.pubChannel(channel, it.Key), msg).Err()
 	})
 }
 
@@ -363,7 +374,7 @@ func (s *Store) DeleteAndPublish(ctx context.Context, keys []string, channel str
 	}
 	var n int64
 	err := s.call(ctx, s.writeTimeout, "l2 delete and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
-		n, err = s.run(ctx, s.delScript, append(slices.Clip(keys), s.fenceKeys(keys)...), channel, msg, len(keys)).Int64()
+		n, err = s.run(ctx, s.delScript, append(slices.Clip(keys), s.fenceKeys(keys)...), s.pubChannel(channel, keys[0]), msg, len(keys)).Int64()
 		return err
 	})
 	if err != nil {

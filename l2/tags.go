@@ -279,7 +279,7 @@ func (s *Store) TakeTags(ctx context.Context, inv TagInvalidation, page int) (ge
 		keys = append(keys, sp[0], sp[1])
 	}
 	args := make([]any, 0, 5+len(inv.Tags))
-	args = append(args, millisUp(inv.Keep), inv.Channel, inv.Msg, page, inv.Field)
+	args = append(args, millisUp(inv.Keep), s.pubChannel(inv.Channel, keys[0]), inv.Msg, page, inv.Field)
 	for _, t := range inv.Tags {
 		args = append(args, t)
 	}
@@ -324,7 +324,7 @@ func (s *Store) DropTagged(ctx context.Context, pending, keys, others []string, 
 		all = append(all, s.fenceKeys(keys)...)
 	}
 	args := make([]any, 0, 5+len(msgs))
-	args = append(args, len(pending), len(keys), channel, len(msgs))
+	args = append(args, len(pending), len(keys), s.pubChannel(channel, all[0]), len(msgs))
 	for _, m := range msgs {
 		args = append(args, m)
 	}

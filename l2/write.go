@@ -81,7 +81,7 @@ func (s *Store) WriteAndPublish(ctx context.Context, ops []Op, channel string, m
 	if err := scriptable(s.c, keys); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	args[0], args[1], args[2] = channel, msg, len(ops)
+	args[0], args[1], args[2] = s.pubChannel(channel, keys[0]), msg, len(ops)
 	all := append(slices.Clip(keys), s.fenceKeys(keys)...)
 	var res []any
 	err = s.call(ctx, s.writeTimeout, "l2 write and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
