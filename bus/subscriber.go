@@ -135,6 +135,16 @@ type Options struct {
 	// every PUBLISH to every node). This PING goes every PingInterval
 	// whatever MaxStaleness is. The cache sets it.
 	FollowMaster bool `yaml:"followMaster" json:"followMaster"`
+	// Sharded subscribes with Redis 7's sharded pub/sub on a Cluster: one
+	// connection per master, with an SSUBSCRIBE to the channel of every
+	// slot it serves (Channel followed by a {hash tag} of the slot, see
+	// internal/slots), where writers SPUBLISH (l2.Options.Sharded). A
+	// message then never crosses the cluster bus, and the PONGs of every
+	// master's connection are the proofs (no probe rounds). A slot that
+	// migrates, a master that fails or a new master is a reset, as a
+	// reconnection is. It needs a *redis.ClusterClient of Redis 7 or later
+	// and a Channel without '{'.
+	Sharded bool `yaml:"sharded" json:"sharded"`
 	// Limits bounds the messages accepted; bigger ones count as malformed.
 	Limits Limits `yaml:"limits" json:"limits"`
 	// Logger receives state changes (healthy, unhealthy) once per change,
@@ -242,7 +252,7 @@ type Subscriber struct {
 	mu       sync.Mutex // protects started, stopping, ps, cancel
 	started  bool
 	stopping bool
-	ps       *redis.PubSub // the subscription the pinger checks; nil between connections
+	ps       subscription // the subscription the pinger checks; nil between connections
 	cancel   context.CancelFunc
 
 	// stateMu protects epoch, closed, subscribed, fresh, expiry and the
@@ -256,6 +266,9 @@ type Subscriber struct {
 	expiry     stopper // clears fresh when the last proof runs out; nil when fresh is false
 
 	cluster      *redis.ClusterClient // the client, if a Cluster one: probed through every master
+	probing      bool                 // a classic subscription on a Cluster: probe rounds are its proofs
+	chansOnce    sync.Once            // makes chans, with Options.Sharded
+	chans        []string             // every slot's sharded channel, by slot
 	probeChannel string               // this subscriber's own probe channel, on a Cluster
 	probe        probeState
 
@@ -301,6 +314,10 @@ func NewSubscriber(c Client, opts Options) (*Subscriber, error) {
 		return nil, fmt.Errorf("bus: Options.MaxStaleness %v is negative", opts.MaxStaleness)
 	case opts.MaxStaleness > 0 && opts.MaxStaleness < MinMaxStaleness:
 		return nil, fmt.Errorf("bus: Options.MaxStaleness %v is below %v", opts.MaxStaleness, MinMaxStaleness)
+	case opts.Sharded && clusterOf(c) == nil:
+		return nil, fmt.Errorf("bus: Options.Sharded needs a *redis.ClusterClient, not %T", c)
+	case opts.Sharded && strings.Contains(opts.Channel, "{"):
+		return nil, fmt.Errorf("bus: Options.Channel %q has a '{': its sharded channels would leave their slots", opts.Channel)
 	}
 	// MaxStaleness is checked against nothing else. PingTimeout may be
 	// shorter or longer: it decides when a lagging or silent connection is
@@ -350,7 +367,8 @@ func NewSubscriber(c Client, opts Options) (*Subscriber, error) {
 	s.base = s.clock.Now()
 	s.proofAt.Store(noProof)
 	s.followed = s.follow(c)
-	if s.cluster = clusterOf(c); s.cluster != nil {
+	if s.cluster = clusterOf(c); s.cluster != nil && !opts.Sharded {
+		s.probing = true
 		s.probeChannel = newProbeChannel(opts.Channel)
 	}
 	return s, nil
@@ -423,7 +441,7 @@ func (s *Subscriber) Ready() <-chan struct{} { return s.firstReset }
 func (s *Subscriber) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	started := s.started
-	var ps *redis.PubSub
+	var ps subscription
 	if !s.stopping {
 		s.stopping = true
 		if s.cancel != nil {
@@ -625,14 +643,14 @@ func (s *Subscriber) expire() {
 }
 
 // current returns the subscription to ping, or nil.
-func (s *Subscriber) current() *redis.PubSub {
+func (s *Subscriber) current() subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.ps
 }
 
 // install makes ps the current subscription, unless Stop was called.
-func (s *Subscriber) install(ps *redis.PubSub) bool {
+func (s *Subscriber) install(ps subscription) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping {
@@ -646,7 +664,7 @@ func (s *Subscriber) install(ps *redis.PubSub) bool {
 // (which ends a Receive in progress) and a loss is recorded; the read loop
 // then opens a new one. A ps already abandoned, or Stop, makes it a no-op,
 // so that each failure is handled once; fail reports whether it abandoned ps.
-func (s *Subscriber) fail(ps *redis.PubSub, reason string, err error) bool {
+func (s *Subscriber) fail(ps subscription, reason string, err error) bool {
 	s.mu.Lock()
 	if s.ps != ps || s.stopping {
 		s.mu.Unlock()
@@ -667,7 +685,7 @@ func (s *Subscriber) read(ctx context.Context) {
 	dec := newDecoder()
 	defer dec.release()
 	var (
-		ps        *redis.PubSub
+		ps        subscription
 		attempt   int       // failed attempts since the last stable subscription
 		confirmed time.Time // when ps's subscription was confirmed; zero before
 		first     = true    // no subscription confirmed yet
@@ -677,7 +695,11 @@ func (s *Subscriber) read(ctx context.Context) {
 			if !s.wait(retryDelay(attempt)) {
 				return
 			}
-			ps = s.subscribe(ctx)
+			if s.opts.Sharded {
+				ps = s.subscribeSharded(ctx)
+			} else {
+				ps = s.subscribe(ctx)
+			}
 			if ps == nil {
 				if ctx.Err() != nil {
 					return
@@ -736,7 +758,7 @@ func (s *Subscriber) read(ctx context.Context) {
 
 // subscribe opens a new subscription and sends SUBSCRIBE, within the
 // handshake bound. It returns nil on failure or Stop.
-func (s *Subscriber) subscribe(ctx context.Context) *redis.PubSub {
+func (s *Subscriber) subscribe(ctx context.Context) subscription {
 	ps := s.client.Subscribe(ctx) // no channel: no I/O yet
 	hctx, cancel := context.WithTimeout(context.WithValue(ctx, subscriptionDial{}, s), s.timeout)
 	channels := []string{s.opts.Channel}
@@ -800,7 +822,7 @@ func retryDelay(failures int) time.Duration {
 // the pinger queues it, once every master's probe has arrived.
 func (s *Subscriber) confirmed(at time.Duration) {
 	r := resetAt{epoch: s.loss("subscribed", nil, false), at: at}
-	if s.cluster == nil {
+	if !s.probing {
 		s.queueReset(r)
 		return
 	}
@@ -941,12 +963,12 @@ type sentPing struct {
 // subscription and, on a Cluster, its probe round.
 type pinger struct {
 	s     *Subscriber
-	ps    *redis.PubSub // the subscription the PINGs and the round are on; nil if none
-	seq   uint64        // the last PING's number, on any subscription
-	sent  []sentPing    // PINGs on ps not known answered, oldest first
-	next  time.Time     // when the next PING is due
-	round probeRound    // the probe round in progress, on a Cluster
-	n     uint64        // the last probe round's number
+	ps    subscription // the subscription the PINGs and the round are on; nil if none
+	seq   uint64       // the last PING's number, on any subscription
+	sent  []sentPing   // PINGs on ps not known answered, oldest first
+	next  time.Time    // when the next PING is due
+	round probeRound   // the probe round in progress, on a Cluster
+	n     uint64       // the last probe round's number
 }
 
 // probeRound is a probe round in progress (probe.go).
@@ -988,7 +1010,7 @@ func (s *Subscriber) ping(ctx context.Context) {
 		}
 		if !now.Before(p.next) {
 			p.next = now.Add(s.cadence)
-			if p.ps != nil && (!p.send(ctx, now) || s.cluster != nil && !p.round.active && !p.startRound(ctx, now, resetAt{})) {
+			if p.ps != nil && (!p.send(ctx, now) || s.probing && !p.round.active && !p.startRound(ctx, now, resetAt{})) {
 				continue
 			}
 		}
@@ -1087,7 +1109,7 @@ func (s *Subscriber) pinged(payload string) {
 		return
 	}
 	s.pongSeq.Store(seq) // the read loop is the only writer
-	if s.cluster == nil {
+	if !s.probing {
 		// On a Cluster the node's answer says nothing of what the other
 		// masters broadcast: probe rounds are the proofs there.
 		s.queueProof(time.Duration(at))

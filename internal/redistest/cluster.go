@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,15 +33,20 @@ const clusterNodeTimeout = "2000"
 const setupTimeout = 20 * time.Second
 
 // Cluster is a Redis Cluster of 3 masters (no replicas) on loopback, every
-// node announcing 127.0.0.1. Its slots never move: Nodes[i] serves the i-th
-// of three equal slot ranges for the cluster's whole life.
+// node announcing 127.0.0.1. Nodes[i] starts with the i-th of three equal
+// slot ranges; its slots move only when a test moves them (MoveSlot,
+// Reshard).
 type Cluster struct {
-	// Nodes are the masters in slot order: Nodes[0] serves slots 0-5460,
-	// Nodes[1] 5461-10921 and Nodes[2] 10922-16383.
+	// Nodes are the masters in the order of their first slots: Nodes[0]
+	// starts with slots 0-5460, Nodes[1] 5461-10921 and Nodes[2]
+	// 10922-16383.
 	Nodes []*Server
 
-	first    []int // first[i] is the first slot served by Nodes[i]
+	first    []int // first[i] is the first slot Nodes[i] started with
 	busPorts []int // busPorts[i] is the cluster bus port of Nodes[i]
+
+	mu    sync.Mutex
+	moved map[int]int // slot -> index in Nodes, for slots moved since the start
 }
 
 // NewCluster starts three cluster-enabled redis-server processes, gives each
@@ -167,12 +174,21 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 // NodeFor returns the node that serves key's hash slot, computed as Redis
 // does (CRC16 of the key, or of its {hash tag}, modulo 16384).
 func (c *Cluster) NodeFor(key string) *Server {
-	slot := keySlot(key)
+	return c.Nodes[c.owner(keySlot(key))]
+}
+
+// owner returns the index in Nodes of the node that serves slot.
+func (c *Cluster) owner(slot int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if i, ok := c.moved[slot]; ok {
+		return i
+	}
 	i := len(c.first) - 1
 	for i > 0 && slot < c.first[i] {
 		i--
 	}
-	return c.Nodes[i]
+	return i
 }
 
 // Stop stops every node by PID, waits for them and removes their dirs. It is
@@ -212,4 +228,157 @@ func crc16(s string) uint16 {
 		}
 	}
 	return crc
+}
+
+// KeySlot returns the hash slot of key, computed as Redis does.
+func KeySlot(key string) int { return keySlot(key) }
+
+// nodeIDs returns the cluster node ID of every node, in the order of Nodes.
+func (c *Cluster) nodeIDs(ctx context.Context, clients []*redis.Client) ([]string, error) {
+	ids := make([]string, len(clients))
+	for i, cl := range clients {
+		id, err := cl.Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			return nil, fmt.Errorf("redistest: cluster myid on %s: %w", c.Nodes[i].Addr, err)
+		}
+		ids[i] = id
+	}
+	return ids, nil
+}
+
+// MoveSlot moves slot, with its keys, from the node that serves it to
+// Nodes[to], with the steps redis-cli --cluster reshard takes for each slot:
+// IMPORTING on the target, MIGRATING on the source, MIGRATE of its keys in
+// batches of 100, then SETSLOT NODE on the target, the source and the other
+// nodes. Keys written meanwhile follow ASK redirections. It returns once every
+// node names the new owner.
+func (c *Cluster) MoveSlot(ctx context.Context, slot, to int) error {
+	clients := make([]*redis.Client, len(c.Nodes))
+	for i, n := range c.Nodes {
+		clients[i] = redis.NewClient(n.Options())
+		defer clients[i].Close()
+	}
+	ids, err := c.nodeIDs(ctx, clients)
+	if err != nil {
+		return err
+	}
+	from := c.owner(slot)
+	if from == to {
+		return nil
+	}
+	src, dst := clients[from], clients[to]
+	steps := []struct {
+		cl   *redis.Client
+		args []any
+	}{
+		{dst, []any{"CLUSTER", "SETSLOT", slot, "IMPORTING", ids[from]}},
+		{src, []any{"CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to]}},
+	}
+	for _, st := range steps {
+		if err := st.cl.Do(ctx, st.args...).Err(); err != nil {
+			return fmt.Errorf("redistest: move slot %d: %v: %w", slot, st.args, err)
+		}
+	}
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			return fmt.Errorf("redistest: move slot %d: getkeysinslot: %w", slot, err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", c.Nodes[to].Port, "", 0, 5000, "REPLACE", "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		if err := src.Do(ctx, args...).Err(); err != nil {
+			return fmt.Errorf("redistest: move slot %d: migrate: %w", slot, err)
+		}
+	}
+	order := []int{to, from}
+	for i := range c.Nodes {
+		if i != to && i != from {
+			order = append(order, i)
+		}
+	}
+	for _, i := range order {
+		if err := clients[i].Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", ids[to]).Err(); err != nil {
+			return fmt.Errorf("redistest: move slot %d: setslot node on %s: %w", slot, c.Nodes[i].Addr, err)
+		}
+	}
+	c.mu.Lock()
+	if c.moved == nil {
+		c.moved = make(map[int]int)
+	}
+	c.moved[slot] = to
+	c.mu.Unlock()
+	return c.waitOwner(ctx, clients, slot, to)
+}
+
+// waitOwner waits until every node's CLUSTER SLOTS names Nodes[to] as the
+// owner of slot.
+func (c *Cluster) waitOwner(ctx context.Context, clients []*redis.Client, slot, to int) error {
+	want := c.Nodes[to].Port
+	return waitUntil(ctx, fmt.Sprintf("every node to see slot %d on %s", slot, c.Nodes[to].Addr), func(ctx context.Context) error {
+		for i, cl := range clients {
+			ranges, err := cl.ClusterSlots(ctx).Result()
+			if err != nil {
+				return err
+			}
+			ok := false
+			for _, r := range ranges {
+				if slot >= r.Start && slot <= r.End && len(r.Nodes) > 0 && strings.HasSuffix(r.Nodes[0].Addr, ":"+strconv.Itoa(want)) {
+					ok = true
+				}
+			}
+			if !ok {
+				return fmt.Errorf("%s does not see slot %d on %s yet", c.Nodes[i].Addr, slot, c.Nodes[to].Addr)
+			}
+		}
+		return nil
+	})
+}
+
+// Reshard runs redis-cli --cluster reshard to move n slots from Nodes[from]
+// to Nodes[to], with their keys, as an operator would; it then records the
+// new owners from CLUSTER SLOTS. redis-cli comes with redis-server.
+func (c *Cluster) Reshard(ctx context.Context, from, to, n int) error {
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		return fmt.Errorf("redistest: redis-cli not found (install it with: %s): %w", InstallHint, err)
+	}
+	clients := make([]*redis.Client, len(c.Nodes))
+	for i, nd := range c.Nodes {
+		clients[i] = redis.NewClient(nd.Options())
+		defer clients[i].Close()
+	}
+	ids, err := c.nodeIDs(ctx, clients)
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, cli, "--cluster", "reshard", c.Nodes[from].Addr,
+		"--cluster-from", ids[from], "--cluster-to", ids[to],
+		"--cluster-slots", strconv.Itoa(n), "--cluster-yes")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("redistest: redis-cli --cluster reshard: %w\n%s", err, out)
+	}
+	ranges, err := clients[to].ClusterSlots(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redistest: cluster slots after reshard: %w", err)
+	}
+	c.mu.Lock()
+	if c.moved == nil {
+		c.moved = make(map[int]int)
+	}
+	for _, r := range ranges {
+		for i, nd := range c.Nodes {
+			if len(r.Nodes) > 0 && r.Nodes[0].Addr == nd.Addr {
+				for sl := int(r.Start); sl <= int(r.End); sl++ {
+					c.moved[sl] = i
+				}
+			}
+		}
+	}
+	c.mu.Unlock()
+	return nil
 }
