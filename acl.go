@@ -12,8 +12,9 @@ import (
 // ACLRules returns the rules of a Redis ACL user that can run tiercache
 // with the given namespace and channel (Config.Namespace and Config.Channel;
 // empty takes the same defaults as New), and nothing else: the keys under
-// "<namespace>:", the invalidation channel and the probe channels of a
-// Cluster subscriber, and the commands below. It is what follows
+// "<namespace>:", the invalidation channel, the probe channels of a
+// Cluster subscriber and the sharded channels of every hash slot, and the
+// commands below. It is what follows
 // "ACL SETUSER <name> on >password", as one line:
 //
 //	resetkeys ~tiercache:* resetchannels &tiercache:invalidate ... -@all +get ...
@@ -51,6 +52,7 @@ func ACLRules(namespace, channel string) (string, error) {
 		"resetchannels",
 		"&" + aclGlobEscape(channel),              // invalidations
 		"&" + aclGlobEscape(channel) + ":probe:*", // a Cluster subscriber's probes of every master
+		"&" + aclGlobEscape(channel) + "{*}",      // sharded invalidations: one channel per hash slot
 		"-@all",
 		"+get",                // the lease scripts; a read's fence; the fill script's checks
 		"+getrange",           // every read of a value, bounded by max_value_size (GETRANGE 0 max)
@@ -65,6 +67,10 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+evalsha",            // every script, first by its hash
 		"+eval",               // a script Redis does not hold yet (NOSCRIPT); tag scripts in pipelines
 		"+subscribe",          // the invalidation bus
+		"+spublish",           // every write script, with sharded pub/sub
+		"+ssubscribe",         // the sharded invalidation bus
+		"+cluster|nodes",      // ... reads which slots each master serves
+		"+command|info",       // Start checks that the masters have sharded pub/sub
 		"+ping",               // Start's check; the bus's health checks, on its subscription and on the data path
 		"+select",             // a client with a DB other than 0 (RedisConfig.DB)
 		"+time",               // the tag script scores members by Redis's clock

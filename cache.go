@@ -30,6 +30,7 @@ import (
 // stopped by Stop. Its methods are safe for concurrent use.
 type Cache struct {
 	cfg    Config // defaults applied
+	pubsub string // PubSubSharded or PubSubClassic: Config.PubSubMode resolved
 	client redis.UniversalClient
 	store  *l2.Store
 	writes *coalescer // Set and Delete scripts, coalesced per keyspace and slot
@@ -153,7 +154,14 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	if o, ok := client.(interface{ Options() *redis.Options }); ok && !o.Options().ContextTimeoutEnabled {
 		c.log.Warn("tiercache: redis client without ContextTimeoutEnabled: read_timeout and write_timeout cannot bound a slow Redis")
 	}
+	mode, err := resolvePubSub(client, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.pubsub = mode
+	sharded := mode == PubSubSharded
 	c.store, err = l2.New(client, l2.Options{
+		Sharded:      sharded,
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
 		FencePrefix:  cfg.Namespace + "::fence",
@@ -178,12 +186,59 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		PingTimeout:  cfg.PingTimeout,
 		MaxStaleness: cfg.MaxStaleness,
 		FollowMaster: true,
+		Sharded:      sharded,
 		Logger:       c.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return c, nil
+}
+
+// resolvePubSub returns the mode cfg.PubSubMode means with client:
+// PubSubSharded or PubSubClassic.
+func resolvePubSub(client redis.UniversalClient, cfg Config) (string, error) {
+	_, cluster := client.(*redis.ClusterClient)
+	mode := cfg.PubSubMode
+	switch {
+	case mode == PubSubAuto && cluster:
+		mode = PubSubSharded
+	case mode == PubSubAuto:
+		mode = PubSubClassic
+	case mode == PubSubSharded && !cluster:
+		return "", fmt.Errorf("%w: pubsub_mode %q needs a Redis Cluster client (*redis.ClusterClient), not %T", ErrInvalidConfig, PubSubSharded, client)
+	}
+	if mode == PubSubSharded && strings.Contains(cfg.Channel, "{") {
+		return "", fmt.Errorf("%w: channel %q holds '{', which sharded pub/sub cannot use: set pubsub_mode %q or another channel", ErrInvalidConfig, cfg.Channel, PubSubClassic)
+	}
+	return mode, nil
+}
+
+// PubSubMode returns how this Cache's invalidations travel: PubSubSharded
+// or PubSubClassic (Config.PubSubMode, with PubSubAuto resolved for its
+// client).
+func (c *Cache) PubSubMode() string { return c.pubsub }
+
+// checkSharded checks, when invalidations are sharded, that every master
+// knows SSUBSCRIBE (Redis 7 or later), so that a Cluster of Redis 6 fails
+// Start with a clear error rather than a bus that never subscribes.
+func (c *Cache) checkSharded(ctx context.Context) error {
+	cc, ok := c.client.(*redis.ClusterClient)
+	if !ok || c.pubsub != PubSubSharded {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.PingTimeout)
+	defer cancel()
+	return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Do(ctx, "COMMAND", "INFO", "ssubscribe").Slice()
+		if err != nil {
+			return fmt.Errorf("command info ssubscribe on %s: %w", m.Options().Addr, err)
+		}
+		if len(info) != 1 || info[0] == nil {
+			return fmt.Errorf("%w: pubsub_mode %q: %s has no sharded pub/sub (Redis 7 or later needed): set pubsub_mode %q", ErrInvalidConfig, PubSubSharded, m.Options().Addr, PubSubClassic)
+		}
+		return nil
+	})
 }
 
 // Config returns the configuration in force, defaults applied, except
@@ -241,6 +296,9 @@ func (c *Cache) Start(ctx context.Context) error {
 		c.jobs.start()
 		c.startPresence(ctx)
 		return nil
+	}
+	if err := c.checkSharded(ctx); err != nil {
+		return fail(fmt.Errorf("tiercache: start: %w", err))
 	}
 	if err := c.sub.Start(ctx); err != nil {
 		return fail(fmt.Errorf("tiercache: start bus: %w", err))

@@ -14,6 +14,17 @@ import (
 )
 
 // Defaults applied by New and NewKeyspace to zero fields.
+// The values of Config.PubSubMode.
+const (
+	// PubSubAuto is sharded pub/sub on a Redis Cluster client, classic on
+	// any other.
+	PubSubAuto = "auto"
+	// PubSubSharded is Redis 7's sharded pub/sub (SPUBLISH, SSUBSCRIBE).
+	PubSubSharded = "sharded"
+	// PubSubClassic is PUBLISH and SUBSCRIBE.
+	PubSubClassic = "classic"
+)
+
 const (
 	// DefaultNamespace prefixes every Redis key and the invalidation channel.
 	DefaultNamespace = "tiercache"
@@ -69,6 +80,18 @@ type Config struct {
 	// Channel is the pub/sub channel of invalidations.
 	// Default "<namespace>:invalidate".
 	Channel string `yaml:"channel" json:"channel"`
+
+	// PubSubMode chooses how invalidations travel: PubSubClassic (PUBLISH
+	// and SUBSCRIBE on Channel; on a Cluster every message crosses the
+	// cluster bus to every node), PubSubSharded (Redis 7's SPUBLISH and
+	// SSUBSCRIBE on one channel per hash slot, "<channel>{<tag>}": a
+	// message stays on the master that owns the keys it names; needs a
+	// Cluster client and Redis 7 or later, and a Channel without '{'), or
+	// PubSubAuto: sharded on a *redis.ClusterClient, classic on any other
+	// client. Every replica of a namespace must use the same mode: on a
+	// Cluster of Redis 6, set classic. Cache.PubSubMode reports the mode chosen.
+	// Default PubSubAuto.
+	PubSubMode string `yaml:"pubsub_mode" json:"pubsub_mode"`
 
 	// InstanceID names this replica in the invalidations it publishes, so it
 	// can ignore its own. Default: random, unique per Cache.
@@ -334,6 +357,13 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Channel == "" {
 		c.Channel = c.Namespace + ":invalidate"
+	}
+	switch c.PubSubMode {
+	case "":
+		c.PubSubMode = PubSubAuto
+	case PubSubAuto, PubSubSharded, PubSubClassic:
+	default:
+		return c, fmt.Errorf("%w: pubsub_mode %q: want %q, %q or %q", ErrInvalidConfig, c.PubSubMode, PubSubAuto, PubSubSharded, PubSubClassic)
 	}
 	if c.InstanceID == "" {
 		c.InstanceID = newInstanceID()

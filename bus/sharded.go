@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -80,9 +81,10 @@ type shardSet struct {
 	mu       sync.Mutex
 	want     int               // SSUBSCRIBE confirmations that make the set confirmed
 	got      int               // received so far
-	answered []uint64          // each member's highest PING answered
-	payloads map[uint64]string // PING payloads answered by some members, not yet by all
-	emitted  uint64            // highest PING answered by every member
+	pings    uint64            // PINGs written to every member (Ping calls)
+	answered []uint64          // PONGs each member returned: its answers to the first PINGs, in order
+	payloads map[uint64]string // payload of each PING, by number, until every member answered it
+	emitted  uint64            // PINGs answered by every member
 }
 
 // subscribeSharded opens a shardSet within the handshake bound: it reads
@@ -92,7 +94,7 @@ type shardSet struct {
 func (s *Subscriber) subscribeSharded(ctx context.Context) subscription {
 	hctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	set, err := s.openShards(ctx, hctx)
+	set, err := openShards(ctx, hctx, s.cluster, s.opts.Channel, s.shardChannels())
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Debug("bus: sharded subscribe failed", "error", err)
@@ -107,15 +109,16 @@ func (s *Subscriber) subscribeSharded(ctx context.Context) subscription {
 	return set
 }
 
-// openShards does the work of subscribeSharded: run is the read loop's
-// context (the connections live in it), hctx the handshake's.
-func (s *Subscriber) openShards(run, hctx context.Context) (*shardSet, error) {
+// openShards opens a shardSet of cc for base, whose slots' channels are
+// chans: run is the context the connections live in, hctx bounds the
+// handshake.
+func openShards(run, hctx context.Context, cc *redis.ClusterClient, base string, chans []string) (*shardSet, error) {
 	var (
 		mu      sync.Mutex
 		masters []*redis.Client
 		owned   [][]int
 	)
-	err := s.cluster.ForEachMaster(hctx, func(ctx context.Context, c *redis.Client) error {
+	err := cc.ForEachMaster(hctx, func(ctx context.Context, c *redis.Client) error {
 		nodes, err := c.ClusterNodes(ctx).Result()
 		if err != nil {
 			return fmt.Errorf("cluster nodes on %s: %w", c.Options().Addr, err)
@@ -148,13 +151,12 @@ func (s *Subscriber) openShards(run, hctx context.Context) (*shardSet, error) {
 		return nil, fmt.Errorf("the masters serve %d of %d slots: the topology is changing", n, slots.Count)
 	}
 	set := &shardSet{
-		base:     s.opts.Channel,
+		base:     base,
 		out:      make(chan shardItem, 256),
 		done:     make(chan struct{}),
 		want:     slots.Count,
 		payloads: make(map[uint64]string),
 	}
-	chans := s.shardChannels()
 	for i, c := range masters {
 		if len(owned[i]) == 0 {
 			continue
@@ -264,7 +266,7 @@ func (set *shardSet) read(ctx context.Context, i int, ps *redis.PubSub) {
 				return
 			}
 		case *redis.Pong:
-			if p, ok := set.pong(i, v.Payload); ok && !set.emit(shardItem{v: &redis.Pong{Payload: p}}) {
+			if p, ok := set.pong(i); ok && !set.emit(shardItem{v: &redis.Pong{Payload: p}}) {
 				return
 			}
 		case *redis.Subscription:
@@ -304,23 +306,15 @@ func (set *shardSet) confirm() bool {
 	return set.got == set.want
 }
 
-// pong records member i's answer to the PING of payload (the Subscriber's
-// "seq:stamp") and returns the payload of the highest PING that every
-// member has now answered, when that is new.
-func (set *shardSet) pong(i int, payload string) (string, bool) {
-	num, _, _ := strings.Cut(payload, ":")
-	seq, err := strconv.ParseUint(num, 10, 64)
-	if err != nil {
-		return "", false // not one of ours
-	}
+// pong records member i's next PONG: a connection answers its PINGs in
+// the order they were written, after everything delivered before them. It
+// returns the payload of the last PING that every member has now answered,
+// when that is a new one.
+func (set *shardSet) pong(i int) (string, bool) {
 	set.mu.Lock()
 	defer set.mu.Unlock()
-	if seq <= set.answered[i] {
-		return "", false
-	}
-	set.answered[i] = seq
-	set.payloads[seq] = payload
-	low := seq
+	set.answered[i]++
+	low := set.answered[i]
 	for _, a := range set.answered {
 		low = min(low, a)
 	}
@@ -328,12 +322,10 @@ func (set *shardSet) pong(i int, payload string) (string, bool) {
 		return "", false
 	}
 	p, ok := set.payloads[low]
-	set.emitted = low
-	for k := range set.payloads {
-		if k <= low {
-			delete(set.payloads, k)
-		}
+	for n := set.emitted + 1; n <= low; n++ {
+		delete(set.payloads, n)
 	}
+	set.emitted = low
 	return p, ok
 }
 
@@ -351,8 +343,14 @@ func (set *shardSet) Receive(ctx context.Context) (any, error) {
 	}
 }
 
-// Ping writes a PING with payload on every member.
+// Ping writes a PING with payload on every member; the set's PONG comes
+// once every member answered it. Calls must not overlap (the pinger makes
+// them one at a time): each member must see the PINGs in the same order.
 func (set *shardSet) Ping(ctx context.Context, payload ...string) error {
+	set.mu.Lock()
+	set.pings++
+	set.payloads[set.pings] = strings.Join(payload, "")
+	set.mu.Unlock()
 	for i, ps := range set.members {
 		if err := ps.Ping(ctx, payload...); err != nil {
 			return fmt.Errorf("shard %s: %w", set.addrs[i], err)
@@ -373,3 +371,66 @@ func (set *shardSet) Close() error {
 	})
 	return errors.Join(errs...)
 }
+
+// ShardedSubscription is a subscription to the sharded channels of every
+// hash slot on every master of a Cluster, as a Subscriber with
+// Options.Sharded holds, for tools that want the raw messages (the CLI's
+// watch). Use SubscribeSharded; it is not safe for concurrent use, except
+// Close.
+type ShardedSubscription struct {
+	set *shardSet
+}
+
+// SubscribeSharded opens the connections of a sharded subscription to
+// channel on every master of cc and sends their SSUBSCRIBEs, within
+// timeout. The subscription lives until Close; ctx gives the connections
+// its values, not its cancellation.
+func SubscribeSharded(ctx context.Context, cc *redis.ClusterClient, channel string, timeout time.Duration) (*ShardedSubscription, error) {
+	if strings.Contains(channel, "{") {
+		return nil, fmt.Errorf("bus: channel %q has a '{': its sharded channels would leave their slots", channel)
+	}
+	hctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	set, err := openShards(context.WithoutCancel(ctx), hctx, cc, channel, slots.Channels(channel))
+	if err != nil {
+		return nil, fmt.Errorf("bus: sharded subscribe to %q: %w", channel, err)
+	}
+	return &ShardedSubscription{set: set}, nil
+}
+
+// ReceiveTimeout returns the next item, as a *redis.PubSub would: a
+// *redis.Message (its Channel is the base channel), one *redis.Subscription
+// of kind "subscribe" once every slot's channel is confirmed, a *redis.Pong
+// once every master answered a PING, or the first error of any connection
+// (a slot that moved is one). After timeout with nothing, it returns an
+// error whose Timeout method reports true.
+func (s *ShardedSubscription) ReceiveTimeout(ctx context.Context, timeout time.Duration) (any, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case it := <-s.set.out:
+		return it.v, it.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.set.done:
+		return nil, errSetClosed
+	case <-t.C:
+		return nil, receiveTimeout{}
+	}
+}
+
+// Ping writes a PING on every master's connection.
+func (s *ShardedSubscription) Ping(ctx context.Context, payload ...string) error {
+	return s.set.Ping(ctx, payload...)
+}
+
+// Close closes every connection and waits for their goroutines.
+func (s *ShardedSubscription) Close() error { return s.set.Close() }
+
+// receiveTimeout is ReceiveTimeout's error when nothing came in time: a
+// net.Error whose Timeout is true, as a socket's read deadline gives.
+type receiveTimeout struct{}
+
+func (receiveTimeout) Error() string   { return "bus: sharded receive: i/o timeout" }
+func (receiveTimeout) Timeout() bool   { return true }
+func (receiveTimeout) Temporary() bool { return true }

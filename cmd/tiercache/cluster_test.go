@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -67,4 +68,55 @@ func TestClusterCLI(t *testing.T) {
 			t.Errorf("Get(%s) after invalidate --all = %+v, %v; want ErrNotFound", k, v, err)
 		}
 	}
+}
+
+// TestClusterShardedCLI proves that the CLI speaks the replicas' sharded
+// pub/sub on a Cluster (pubsub_mode auto on both sides): watch prints a
+// replica's Set, published with SPUBLISH on the slot's channel of a master
+// that watch's first address does not serve; invalidate --l1-only reaches
+// the replica; and with --pubsub-mode classic the CLI publishes where a
+// sharded replica does not listen.
+func TestClusterShardedCLI(t *testing.T) {
+	t.Parallel()
+	cluster := redistest.StartCluster(t)
+	client := cluster.Client(t)
+	r := startReplica(t, client, "replica-s", false)
+	if m := r.cache.PubSubMode(); m != tiercache.PubSubSharded {
+		t.Fatalf("replica pubsub mode %q on a Cluster; want sharded", m)
+	}
+	ctx := context.Background()
+	addr := strings.Join(cluster.Addrs(), ",")
+
+	// Keys on every master, so that watch must hear all three.
+	var keys []string
+	served := map[string]bool{}
+	for i := 0; len(served) < len(cluster.Nodes) && i < 100; i++ {
+		k := "w" + strconv.Itoa(i)
+		if n := cluster.NodeFor("tiercache:products:" + k).Addr; !served[n] {
+			served[n] = true
+			keys = append(keys, k)
+		}
+	}
+	if len(served) != len(cluster.Nodes) {
+		t.Fatalf("keys %v cover %d masters", keys, len(served))
+	}
+	w := start(t, "watch", "--count", strconv.Itoa(len(keys)), "--json", "--addr", addr)
+	w.waitLine(t, "subscribed to tiercache:invalidate")
+	for i, k := range keys {
+		if err := r.products.Set(ctx, k, item{ID: int64(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := w.finish(t)
+	res.want(t, exitOK, nil, nil)
+	for _, k := range keys {
+		if !strings.Contains(res.stdout, `"keys":["`+k+`"]`) {
+			t.Errorf("watch did not print the Set of %s:\n%s", k, res.stdout)
+		}
+	}
+
+	cli(t, "invalidate", "products", "pa", "--l1-only", "--addr", addr).want(t, exitOK, []string{"published 1 invalidation"}, nil)
+	r.waitInvalidation(t, "the --l1-only invalidation of pa", fromCLI(keysOf("products", "pa")))
+
+	cli(t, "invalidate", "products", "--all", "--addr", addr, "--pubsub-mode", "nonsense").want(t, exitUsage, nil, []string{"--pubsub-mode"})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/tiercache/tiercache"
 )
 
@@ -172,6 +174,7 @@ type connFlags struct {
 	tlsServerName string
 	namespace     string
 	channel       string
+	pubsubMode    string
 	timeout       time.Duration
 
 	// source names where each flag set from the command line or the
@@ -192,6 +195,7 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 	fs.StringVar(&c.tlsServerName, "tls-server-name", "", "`name` to verify in the server's certificate (default: the host dialled)")
 	fs.StringVar(&c.namespace, "namespace", tiercache.DefaultNamespace, "tiercache namespace: the prefix of every key")
 	fs.StringVar(&c.channel, "channel", "", "invalidation channel (default <namespace>:invalidate)")
+	fs.StringVar(&c.pubsubMode, "pubsub-mode", tiercache.PubSubAuto, "how invalidations travel, as the replicas' pubsub_mode: `auto` (sharded on a Cluster), sharded or classic")
 	fs.DurationVar(&c.timeout, "timeout", defaultTimeout, "dial and command timeout")
 	return c
 }
@@ -200,7 +204,7 @@ func addConnFlags(fs *flag.FlagSet) *connFlags {
 func isConnFlag(name string) bool {
 	switch name {
 	case "addr", "cluster", "username", "password", "tls", "tls-ca", "tls-cert", "tls-key",
-		"tls-server-name", "namespace", "channel", "timeout":
+		"tls-server-name", "namespace", "channel", "pubsub-mode", "timeout":
 		return true
 	}
 	return false
@@ -264,6 +268,8 @@ func (c *connFlags) check() error {
 		return usageErrorf("%s is empty", c.from("namespace"))
 	case strings.ContainsAny(c.namespace, ": \t\r\n"):
 		return usageErrorf("%s %q contains ':' or whitespace", c.from("namespace"), c.namespace)
+	case c.pubsubMode != tiercache.PubSubAuto && c.pubsubMode != tiercache.PubSubSharded && c.pubsubMode != tiercache.PubSubClassic:
+		return usageErrorf("%s %q: want auto, sharded or classic", c.from("pubsub-mode"), c.pubsubMode)
 	case !c.tls && (c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" || c.tlsServerName != ""):
 		return usageErrorf("--tls-ca, --tls-cert, --tls-key and --tls-server-name (or their %s variables) need --tls (or %s=1)", envPrefix, envName("tls"))
 	}
@@ -271,6 +277,14 @@ func (c *connFlags) check() error {
 		c.channel = c.namespace + ":invalidate"
 	}
 	return nil
+}
+
+// sharded reports whether invalidations travel on sharded pub/sub with
+// client, as a replica with pubsub_mode --pubsub-mode decides: sharded, or
+// auto on a Cluster client.
+func (c *connFlags) sharded(client redis.UniversalClient) bool {
+	_, cluster := client.(*redis.ClusterClient)
+	return c.pubsubMode == tiercache.PubSubSharded || c.pubsubMode == tiercache.PubSubAuto && cluster
 }
 
 // addrs returns the addresses of --addr, without blanks.

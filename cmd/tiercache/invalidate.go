@@ -15,6 +15,7 @@ import (
 
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/bus"
+	"github.com/tiercache/tiercache/internal/slots"
 )
 
 // maxScannedKey is the MaxKeyLength of the CLI's Cache, above the default
@@ -82,7 +83,7 @@ A keyspace that none of the live replicas uses is refused unless --force.`, true
 	}
 	origin := cliOrigin()
 	if inv.l1Only {
-		return publishOnly(ctx, client, fs.conn.channel, origin, inv, stdout)
+		return publishOnly(ctx, client, fs.conn.channel, fs.conn.sharded(client), origin, inv, stdout)
 	}
 	return inv.apply(ctx, client, fs.conn, origin, stdout)
 }
@@ -124,10 +125,21 @@ func cliOrigin() string {
 	return "tiercache-cli@" + host + ":" + strconv.Itoa(os.Getpid())
 }
 
-// publishOnly publishes inv's invalidation without touching Redis data.
-func publishOnly(ctx context.Context, client redis.UniversalClient, channel, origin string, inv invalidation, stdout io.Writer) error {
+// publishOnly publishes inv's invalidation without touching Redis data:
+// on channel, or, sharded, on the sharded channel of slot 0 (a sharded
+// subscriber listens to the channels of every slot).
+func publishOnly(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, origin string, inv invalidation, stdout io.Writer) error {
 	m := bus.Message{Origin: origin, Keyspace: inv.keyspace, Keys: inv.keys, Tags: inv.tags, Flush: inv.all}
-	if err := bus.Publish(ctx, client, channel, m); err != nil {
+	if sharded {
+		channel = slots.Channel(channel, 0)
+		b, err := m.Marshal()
+		if err != nil {
+			return err
+		}
+		if err := client.SPublish(ctx, channel, b).Err(); err != nil {
+			return fmt.Errorf("spublish on %q: %w", channel, err)
+		}
+	} else if err := bus.Publish(ctx, client, channel, m); err != nil {
 		return err
 	}
 	what := plural(len(inv.keys), "key")
@@ -148,6 +160,7 @@ func (inv invalidation) apply(ctx context.Context, client redis.UniversalClient,
 	c, err := tiercache.New(client, tiercache.Config{
 		Namespace:         conn.namespace,
 		Channel:           conn.channel,
+		PubSubMode:        conn.pubsubMode,
 		InstanceID:        origin,
 		ReadTimeout:       conn.timeout,
 		WriteTimeout:      conn.timeout,

@@ -41,8 +41,9 @@ type watchLine struct {
 
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newCommandFlags("watch", []string{"watch [--count N] [--for DURATION] [--json] [connection flags]"}, `
-Subscribes to the invalidation channel and prints every message as it
-arrives, decoded as the replicas decode it (bus.Unmarshal, bounded): time,
+Subscribes to the invalidation channel (with sharded pub/sub, the
+--pubsub-mode default on a Cluster: to the channel of every hash slot on
+every master) and prints every message as it arrives, decoded as the replicas decode it (bus.Unmarshal, bounded): time,
 origin (the publisher's instance id, "" for other services), keyspace, keys,
 tags and flush. A message the replicas would refuse prints a line saying why,
 with its size, and watch goes on. "subscribed to CHANNEL" goes to stderr once
@@ -75,7 +76,7 @@ SIGINT/SIGTERM, and exits 0 then.`, true)
 		ctx, cancel = context.WithTimeout(ctx, *dur)
 		defer cancel()
 	}
-	w := &watcher{client: client, channel: fs.conn.channel, timeout: fs.conn.timeout, count: *count, json: *asJSON, stdout: stdout, stderr: stderr}
+	w := &watcher{client: client, channel: fs.conn.channel, sharded: fs.conn.sharded(client), timeout: fs.conn.timeout, count: *count, json: *asJSON, stdout: stdout, stderr: stderr}
 	return w.run(ctx)
 }
 
@@ -83,18 +84,49 @@ SIGINT/SIGTERM, and exits 0 then.`, true)
 type watcher struct {
 	client  redis.UniversalClient
 	channel string
+	sharded bool // SSUBSCRIBE to every slot's channel on every master (bus.SubscribeSharded)
 	timeout time.Duration
 	count   int
 	json    bool
 	stdout  io.Writer
 	stderr  io.Writer
 
-	mu sync.Mutex    // protects ps
-	ps *redis.PubSub // the subscription; replaced when it goes silent, nil once ctx is done
+	mu sync.Mutex // protects ps
+	ps watchSub   // the subscription; replaced when it goes silent, nil once ctx is done
+}
+
+// watchSub is what watch uses of a subscription: a *redis.PubSub, a
+// *bus.ShardedSubscription, or a failedSub.
+type watchSub interface {
+	ReceiveTimeout(ctx context.Context, timeout time.Duration) (any, error)
+	Ping(ctx context.Context, payload ...string) error
+	Close() error
+}
+
+// failedSub is a sharded subscription that could not be opened: its first
+// receive returns why.
+type failedSub struct{ err error }
+
+func (f failedSub) ReceiveTimeout(context.Context, time.Duration) (any, error) { return nil, f.err }
+func (f failedSub) Ping(context.Context, ...string) error                      { return f.err }
+func (f failedSub) Close() error                                               { return nil }
+
+// subscribe opens a new subscription to the channel: classic, or sharded
+// on every master (a sharded one does not reconnect by itself: a failure
+// is followed by a new one).
+func (w *watcher) subscribe(ctx context.Context) watchSub {
+	if !w.sharded {
+		return w.client.Subscribe(ctx, w.channel)
+	}
+	ss, err := bus.SubscribeSharded(ctx, w.client.(*redis.ClusterClient), w.channel, w.timeout)
+	if err != nil {
+		return failedSub{err}
+	}
+	return ss
 }
 
 // swap installs ps as the subscription and closes the one before.
-func (w *watcher) swap(ps *redis.PubSub) {
+func (w *watcher) swap(ps watchSub) {
 	w.mu.Lock()
 	old := w.ps
 	w.ps = ps
@@ -110,7 +142,7 @@ func (w *watcher) run(ctx context.Context) error {
 	defer stop()
 	defer w.swap(nil)
 
-	ps := w.client.Subscribe(ctx, w.channel)
+	ps := w.subscribe(ctx)
 	w.swap(ps)
 	var (
 		seen     int
@@ -147,7 +179,7 @@ func (w *watcher) run(ctx context.Context) error {
 			case timeout:
 				fmt.Fprintf(w.stderr, "subscription to %s silent for %v: subscribing again\n", w.channel, w.timeout)
 				pinged = false
-				ps = w.client.Subscribe(ctx, w.channel)
+				ps = w.subscribe(ctx)
 				w.swap(ps)
 				if ctx.Err() != nil { // stop may have run before the swap
 					return nil
@@ -161,6 +193,13 @@ func (w *watcher) run(ctx context.Context) error {
 			backoff = min(max(2*backoff, 50*time.Millisecond), watchMaxBackoff)
 			if !sleepCtx(ctx, backoff) {
 				return nil
+			}
+			if w.sharded { // a classic PubSub reconnects by itself
+				ps = w.subscribe(ctx)
+				w.swap(ps)
+				if ctx.Err() != nil {
+					return nil
+				}
 			}
 			continue
 		}
