@@ -70,7 +70,6 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+spublish",           // every write script, with sharded pub/sub
 		"+ssubscribe",         // the sharded invalidation bus
 		"+cluster|nodes",      // ... reads which slots each master serves
-		"+command|info",       // Start checks that the masters have sharded pub/sub
 		"+ping",               // Start's check; the bus's health checks, on its subscription and on the data path
 		"+select",             // a client with a DB other than 0 (RedisConfig.DB)
 		"+time",               // the tag script scores members by Redis's clock
@@ -104,7 +103,7 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+xinfo|consumers",    // ... finds idle consumers
 		"+xgroup|delconsumer", // ... and removes them
 		"+cluster|slots",      // a Cluster client's view of the slots
-		"+command",            // a Cluster client's table of key positions (COMMAND)
+		"+command",            // a Cluster client's table of key positions (COMMAND); Start's check for sharded pub/sub (COMMAND INFO)
 	}
 	return strings.Join(rules, " "), nil
 }

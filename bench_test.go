@@ -28,6 +28,7 @@ import (
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/bus"
 	"github.com/tiercache/tiercache/internal/redistest"
+	"github.com/tiercache/tiercache/internal/slots"
 	"github.com/tiercache/tiercache/l2"
 )
 
@@ -526,25 +527,66 @@ type evicted struct {
 // The floor, PublishFloor, is the same measure on raw go-redis: a PUBLISH of
 // the key, and two subscribers each blocked in PubSub.Receive, handing the
 // message over to the benchmark as soon as it is read.
+//
+// Cluster/... are the same measures on a Redis Cluster of 3 masters on
+// loopback, started once per run, each replica and each raw client on a
+// *redis.ClusterClient of its own. Cluster/Sharded/Set runs the replicas with
+// PubSubMode sharded: Set's script SPUBLISHes on the sharded channel of the
+// key's hash slot, on the key's master only, and every replica subscribes to
+// every slot's channel on every master. Cluster/Classic/Set runs them with
+// PubSubMode classic: PUBLISH, which the cluster bus forwards to every node.
+// Their floors are raw go-redis on cluster clients: Cluster/SPublishFloor
+// SPUBLISHes each key on its slot's channel to two subscribers that each hold
+// an SSUBSCRIBE of every channel the benchmark's keys use (one PubSub per
+// channel, on its slot's master, each read by its own goroutine);
+// Cluster/PublishFloor is PublishFloor on cluster clients.
 func BenchmarkInvalidationPropagation(b *testing.B) {
 	srv, err := redistest.New()
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { srv.Stop() })
-	b.Run("Set", func(b *testing.B) { benchPropagationSet(b, srv) })
-	b.Run("PublishFloor", func(b *testing.B) { benchPropagationFloor(b, srv) })
+	standalone := func(b *testing.B) redis.UniversalClient {
+		client := redis.NewClient(srv.Options())
+		b.Cleanup(func() { client.Close() })
+		return client
+	}
+	b.Run("Set", func(b *testing.B) { benchPropagationSet(b, standalone, tiercache.PubSubAuto) })
+	b.Run("PublishFloor", func(b *testing.B) { benchPropagationFloor(b, standalone, false) })
+	b.Run("Cluster", func(b *testing.B) {
+		cl, err := redistest.NewCluster()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Stop() })
+		cluster := func(b *testing.B) redis.UniversalClient {
+			o := cl.Options()
+			o.ContextTimeoutEnabled = true
+			cc := redis.NewClusterClient(o)
+			b.Cleanup(func() { cc.Close() })
+			return cc
+		}
+		b.Run("Sharded", func(b *testing.B) {
+			b.Run("Set", func(b *testing.B) { benchPropagationSet(b, cluster, tiercache.PubSubSharded) })
+		})
+		b.Run("Classic", func(b *testing.B) {
+			b.Run("Set", func(b *testing.B) { benchPropagationSet(b, cluster, tiercache.PubSubClassic) })
+		})
+		b.Run("SPublishFloor", func(b *testing.B) { benchPropagationFloor(b, cluster, true) })
+		b.Run("PublishFloor", func(b *testing.B) { benchPropagationFloor(b, cluster, false) })
+	})
 }
 
-func benchPropagationSet(b *testing.B, srv *redistest.Server) {
+// benchPropagationSet measures Set on the first of three replicas, each on a
+// client of its own from newClient, with Config.PubSubMode mode.
+func benchPropagationSet(b *testing.B, newClient func(*testing.B) redis.UniversalClient, mode string) {
 	ctx := context.Background()
 	var (
 		writer *tiercache.Keyspace[string, benchValue]
 		peers  []chan evicted
 	)
 	for i := range 3 {
-		client := redis.NewClient(srv.Options())
-		b.Cleanup(func() { client.Close() })
+		client := newClient(b)
 		var opts []tiercache.Option
 		if i > 0 {
 			ch := make(chan evicted, 1024)
@@ -559,7 +601,7 @@ func benchPropagationSet(b *testing.B, srv *redistest.Server) {
 				}
 			}))
 		}
-		c, err := tiercache.New(client, tiercache.Config{Namespace: "bench"}, opts...)
+		c, err := tiercache.New(client, tiercache.Config{Namespace: "bench", PubSubMode: mode}, opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -579,62 +621,98 @@ func benchPropagationSet(b *testing.B, srv *redistest.Server) {
 	measurePropagation(b, peers, func(key string) error { return writer.Set(ctx, key, v) })
 }
 
-func benchPropagationFloor(b *testing.B, srv *redistest.Server) {
+// benchPropagationFloor measures raw go-redis pub/sub on clients from
+// newClient: PUBLISH on one channel, or with sharded SPUBLISH of each key on
+// its slot's channel, to two subscribers. With sharded each subscriber holds
+// one PubSub per channel that the keys of measurePropagation use (an
+// SSUBSCRIBE names channels of one slot only, and go-redis sends it to that
+// slot's master); every PubSub is read by a goroutine of its own.
+func benchPropagationFloor(b *testing.B, newClient func(*testing.B) redis.UniversalClient, sharded bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	const channel = "bench:floor"
+	chanOf := map[string]string{} // key -> its channel, with sharded
+	chans := []string{channel}    // the channels each subscriber listens on
+	if sharded {
+		chans = chans[:0]
+		for _, key := range propagationKeys() {
+			ch := slots.Channel(channel, slots.Of(key))
+			chanOf[key] = ch
+			if !slices.Contains(chans, ch) {
+				chans = append(chans, ch)
+			}
+		}
+	}
 	var (
 		peers []chan evicted
 		subs  []*redis.PubSub
-		done  = make(chan struct{})
+		wg    sync.WaitGroup
 	)
 	defer func() { // Receive does not watch ctx: Close ends it
 		cancel()
 		for _, ps := range subs {
 			ps.Close()
 		}
-		for range subs {
-			<-done
-		}
+		wg.Wait()
 	}()
 	for range 2 {
-		client := redis.NewClient(srv.Options())
-		b.Cleanup(func() { client.Close() })
-		ps := client.Subscribe(ctx, channel)
-		if _, err := ps.Receive(ctx); err != nil { // the confirmation
-			ps.Close()
-			b.Fatal(err)
-		}
-		subs = append(subs, ps)
+		client := newClient(b)
 		ch := make(chan evicted, 1024)
 		peers = append(peers, ch)
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for {
-				msg, err := ps.Receive(ctx)
-				if err != nil {
-					return
-				}
-				if m, ok := msg.(*redis.Message); ok {
-					select {
-					case ch <- evicted{[]string{m.Payload}, time.Now()}:
-					default:
+		mine := len(subs)
+		for _, c := range chans { // every SSUBSCRIBE sent before any answer is read
+			if sharded {
+				subs = append(subs, client.SSubscribe(ctx, c))
+			} else {
+				subs = append(subs, client.Subscribe(ctx, c))
+			}
+		}
+		for _, ps := range subs[mine:] {
+			msg, err := ps.Receive(ctx) // the confirmation
+			if err != nil {
+				b.Fatal(err)
+			}
+			if s, ok := msg.(*redis.Subscription); !ok || (s.Kind != "subscribe" && s.Kind != "ssubscribe") {
+				b.Fatalf("%T %v, not a subscription confirmation", msg, msg)
+			}
+		}
+		for _, ps := range subs[mine:] {
+			wg.Go(func() {
+				for {
+					msg, err := ps.Receive(ctx)
+					if err != nil {
+						return
+					}
+					if m, ok := msg.(*redis.Message); ok {
+						select {
+						case ch <- evicted{[]string{m.Payload}, time.Now()}:
+						default:
+						}
 					}
 				}
-			}
-		}()
+			})
+		}
 	}
-	pub := redis.NewClient(srv.Options())
-	b.Cleanup(func() { pub.Close() })
-	measurePropagation(b, peers, func(key string) error { return pub.Publish(ctx, channel, key).Err() })
+	pub := newClient(b)
+	write := func(key string) error { return pub.Publish(ctx, channel, key).Err() }
+	if sharded {
+		write = func(key string) error { return pub.SPublish(ctx, chanOf[key], key).Err() }
+	}
+	measurePropagation(b, peers, write)
+}
+
+// propagationKeys returns the keys measurePropagation writes, in order.
+func propagationKeys() []string {
+	keys := make([]string, benchKeys)
+	for i := range keys {
+		keys[i] = "k" + strconv.Itoa(i)
+	}
+	return keys
 }
 
 // measurePropagation calls write for one key per iteration, waits until
 // every peer has reported that key and reports the percentiles.
 func measurePropagation(b *testing.B, peers []chan evicted, write func(key string) error) {
-	keys := make([]string, benchKeys)
-	for i := range keys {
-		keys[i] = "k" + strconv.Itoa(i)
-	}
+	keys := propagationKeys()
 	fromReturn := make([]time.Duration, 0, 1024)
 	fromStart := make([]time.Duration, 0, 1024)
 	timeout := time.NewTimer(time.Hour)

@@ -80,8 +80,15 @@ func (r *oracleReplica) waitDelivered(key string, applied0, resets0 int, deadlin
 //   - Partition: replica 2 reaches Redis through a TCP proxy that silences
 //     its subscription for 2 s without closing it; only the PING deadline
 //     notices, while its data path keeps serving.
-//   - Cluster: on a 3-master cluster, the master that holds the
-//     subscriptions is killed and restarted.
+//   - Cluster (pubsub_mode auto, so sharded) and ClusterClassic: on a
+//     3-master cluster, the master of the channel's slot (which holds
+//     every classic subscription) is killed and restarted.
+//   - ShardedPubSub_Steady, ShardedPubSub_ConnKilled (CLIENT KILL TYPE
+//     pubsub on every master), ShardedPubSub_MasterFailover (3 masters with
+//     a replica each; one master killed, its replica promoted; writes wait
+//     for a replica's acknowledgement) and SlotMigration (redis-cli
+//     --cluster reshard of 2000 slots under load, at every fault): sharded
+//     pub/sub on a cluster.
 //   - Sentinel: a failover to the replica; go-redis leaves the
 //     subscriptions on the old master, which no longer receives what is
 //     published, until the bus follows the client. A write counts as
@@ -115,7 +122,12 @@ func TestOracleNoStaleReads(t *testing.T) {
 			})
 		}},
 		{"Partition", func(t *testing.T) oracleEnv { return standaloneEnv(t, partition) }},
-		{"Cluster", clusterEnv},
+		{"Cluster", func(t *testing.T) oracleEnv { return clusterEnv(t, tiercache.PubSubAuto) }},
+		{"ClusterClassic", func(t *testing.T) oracleEnv { return clusterEnv(t, tiercache.PubSubClassic) }},
+		{"ShardedPubSub_Steady", shardedSteadyEnv},
+		{"ShardedPubSub_ConnKilled", shardedConnKilledEnv},
+		{"ShardedPubSub_MasterFailover", shardedFailoverEnv},
+		{"SlotMigration", slotMigrationEnv},
 		{"Sentinel", sentinelEnv},
 	}
 	for _, tt := range tests {
@@ -125,7 +137,7 @@ func TestOracleNoStaleReads(t *testing.T) {
 			if stale != 0 {
 				t.Errorf("%d stale reads of %d", stale, reads)
 			}
-			if faults == 0 && tt.give != "steady" {
+			if faults == 0 && tt.give != "steady" && tt.give != "ShardedPubSub_Steady" {
 				t.Errorf("no fault injected")
 			}
 		})
@@ -146,6 +158,10 @@ type oracleEnv struct {
 	durable func(ctx context.Context, c redis.UniversalClient) bool
 	// check, if set, checks each replica's bus at the end.
 	check func(t *testing.T, replica int, s bus.Stats)
+	// mode is Config.PubSubMode (empty: the default); acks is
+	// Config.WriteReplicaAcks.
+	mode string
+	acks int
 }
 
 const (
@@ -208,20 +224,16 @@ func partition(t *testing.T, srv *redistest.Server, proxy *redistest.Proxy) {
 	proxy.Heal()
 }
 
-// clusterEnv is a 3-master cluster; the fault kills and restarts the master
-// that every subscription is on (go-redis subscribes on the master of the
-// channel's slot).
-func clusterEnv(t *testing.T) oracleEnv {
+// clusterEnv is a 3-master cluster with invalidations in mode; the fault
+// kills and restarts the master of the channel's slot, which holds every
+// classic subscription (go-redis subscribes there) and a third of the
+// sharded ones.
+func clusterEnv(t *testing.T, mode string) oracleEnv {
 	cl := redistest.StartCluster(t)
 	return oracleEnv{
-		client: func(t *testing.T, _ int) redis.UniversalClient {
-			o := cl.Options()
-			o.ContextTimeoutEnabled = true
-			o.MaxRetries = -1
-			c := redis.NewClusterClient(o)
-			t.Cleanup(func() { c.Close() })
-			return c
-		},
+		client:     clusterClients(cl),
+		mode:       mode,
+		faultEvery: oracleFaultEvery,
 		fault: func(t *testing.T) {
 			node := cl.NodeFor(oracleChannel)
 			node.Kill()
@@ -229,7 +241,88 @@ func clusterEnv(t *testing.T) oracleEnv {
 				t.Errorf("restart cluster node: %v", err)
 			}
 		},
+	}
+}
+
+// clusterClients returns the client function of an env on cl.
+func clusterClients(cl *redistest.Cluster) func(t *testing.T, _ int) redis.UniversalClient {
+	return func(t *testing.T, _ int) redis.UniversalClient {
+		o := cl.Options()
+		o.ContextTimeoutEnabled = true
+		o.MaxRetries = -1
+		c := redis.NewClusterClient(o)
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+}
+
+// shardedSteadyEnv is a 3-master cluster with sharded invalidations and no
+// fault.
+func shardedSteadyEnv(t *testing.T) oracleEnv {
+	cl := redistest.StartCluster(t)
+	return oracleEnv{client: clusterClients(cl), mode: tiercache.PubSubSharded}
+}
+
+// shardedConnKilledEnv kills every pub/sub connection of every master.
+func shardedConnKilledEnv(t *testing.T) oracleEnv {
+	cl := redistest.StartCluster(t)
+	return oracleEnv{
+		client:     clusterClients(cl),
+		mode:       tiercache.PubSubSharded,
 		faultEvery: oracleFaultEvery,
+		fault: func(t *testing.T) {
+			for _, n := range cl.Nodes {
+				admin := newPlainClient(n.Options())
+				if err := admin.ClientKillByFilter(context.Background(), "TYPE", "pubsub").Err(); err != nil {
+					t.Errorf("CLIENT KILL TYPE pubsub on %s: %v", n.Addr, err)
+				}
+				admin.Close()
+			}
+		},
+	}
+}
+
+// shardedFailoverEnv is 3 masters with a replica each; the fault kills the
+// master of slots 0-5460 once, waits for its replica's promotion and
+// restarts the old master as the new one's replica. Writes wait for one
+// replica's acknowledgement (write_replica_acks 1), so that an acknowledged
+// write survives the failover; until the old master rejoins, the writes to
+// its slots fail, promising nothing.
+func shardedFailoverEnv(t *testing.T) oracleEnv {
+	cl := redistest.StartClusterWithReplicas(t)
+	return oracleEnv{
+		client:     clusterClients(cl),
+		mode:       tiercache.PubSubSharded,
+		acks:       1,
+		faultEvery: oracleWrites / 3,
+		maxFaults:  1,
+		fault: func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			failMasterAndRejoin(ctx, t, cl)
+		},
+	}
+}
+
+// slotMigrationEnv moves 2000 slots, with their keys, from one master to the
+// next with redis-cli --cluster reshard at each fault, while the writers
+// and readers go on.
+func slotMigrationEnv(t *testing.T) oracleEnv {
+	cl := redistest.StartCluster(t)
+	var n int
+	return oracleEnv{
+		client:     clusterClients(cl),
+		mode:       tiercache.PubSubSharded,
+		faultEvery: oracleFaultEvery,
+		fault: func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			from := n % 3
+			n++
+			if err := cl.Reshard(ctx, from, (from+1)%3, 2000); err != nil {
+				t.Errorf("reshard: %v", err)
+			}
+		},
 	}
 }
 
@@ -280,7 +373,7 @@ func runOracle(t *testing.T, env oracleEnv) (reads, stale, faults int64) {
 	for i := range reps {
 		r := &oracleReplica{applied: map[string]int{}, changed: make(chan struct{})}
 		client := env.client(t, i)
-		c, err := tiercache.New(client, tiercache.Config{Namespace: "oracle", ReadTimeout: time.Second, WriteTimeout: time.Second},
+		c, err := tiercache.New(client, tiercache.Config{Namespace: "oracle", ReadTimeout: time.Second, WriteTimeout: time.Second, PubSubMode: env.mode, WriteReplicaAcks: env.acks},
 			tiercache.WithInvalidationHook(r.hook))
 		if err != nil {
 			t.Fatal(err)

@@ -481,9 +481,18 @@ func TestACL(t *testing.T) {
 		}
 	})
 
-	t.Run("Cluster", func(t *testing.T) {
-		// A Cluster client also asks for the slots and the command table,
-		// and its subscriber probes every master on a channel of its own.
+	for _, mode := range []string{tiercache.PubSubSharded, tiercache.PubSubClassic} {
+		t.Run("Cluster_"+mode, func(t *testing.T) { testACLCluster(t, ctx, mode) })
+	}
+}
+
+// testACLCluster is TestACL on a Cluster with invalidations in mode. A
+// Cluster client also asks for the slots and the command table; a classic
+// subscriber probes every master on a channel of its own, a sharded one
+// reads every master's slots and subscribes to the slot channels.
+func testACLCluster(t *testing.T, ctx context.Context, mode string) {
+	const user, password = "tiercache", "acl-test-password"
+	{
 		cl := redistest.StartCluster(t)
 		rules := ""
 		for _, n := range cl.Nodes {
@@ -501,7 +510,10 @@ func TestACL(t *testing.T) {
 				Addrs: cl.Addrs(), Username: user, Password: password, ContextTimeoutEnabled: true,
 			})
 			t.Cleanup(func() { cc.Close() })
-			r := newReplicaOn(t, cc, tiercache.Config{Namespace: "cl", PingInterval: 10 * time.Millisecond})
+			r := newReplicaOn(t, cc, tiercache.Config{Namespace: "cl", PingInterval: 10 * time.Millisecond, PubSubMode: mode})
+			if got := r.c.PubSubMode(); got != mode {
+				t.Fatalf("PubSubMode = %q; want %q", got, mode)
+			}
 			reps = append(reps, r)
 			kss = append(kss, mustKeyspace[string, int](t, r.c, "ks", tiercache.KeyspaceConfig{}))
 		}
@@ -525,7 +537,7 @@ func TestACL(t *testing.T) {
 				t.Errorf("node %d: ACL LOG under ACLRules: %v; want none", i, entries)
 			}
 		}
-	})
+	}
 }
 
 // ACLRules fills in the defaults of New and escapes glob characters, which

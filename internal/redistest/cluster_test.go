@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,6 +85,18 @@ func TestClusterSpreadsSlots(t *testing.T) {
 	if msg.Channel != channel || msg.Payload != payload {
 		t.Errorf("message = %s %q; want %s %q", msg.Channel, msg.Payload, channel, payload)
 	}
+
+	// Without replicas there is nothing to fail over to: FailMaster
+	// refuses, and kills nothing.
+	if c.Replicas != nil {
+		t.Errorf("NewCluster: Replicas = %v; want nil", c.Replicas)
+	}
+	if err := c.FailMaster(ctx, 0); err == nil {
+		t.Errorf("FailMaster on a cluster without replicas = nil; want an error")
+	}
+	if err := c.Nodes[0].Ping(ctx); err != nil {
+		t.Errorf("PING node 0 after a refused FailMaster = %v", err)
+	}
 }
 
 func TestClusterNodeFor(t *testing.T) {
@@ -156,4 +169,163 @@ func TestNewClusterMissingBinaryNamesInstallCommand(t *testing.T) {
 	if _, err := NewCluster(); !errors.Is(err, ErrNotInstalled) {
 		t.Fatalf("NewCluster without redis-server = %v; want ErrNotInstalled", err)
 	}
+	if _, err := NewClusterWithReplicas(); !errors.Is(err, ErrNotInstalled) {
+		t.Fatalf("NewClusterWithReplicas without redis-server = %v; want ErrNotInstalled", err)
+	}
+}
+
+func TestClusterWithReplicas(t *testing.T) {
+	t.Parallel()
+	record := goneAtCleanup(t)
+	begin := time.Now()
+	c := StartClusterWithReplicas(t)
+	t.Logf("StartClusterWithReplicas took %v", time.Since(begin))
+	record(c.Nodes...)
+	record(c.Replicas...)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	if len(c.Nodes) != clusterMasters || len(c.Replicas) != clusterMasters {
+		t.Fatalf("%d nodes and %d replicas; want %d of each", len(c.Nodes), len(c.Replicas), clusterMasters)
+	}
+	for i, a := range c.Addrs() {
+		if a != c.Nodes[i].Addr {
+			t.Errorf("Addrs()[%d] = %s; want the master's address %s", i, a, c.Nodes[i].Addr)
+		}
+	}
+	ids := make([]string, clusterMasters)
+	for i, n := range c.Nodes {
+		id, err := n.Client(t).Do(ctx, "CLUSTER", "MYID").Text()
+		if err != nil {
+			t.Fatalf("CLUSTER MYID on node %d = %v", i, err)
+		}
+		ids[i] = id
+	}
+	// CLUSTER NODES: "<id> <ip:port@bus> <flags> <master id> ...".
+	nodes, err := c.Nodes[1].Client(t).ClusterNodes(ctx).Result()
+	if err != nil {
+		t.Fatalf("CLUSTER NODES = %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(nodes), "\n")
+	replicaOf := make(map[string]string) // replica's address -> its master's ID
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 4 {
+			t.Fatalf("CLUSTER NODES line %q: too few fields", l)
+		}
+		if slices.Contains(strings.Split(f[2], ","), "slave") {
+			addr, _, _ := strings.Cut(f[1], "@")
+			replicaOf[addr] = f[3]
+		}
+	}
+	if len(lines) != 6 || len(replicaOf) != 3 {
+		t.Errorf("CLUSTER NODES lists %d nodes, %d of them slaves; want 6 and 3:\n%s", len(lines), len(replicaOf), nodes)
+	}
+	for i, r := range c.Replicas {
+		if replicaOf[r.Addr] != ids[i] {
+			t.Errorf("CLUSTER NODES: replica %d (%s) replicates %q; want node %d's ID %s", i, r.Addr, replicaOf[r.Addr], i, ids[i])
+		}
+	}
+
+	cc := redis.NewClusterClient(c.Options())
+	defer cc.Close()
+	key := keyInSlot(t, 100) // in Nodes[0]'s range
+	if c.NodeFor(key) != c.Nodes[0] {
+		t.Fatalf("NodeFor(%q) is not node 0", key)
+	}
+	if err := cc.Set(ctx, key, "v1", 0).Err(); err != nil {
+		t.Fatalf("SET %s v1 = %v", key, err)
+	}
+	if got, err := cc.Get(ctx, key).Result(); err != nil || got != "v1" {
+		t.Fatalf("GET %s = %q, %v; want v1, nil", key, got, err)
+	}
+	// WAIT counts the replicas that acknowledged the writes made on its own
+	// connection, so the SET for it goes on one connection too.
+	conn := c.Nodes[0].Client(t).Conn()
+	defer conn.Close()
+	if err := conn.Set(ctx, key, "v2", 0).Err(); err != nil {
+		t.Fatalf("SET %s v2 on node 0 = %v", key, err)
+	}
+	if n, err := conn.Wait(ctx, 1, 5*time.Second).Result(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1 on node 0 = %d, %v; want 1, nil", n, err)
+	}
+
+	old, promoted := c.Nodes[0], c.Replicas[0]
+	start := time.Now()
+	if err := c.FailMaster(ctx, 0); err != nil {
+		t.Fatalf("FailMaster(0) = %v", err)
+	}
+	t.Logf("FailMaster(0) took %v", time.Since(start))
+	if c.Nodes[0] != promoted || c.Replicas[0] != old {
+		t.Fatalf("after FailMaster(0), Nodes[0] = %s and Replicas[0] = %s; want %s and %s",
+			c.Nodes[0].Addr, c.Replicas[0].Addr, promoted.Addr, old.Addr)
+	}
+	if pid := old.PID(); pid != 0 {
+		t.Errorf("old master PID = %d; want 0 (killed)", pid)
+	}
+	if role, err := replicationInfo(ctx, c.Nodes[0].Client(t)); err != nil || role["role"] != "master" {
+		t.Errorf("INFO replication on Nodes[0] = role:%s, %v; want role:master, nil", role["role"], err)
+	}
+	if c.NodeFor(key) != promoted {
+		t.Errorf("NodeFor(%q) = %s; want the promoted server %s", key, c.NodeFor(key).Addr, promoted.Addr)
+	}
+
+	// The client made before the failover still routes the slot to the
+	// killed master: go-redis re-reads CLUSTER SLOTS on MOVED or ASK, or
+	// every ClusterStateReloadInterval (60 s), but not when a node refuses
+	// connections (redis/go-redis#3979). So ask it to reload, and retry,
+	// bounded in time: the reload runs in the background.
+	rctx, rcancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer rcancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var tries int
+	for {
+		tries++
+		cc.ReloadState(rctx)
+		got, err := cc.Get(rctx, key).Result()
+		if err == nil {
+			if got != "v2" {
+				t.Fatalf("GET %s after failover = %q; want v2 (acknowledged by the replica)", key, got)
+			}
+			if err = cc.Set(rctx, key, "v3", 0).Err(); err == nil {
+				got, err = cc.Get(rctx, key).Result()
+				if err == nil && got != "v3" {
+					t.Fatalf("GET %s after SET v3 = %q; want v3", key, got)
+				}
+			}
+		}
+		if err == nil {
+			break
+		}
+		select {
+		case <-rctx.Done():
+			t.Fatalf("SET/GET %s through the cluster client after failover: %v (last: %v)", key, rctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+	t.Logf("the cluster client served %s again after %d tries", key, tries)
+	// A client made now from Options, which names the promoted server,
+	// needs no reload.
+	fresh := c.Client(t)
+	if got, err := fresh.Get(ctx, key).Result(); err != nil || got != "v3" {
+		t.Errorf("GET %s through a new cluster client = %q, %v; want v3, nil", key, got, err)
+	}
+	if got, err := c.Nodes[0].Client(t).Get(ctx, key).Result(); err != nil || got != "v3" {
+		t.Errorf("GET %s on the promoted server = %q, %v; want v3, nil", key, got, err)
+	}
+
+	// Restarted, the old master keeps its node ID and becomes a replica of
+	// the server that took over.
+	if err := c.Replicas[0].Restart(); err != nil {
+		t.Fatalf("Restart old master = %v", err)
+	}
+	record(c.Replicas[0])
+	if err := c.Replicas[0].WaitReplicaOf(ctx, c.Nodes[0].Addr); err != nil {
+		t.Fatalf("old master after Restart: %v", err)
+	}
+	if id, err := c.Replicas[0].Client(t).Do(ctx, "CLUSTER", "MYID").Text(); err != nil || id != ids[0] {
+		t.Errorf("CLUSTER MYID on the restarted old master = %q, %v; want its old ID %s", id, err, ids[0])
+	}
+	t.Logf("the old master replicated the new one %v after the failover began", time.Since(start))
 }
