@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -174,4 +175,61 @@ func TestOwnSlots(t *testing.T) {
 			t.Errorf("ownSlots(%q) = %v; want an error", bad, s)
 		}
 	}
+}
+
+// BenchmarkShardedSubscriptionMemory measures what a sharded subscription
+// costs Redis: the growth of used_memory, summed over the masters of a
+// 3-master Cluster, when 4 subscriptions to every slot's channel are
+// opened and confirmed, per subscription (redis-bytes/sub). A replica with
+// pubsub_mode sharded holds one such subscription.
+func BenchmarkShardedSubscriptionMemory(b *testing.B) {
+	const per = 4
+	ctx := context.Background()
+	cl := redistest.StartCluster(b)
+	cc := cl.Client(b)
+	used := func() int64 {
+		var sum int64
+		for _, n := range cl.Nodes {
+			c := redis.NewClient(n.Options())
+			info, err := c.Info(ctx, "memory").Result()
+			c.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for line := range strings.Lines(info) {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+					x, err := strconv.ParseInt(v, 10, 64)
+					if err != nil {
+						b.Fatal(err)
+					}
+					sum += x
+				}
+			}
+		}
+		return sum
+	}
+	var total int64
+	for b.Loop() {
+		before := used()
+		var subs []*ShardedSubscription
+		for range per {
+			s, err := SubscribeSharded(ctx, cc, testChannel, 10*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			subs = append(subs, s)
+			for confirmed := false; !confirmed; {
+				v, err := s.ReceiveTimeout(ctx, 10*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, confirmed = v.(*redis.Subscription)
+			}
+		}
+		total += used() - before
+		for _, s := range subs {
+			s.Close()
+		}
+	}
+	b.ReportMetric(float64(total)/float64(b.N*per), "redis-bytes/sub")
 }
