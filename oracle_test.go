@@ -83,8 +83,7 @@ func (r *oracleReplica) waitDelivered(key string, applied0, resets0 int, deadlin
 //   - Cluster (pubsub_mode auto, so sharded) and ClusterClassic: on a
 //     3-master cluster, the master of the channel's slot (which holds
 //     every classic subscription) is killed and restarted.
-//   - ShardedPubSub_Steady, ShardedPubSub_ConnKilled (CLIENT KILL TYPE
-//     pubsub on every master), ShardedPubSub_MasterFailover (3 masters with
+//   - ShardedPubSub_ConnKilled (CLIENT KILL TYPE pubsub on every master), ShardedPubSub_MasterFailover (3 masters with
 //     a replica each; one master killed, its replica promoted; writes wait
 //     for a replica's acknowledgement) and SlotMigration (redis-cli
 //     --cluster reshard of 2000 slots under load, at every fault): sharded
@@ -124,7 +123,6 @@ func TestOracleNoStaleReads(t *testing.T) {
 		{"Partition", func(t *testing.T) oracleEnv { return standaloneEnv(t, partition) }},
 		{"Cluster", func(t *testing.T) oracleEnv { return clusterEnv(t, tiercache.PubSubAuto) }},
 		{"ClusterClassic", func(t *testing.T) oracleEnv { return clusterEnv(t, tiercache.PubSubClassic) }},
-		{"ShardedPubSub_Steady", shardedSteadyEnv},
 		{"ShardedPubSub_ConnKilled", shardedConnKilledEnv},
 		{"ShardedPubSub_MasterFailover", shardedFailoverEnv},
 		{"SlotMigration", slotMigrationEnv},
@@ -137,7 +135,7 @@ func TestOracleNoStaleReads(t *testing.T) {
 			if stale != 0 {
 				t.Errorf("%d stale reads of %d", stale, reads)
 			}
-			if faults == 0 && tt.give != "steady" && tt.give != "ShardedPubSub_Steady" {
+			if faults == 0 && tt.give != "steady" {
 				t.Errorf("no fault injected")
 			}
 		})
@@ -254,13 +252,6 @@ func clusterClients(cl *redistest.Cluster) func(t *testing.T, _ int) redis.Unive
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-}
-
-// shardedSteadyEnv is a 3-master cluster with sharded invalidations and no
-// fault.
-func shardedSteadyEnv(t *testing.T) oracleEnv {
-	cl := redistest.StartCluster(t)
-	return oracleEnv{client: clusterClients(cl), mode: tiercache.PubSubSharded}
 }
 
 // shardedConnKilledEnv kills every pub/sub connection of every master.

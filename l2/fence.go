@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/tiercache/tiercache/internal/slots"
 )
@@ -405,6 +406,26 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 	if !slices.Contains(res, Stored) {
 		return res, nil // every fill refused by the tag check
 	}
+	if s.sharded && split && len(fills) == 1 && len(fills[0].Msg) > 0 {
+		// A fill that publishes (a lease's end, an early refresh): on a
+		// migrating slot its message must reach the owner (runPub).
+		var n int64
+		err := s.call(ctx, s.writeTimeout, "l2 fill", fills[0].Key, 1, func(ctx context.Context) error {
+			keys, args := s.fillArgs(&fills[0], channel, false)
+			ch := args[4].(string)
+			cmd, asked := s.runPub(ctx, s.fillScript, ch, nil, keys, args...)
+			var err error
+			if n, err = cmd.Int64(); err != nil || !asked || n != 1 {
+				return err
+			}
+			return s.c.(*redis.ClusterClient).SPublish(ctx, ch, fills[0].Msg).Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+		res[0] = fillResult(n)
+		return res, nil
+	}
 	type pending struct {
 		i   int
 		cmd *redis.Cmd
@@ -446,18 +467,24 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 		return nil, err
 	}
 	for _, t := range todo {
-		switch n, _ := t.cmd.Int64(); n {
-		case 1:
-			res[t.i] = Stored
-		case 0:
-			res[t.i] = Taken
-		case -1:
-			res[t.i] = Fenced
-		default:
-			res[t.i] = TagFenced
-		}
+		n, _ := t.cmd.Int64()
+		res[t.i] = fillResult(n)
 	}
 	return res, nil
+}
+
+// fillResult is the FillResult of fillSrc's reply n.
+func fillResult(n int64) FillResult {
+	switch n {
+	case 1:
+		return Stored
+	case 0:
+		return Taken
+	case -1:
+		return Fenced
+	default:
+		return TagFenced
+	}
 }
 
 // fillArgs returns the keys and arguments of fillSrc for f; withTags puts
@@ -628,7 +655,8 @@ func (s *Store) BumpTags(ctx context.Context, versions string, tags []string, ke
 		args = append(args, t)
 	}
 	return s.call(ctx, s.writeTimeout, "l2 bump tags", versions, 1, func(ctx context.Context) error {
-		return s.run(ctx, s.bumpTagsScript, []string{versions}, args...).Err()
+		cmd, _ := s.runPub(ctx, s.bumpTagsScript, args[1].(string), msg, []string{versions}, args...)
+		return cmd.Err()
 	})
 }
 
@@ -736,7 +764,9 @@ func (s *Store) DropUnreadable(ctx context.Context, key string, value []byte, lo
 	}
 	var n int64
 	err := s.call(ctx, s.writeTimeout, "l2 drop unreadable", key, 1, func(ctx context.Context) (err error) {
-		n, err = s.dropUnreadableScript.Run(ctx, s.c, []string{key}, s.pubChannel(channel, key), msg, value, longerThan).Int64()
+		ch := s.pubChannel(channel, key)
+		cmd, _ := s.runPub(ctx, s.dropUnreadableScript, ch, msg, []string{key}, ch, msg, value, longerThan)
+		n, err = cmd.Int64()
 		return err
 	})
 	return n == 1, err
@@ -767,8 +797,17 @@ func (s *Store) NewGeneration(ctx context.Context, gens, field, channel, origin,
 	}
 	var g int64
 	err := s.call(ctx, s.writeTimeout, "l2 new generation", gens, 1, func(ctx context.Context) (err error) {
-		g, err = s.run(ctx, s.clearScript, []string{gens}, field, s.pubChannel(channel, gens), origin, keyspace).Int64()
-		return err
+		ch := s.pubChannel(channel, gens)
+		cmd, asked := s.runPub(ctx, s.clearScript, ch, nil, []string{gens}, field, ch, origin, keyspace)
+		if g, err = cmd.Int64(); err != nil || !asked {
+			return err
+		}
+		// The flush the script published, again, on the slot's owner.
+		flush, err := msgpack.Marshal(map[string]any{"v": 1, "o": origin, "ks": keyspace, "f": true, "g": g})
+		if err != nil {
+			return err
+		}
+		return s.c.(*redis.ClusterClient).SPublish(ctx, ch, flush).Err()
 	})
 	if err != nil {
 		return 0, err

@@ -114,3 +114,121 @@ func TestShardedPubSubScripts(t *testing.T) {
 		t.Fatalf("classic channel: first message %#v (%v), want only the marker", m, err)
 	}
 }
+
+// TestShardedPubSubMigratingSlot checks that a write redirected by ASK to
+// the master importing a migrating slot, whose SPUBLISH there reaches no
+// subscriber (they listen for the slot on its owner), is published again
+// on the owner: a sharded subscriber of the slot's channel receives the
+// invalidation of every kind of write while the slot migrates.
+func TestShardedPubSubMigratingSlot(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	cc := cl.Client(t)
+	ctx := context.Background()
+	const base = "ns:inv"
+	s, err := New(cc, Options{Sharded: true, FencePrefix: "ns::fence"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keys of one slot, by hash tag, on Nodes[0]; it migrates to Nodes[1].
+	const tag = "{mig}"
+	sl := slots.Of(tag)
+	src, dst := cl.NodeFor(tag), cl.Nodes[1]
+	if src == dst {
+		dst = cl.Nodes[2]
+	}
+	srcC, dstC := src.Client(t), dst.Client(t)
+	srcID, err := srcC.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstID, err := dstC.Do(ctx, "CLUSTER", "MYID").Text()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := slots.Channel(base, sl)
+	sub := cc.SSubscribe(ctx, ch) // on the owner, src
+	t.Cleanup(func() { sub.Close() })
+	if _, err := sub.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The keys and their fence exist before the migration, and move
+	// first: a script of several keys runs on the importing master only
+	// when it holds them all (TRYAGAIN otherwise), so these are the writes
+	// that Redis redirects there.
+	keys := []string{tag + "a", tag + "b", tag + "c", tag + "filled", tag + "gens"}
+	for _, k := range keys[:4] {
+		if err := s.SetAndPublish(ctx, Item{Key: k, Value: []byte("old"), TTL: time.Minute}, base, []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+		expect0(t, sub, "before")
+	}
+	if err := dstC.Do(ctx, "CLUSTER", "SETSLOT", sl, "IMPORTING", srcID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srcC.Do(ctx, "CLUSTER", "SETSLOT", sl, "MIGRATING", dstID).Err(); err != nil {
+		t.Fatal(err)
+	}
+	args := []any{"MIGRATE", "127.0.0.1", dst.Port, "", 0, 5000, "KEYS", s.FenceKey(tag + "a")}
+	for _, k := range keys[:4] {
+		args = append(args, k)
+	}
+	if err := srcC.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	expect := func(t *testing.T, what string) {
+		t.Helper()
+		m, err := sub.ReceiveTimeout(ctx, 5*time.Second)
+		msg, ok := m.(*redis.Message)
+		if err != nil || !ok || msg.Payload != what {
+			t.Fatalf("%s while the slot migrates: got %#v, %v; want its message on the owner", what, m, err)
+		}
+	}
+	// The keys are gone from the owner: every write is redirected (ASK).
+	if err := s.SetAndPublish(ctx, Item{Key: tag + "a", Value: []byte("v"), TTL: time.Minute}, base, []byte("set")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "set")
+	if n, err := s.DeleteAndPublish(ctx, []string{tag + "b"}, base, []byte("del")); err != nil || n != 1 {
+		t.Fatalf("delete: %d, %v", n, err)
+	}
+	expect(t, "del")
+	if _, err := s.WriteAndPublish(ctx, []Op{{Item: Item{Key: tag + "c", Value: []byte("w"), TTL: time.Minute}}}, base, []byte("write")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, "write")
+	e, err := s.Read(ctx, tag+"filled", 1<<20, "") // the fill's fence, after the writes
+	if err != nil || e.Value == nil {
+		t.Fatalf("read while the slot migrates: %+v, %v", e, err)
+	}
+	res, err := s.Fill(ctx, []Fill{{Item: Item{Key: tag + "filled", Value: []byte("f"), TTL: time.Minute}, Mode: FillReplace, Fence: e.Fence, Msg: []byte("fill")}}, base)
+	if err != nil || res[0] != Stored {
+		t.Fatalf("fill: %v, %v", res, err)
+	}
+	expect(t, "fill")
+	if _, err := s.NewGeneration(ctx, tag+"gens", "ks", base, "me", "ks"); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.ReceiveTimeout(ctx, 5*time.Second)
+	if msg, ok := m.(*redis.Message); err != nil || !ok || msg.Channel != ch {
+		t.Fatalf("new generation while the slot migrates: got %#v, %v", m, err)
+	}
+	// The writes landed on the importing master.
+	var exists *redis.IntCmd
+	if _, err := dstC.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Do(ctx, "ASKING")
+		exists = p.Exists(ctx, tag+"a", tag+"c", tag+"filled")
+		return nil
+	}); err != nil || exists.Val() != 3 {
+		t.Fatalf("keys on the importing master: %d, %v; want 3", exists.Val(), err)
+	}
+}
+
+// expect0 waits for the next message on sub and checks its payload.
+func expect0(t *testing.T, sub *redis.PubSub, want string) {
+	t.Helper()
+	m, err := sub.ReceiveTimeout(context.Background(), 5*time.Second)
+	if msg, ok := m.(*redis.Message); err != nil || !ok || msg.Payload != want {
+		t.Fatalf("got %#v, %v; want the message %q", m, err, want)
+	}
+}

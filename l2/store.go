@@ -111,6 +111,7 @@ type Store struct {
 	fences       *[slotCount]atomic.Pointer[string] // each slot's fence key, made on first use
 	replicaAcks  int
 	sharded      bool          // publish with SPUBLISH on each slot's channel
+	hooked       sync.Map      // node clients with the ASK detector (runPub)
 	budgets      budgetSet     // each call's deadline (see budget.go)
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
 	delScript    *redis.Script // DEL keys, then PUBLISH
@@ -203,6 +204,9 @@ func New(c Client, opts Options) (*Store, error) {
 		takeTagsScript:       redis.NewScript(publishing(takeTagsSrc, opts.Sharded)),
 		dropTaggedScript:     redis.NewScript(publishing(dropTaggedSrc, opts.Sharded)),
 		clearScript:          redis.NewScript(publishing(clearSrc, opts.Sharded)),
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok && opts.Sharded {
+		s.hookNodes(cc)
 	}
 	var err error
 	s.brkOpts = opts.Breaker
@@ -341,7 +345,9 @@ func (s *Store) SetAndPublish(ctx context.Context, it Item, channel string, msg 
 		return fmt.Errorf("l2 set and publish %q: %w", it.Key, err)
 	}
 	return s.call(ctx, s.writeTimeout, "l2 set and publish", it.Key, 1, func(ctx context.Context) error {
-		return s.run(ctx, s.setScript, []string{it.Key, s.FenceKey(it.Key)}, it.Value, pxMillis(it.TTL), s.pubChannel(channel, it.Key), msg).Err()
+		ch := s.pubChannel(channel, it.Key)
+		cmd, _ := s.runPub(ctx, s.setScript, ch, msg, []string{it.Key, s.FenceKey(it.Key)}, it.Value, pxMillis(it.TTL), ch, msg)
+		return cmd.Err()
 	})
 }
 
@@ -374,7 +380,9 @@ func (s *Store) DeleteAndPublish(ctx context.Context, keys []string, channel str
 	}
 	var n int64
 	err := s.call(ctx, s.writeTimeout, "l2 delete and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
-		n, err = s.run(ctx, s.delScript, append(slices.Clip(keys), s.fenceKeys(keys)...), s.pubChannel(channel, keys[0]), msg, len(keys)).Int64()
+		ch := s.pubChannel(channel, keys[0])
+		cmd, _ := s.runPub(ctx, s.delScript, ch, msg, append(slices.Clip(keys), s.fenceKeys(keys)...), ch, msg, len(keys))
+		n, err = cmd.Int64()
 		return err
 	})
 	if err != nil {

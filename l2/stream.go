@@ -377,7 +377,9 @@ func (s *Store) RecordAndSet(ctx context.Context, st *Stream, key string, it Ite
 	}
 	var id string
 	err := s.call(ctx, s.writeTimeout, "l2 record and set", it.Key, 1, func(ctx context.Context) (err error) {
-		id, err = s.run(ctx, st.recordAndSetFor(s.sharded), append(keys, s.FenceKey(it.Key)), it.Value, pxMillis(it.TTL), s.pubChannel(channel, it.Key), msg, key).Text()
+		ch := s.pubChannel(channel, it.Key)
+		cmd, _ := s.runPub(ctx, st.recordAndSetFor(s.sharded), ch, msg, append(keys, s.FenceKey(it.Key)), it.Value, pxMillis(it.TTL), ch, msg, key)
+		id, err = cmd.Text()
 		return err
 	})
 	return id, err

@@ -85,7 +85,8 @@ func (s *Store) WriteAndPublish(ctx context.Context, ops []Op, channel string, m
 	all := append(slices.Clip(keys), s.fenceKeys(keys)...)
 	var res []any
 	err = s.call(ctx, s.writeTimeout, "l2 write and publish", keys[0], len(keys), func(ctx context.Context) (err error) {
-		res, err = s.run(ctx, s.writeScript, all, args...).Slice()
+		cmd, _ := s.runPub(ctx, s.writeScript, args[0].(string), msg, all, args...)
+		res, err = cmd.Slice()
 		return err
 	})
 	if err != nil {

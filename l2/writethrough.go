@@ -106,7 +106,9 @@ func (s *Store) EndWriteTagged(ctx context.Context, marker string, it Item, chan
 	}
 	var n int64
 	err = s.call(ctx, s.writeTimeout, "l2 end write", it.Key, 1, func(ctx context.Context) (err error) {
-		n, err = s.run(ctx, s.endWriteScript, keys, it.Value, ttl, s.pubChannel(channel, it.Key), msg, millisUp(slack)).Int64()
+		ch := s.pubChannel(channel, it.Key)
+		cmd, _ := s.runPub(ctx, s.endWriteScript, ch, msg, keys, it.Value, ttl, ch, msg, millisUp(slack))
+		n, err = cmd.Int64()
 		return err
 	})
 	return n == 1, err
