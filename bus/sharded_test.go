@@ -51,8 +51,9 @@ func untilHealthyAfterReset(t *testing.T, ctx context.Context, s *Subscriber, r 
 // TestShardedPubSub runs a sharded subscriber on a real 3-master Cluster:
 // it hears SPUBLISH on the channel of every slot, on every master, and not
 // the classic channel; its proofs are the PONGs of every master; a killed
-// connection, a slot moved by hand and a redis-cli reshard each make it
-// reset, resubscribe where the slots went, and hear them there.
+// connection, a slot moved by hand, a redis-cli reshard and a slot moved to
+// a master added to the cluster each make it reset, resubscribe where the
+// slots went, and hear them there.
 func TestShardedPubSub(t *testing.T) {
 	ctx := testContext(t)
 	cl := redistest.StartCluster(t)
@@ -140,6 +141,28 @@ func TestShardedPubSub(t *testing.T) {
 				}
 			}
 		}
+	})
+
+	t.Run("NodeAdded", func(t *testing.T) {
+		const moved = 7
+		added, err := cl.AddMaster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.MoveSlot(ctx, moved, added); err != nil {
+			t.Fatal(err)
+		}
+		untilHealthyAfterReset(t, ctx, s, r)
+		for !s.Healthy() {
+			await(t, ctx, r.health, "healthy after the slot moved to the new master")
+		}
+		ch := slots.Channel(testChannel, moved)
+		n, err := cl.Nodes[added].Client(t).PubSubShardNumSub(ctx, ch).Result()
+		if err != nil || n[ch] != 1 {
+			t.Fatalf("PUBSUB SHARDNUMSUB %s on the new master = %v, %v; want 1", ch, n, err)
+		}
+		spublish(t, ctx, cc, moved, Message{Keyspace: "users", Keys: []string{"on the new master"}})
+		expectKey(t, ctx, r, "on the new master")
 	})
 }
 

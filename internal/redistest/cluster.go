@@ -661,3 +661,39 @@ func (c *Cluster) Reshard(ctx context.Context, from, to, n int) error {
 	c.mu.Unlock()
 	return nil
 }
+
+// AddMaster starts one more cluster-enabled node, introduces it to the
+// cluster (CLUSTER MEET) and returns its index in Nodes once every node
+// knows it and reports cluster_state:ok. It serves no slot until a test
+// moves some to it (MoveSlot, Reshard). It must not run while another
+// goroutine uses c.
+func (c *Cluster) AddMaster(ctx context.Context) (int, error) {
+	s, bus, err := newClusterNode()
+	if err != nil {
+		return 0, fmt.Errorf("redistest: added cluster node: %w", err)
+	}
+	c.Nodes = append(c.Nodes, s)
+	c.busPorts = append(c.busPorts, bus)
+	i := len(c.Nodes) - 1
+	first := redis.NewClient(c.Nodes[0].Options())
+	defer first.Close()
+	if err := first.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", s.Port, bus).Err(); err != nil {
+		return 0, fmt.Errorf("redistest: cluster meet %s: %w", s.Addr, err)
+	}
+	nodes, _ := c.all()
+	want := strconv.Itoa(len(nodes))
+	clients := make([]*redis.Client, len(nodes))
+	for j, n := range nodes {
+		clients[j] = redis.NewClient(n.Options())
+		defer clients[j].Close()
+	}
+	err = waitUntil(ctx, "every node to know "+s.Addr, func(ctx context.Context) error {
+		for j, cl := range clients {
+			if err := clusterOK(ctx, cl, want); err != nil {
+				return fmt.Errorf("%s: %w", nodes[j].Addr, err)
+			}
+		}
+		return nil
+	})
+	return i, err
+}
