@@ -80,6 +80,15 @@ func NewClusterWithReplicas() (*Cluster, error) {
 	return newCluster(true)
 }
 
+// StartClusterArgs is StartCluster with extra redis-server arguments for
+// every master, for example "--rename-command", "SSUBSCRIBE", "" to make
+// a Cluster without sharded pub/sub, as Redis 6 is.
+func StartClusterArgs(tb testing.TB, extra ...string) *Cluster {
+	tb.Helper()
+	c, err := newCluster(false, extra...)
+	return started(tb, c, err, "cluster")
+}
+
 // StartClusterWithReplicas is NewClusterWithReplicas for tests: it fails tb
 // at once when the cluster cannot start and stops every node, replicas
 // included, in tb.Cleanup.
@@ -89,14 +98,15 @@ func StartClusterWithReplicas(tb testing.TB) *Cluster {
 	return started(tb, c, err, "cluster")
 }
 
-// newCluster is NewCluster, with a replica per master if replicas is set.
-func newCluster(replicas bool) (*Cluster, error) {
+// newCluster is NewCluster, with a replica per master if replicas is set;
+// every node gets the extra arguments.
+func newCluster(replicas bool, extra ...string) (*Cluster, error) {
 	if _, err := Binary(); err != nil {
 		return nil, err
 	}
 	c := &Cluster{}
 	for i := range clusterMasters {
-		s, bus, err := newClusterNode()
+		s, bus, err := newClusterNode(extra...)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("redistest: cluster node %d: %w", i, err), c.Stop())
 		}
@@ -108,7 +118,7 @@ func newCluster(replicas bool) (*Cluster, error) {
 		if !replicas {
 			break
 		}
-		s, bus, err := newClusterNode()
+		s, bus, err := newClusterNode(extra...)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("redistest: cluster replica %d: %w", i, err), c.Stop())
 		}
@@ -132,7 +142,7 @@ func newCluster(replicas bool) (*Cluster, error) {
 // Every node streams its snapshot to a new replica at once
 // (repl-diskless-sync-delay 0) rather than after the 5 s Redis waits for more
 // replicas by default; without replicas that setting changes nothing.
-func newClusterNode() (*Server, int, error) {
+func newClusterNode(extra ...string) (*Server, int, error) {
 	var bus int // the bus port of the attempt that started
 	s, err := newServer(spec{prepare: func(s *Server) ([]string, error) {
 		nodes := filepath.Join(s.dir, "nodes.conf")
@@ -153,7 +163,7 @@ func newClusterNode() (*Server, int, error) {
 			"--cluster-announce-ip", "127.0.0.1",
 			"--repl-diskless-sync-delay", "0",
 		}, nil
-	}})
+	}}, extra...)
 	return s, bus, err
 }
 

@@ -1,7 +1,9 @@
 // Package redistest starts real redis-server processes on free loopback ports
 // for tests, benchmarks and the demo, and stops them by PID: one server (New),
-// a Redis Cluster of three masters (NewCluster), or a master with a replica
-// and a sentinel (NewSentinel).
+// a Redis Cluster of three masters (NewCluster), with a replica each
+// (NewClusterWithReplicas), whose slots tests can move and whose masters
+// they can fail over, or a master with a replica and a sentinel
+// (NewSentinel).
 //
 // It never fakes Redis. When redis-server is not on PATH, every constructor
 // fails loudly with the command that installs it: a missing server is a
