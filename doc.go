@@ -37,8 +37,10 @@
 //     invalidation, its own echoes included.
 //   - Bounded staleness. L1 serves only while the bus has proved, within
 //     Config.MaxStaleness, that it applied everything published before the
-//     proof (a PING answered behind every earlier message, or on a Cluster a
-//     probe through every master, that the dispatcher reached in order);
+//     proof (a PING answered behind every earlier message, on every master's
+//     connection with sharded pub/sub on a Cluster, or with classic pub/sub
+//     there a probe through every master, that the dispatcher reached in
+//     order);
 //     otherwise reads bypass L1. Every (re)subscription, queue overflow or
 //     unreadable message flushes every L1.
 //   - Fenced fills. Every write moves its hash slot's fence in Redis, in

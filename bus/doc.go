@@ -84,9 +84,12 @@
 // until a reset, which covers it). A reset's flush covers everything
 // published before it, so a reset is a proof stamped at its subscription's
 // confirmation (which precedes it), or, after an overflow, at its start. On
-// a Cluster a PONG says nothing of the other masters: a probe round does,
-// stamped at its start, since each master delivers its broadcasts to the
-// subscription's node in order.
+// a Cluster with classic pub/sub a PONG says nothing of the other masters:
+// a probe round does, stamped at its start, since each master delivers its
+// broadcasts to the subscription's node in order. With Options.Sharded the
+// subscription is one connection per master, each carrying that master's
+// messages, and the proof is a PING answered on every one of them
+// (sharded.go).
 //
 // The dispatcher arms a timer for T+MaxStaleness at each proof; when it
 // fires with no newer proof, Healthy turns false, and the next proof turns
