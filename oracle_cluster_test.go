@@ -30,7 +30,7 @@ import (
 //   - ShardedPubSub_MasterFailover: 3 masters and 3 replicas, writes with
 //     write_replica_acks 1; the master of slots 0-5460 is killed, its
 //     replica promoted, and the old master restarted as its replica.
-//   - SlotMigration_Reshard: redis-cli --cluster reshard moves 2000 slots
+//   - SlotMigration_Reshard: redis-cli --cluster reshard moves 1000 slots
 //     (and the keys in them) from one master to another under load.
 func TestBoundCluster(t *testing.T) {
 	const bound = tiercache.DefaultMaxStaleness + 50*time.Millisecond
@@ -66,7 +66,7 @@ func TestBoundCluster(t *testing.T) {
 		{"SlotMigration_Reshard", false, 0, func(t *testing.T, cl *redistest.Cluster) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := cl.Reshard(ctx, 0, 1, 2000); err != nil {
+			if err := cl.Reshard(ctx, 0, 1, 1000); err != nil {
 				t.Errorf("reshard: %v", err)
 			}
 		}},

@@ -86,7 +86,7 @@ func (r *oracleReplica) waitDelivered(key string, applied0, resets0 int, deadlin
 //   - ShardedPubSub_ConnKilled (CLIENT KILL TYPE pubsub on every master), ShardedPubSub_MasterFailover (3 masters with
 //     a replica each; one master killed, its replica promoted; writes wait
 //     for a replica's acknowledgement) and SlotMigration (redis-cli
-//     --cluster reshard of 2000 slots under load, at every fault): sharded
+//     --cluster reshard of 500 slots under load, at each of two faults): sharded
 //     pub/sub on a cluster.
 //   - Sentinel: a failover to the replica; go-redis leaves the
 //     subscriptions on the old master, which no longer receives what is
@@ -295,9 +295,9 @@ func shardedFailoverEnv(t *testing.T) oracleEnv {
 	}
 }
 
-// slotMigrationEnv moves 2000 slots, with their keys, from one master to the
-// next with redis-cli --cluster reshard at each fault, while the writers
-// and readers go on.
+// slotMigrationEnv moves 500 slots, with their keys, from one master to the
+// next with redis-cli --cluster reshard at each of two faults, while the
+// writers and readers go on.
 func slotMigrationEnv(t *testing.T) oracleEnv {
 	cl := redistest.StartCluster(t)
 	var n int
@@ -305,12 +305,13 @@ func slotMigrationEnv(t *testing.T) oracleEnv {
 		client:     clusterClients(cl),
 		mode:       tiercache.PubSubSharded,
 		faultEvery: oracleFaultEvery,
+		maxFaults:  2,
 		fault: func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			from := n % 3
 			n++
-			if err := cl.Reshard(ctx, from, (from+1)%3, 2000); err != nil {
+			if err := cl.Reshard(ctx, from, (from+1)%3, 500); err != nil {
 				t.Errorf("reshard: %v", err)
 			}
 		},
