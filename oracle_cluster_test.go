@@ -155,7 +155,9 @@ func TestBoundCluster(t *testing.T) {
 				if got := time.Duration(reads[r].longest.Load()); got > bound {
 					t.Errorf("replica %d served a replaced value %v after it was replaced (%d reads past the bound); want at most %v", r, got, reads[r].past.Load(), bound)
 				}
-				if reads[r].reads.Load() < 300 {
+				// A fault turns L1 off until the replica has subscribed
+				// again to every slot's channel: its reads then go to Redis.
+				if reads[r].reads.Load() < 100 {
 					t.Errorf("replica %d made %d reads: the run proves nothing", r, reads[r].reads.Load())
 				}
 			}
