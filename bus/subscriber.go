@@ -99,7 +99,8 @@ type Options struct {
 	// subscriber is caught up: a PING on the subscription whose PONG came
 	// back through the read loop and then through the dispatcher queue,
 	// behind every message received before it (on a Cluster, a probe round
-	// through every master instead), stamped with the time the PING was
+	// through every master instead, or with Sharded a PING answered on every
+	// master's connection), stamped with the time the PING was
 	// sent; every reset is a proof too, stamped with the subscription's
 	// confirmation (an overflow's, with its start). A proof stamped T keeps
 	// Healthy true until T+MaxStaleness; past that, without a newer one,
@@ -109,7 +110,8 @@ type Options struct {
 	// hold proofs back.
 	//
 	// PINGs then go every min(PingInterval, MaxStaleness/5): at 500ms, 10
-	// a second per replica (on a Cluster, 10 probe rounds too, one PUBLISH
+	// a second per replica (with Sharded, on each master's connection; on a
+	// Cluster without it, 10 probe rounds too, one PUBLISH
 	// per master each), so that a proof is renewed before it expires as
 	// long as PINGs come back within 4/5 of the bound. A Redis that stops
 	// answering (a pause, a slow command) makes Healthy false from at most
@@ -172,7 +174,8 @@ type Stats struct {
 	// another server (Options.FollowMaster), each followed by a reconnect.
 	Moves uint64 `json:"moves"`
 	// Proofs counts proofs applied by the dispatcher, each newer than the
-	// one before: answered PINGs (probe rounds on a Cluster) and resets.
+	// one before: answered PINGs (probe rounds on a Cluster without Sharded)
+	// and resets.
 	// They are counted with MaxStaleness zero too.
 	Proofs uint64 `json:"proofs"`
 	// ProofExpiries counts the times Healthy turned false because the last
