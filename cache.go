@@ -31,12 +31,14 @@ import (
 type Cache struct {
 	cfg    Config // defaults applied
 	pubsub string // PubSubSharded or PubSubClassic: Config.PubSubMode resolved
-	client redis.UniversalClient
-	store  *l2.Store
-	writes *coalescer // Set and Delete scripts, coalesced per keyspace and slot
-	sub    *bus.Subscriber
-	log    *slog.Logger
-	onInv  func(Invalidation) // optional hook, called after each applied invalidation
+
+	noAuditJob bool // tests run the audit by hand (AuditNow)
+	client     redis.UniversalClient
+	store      *l2.Store
+	writes     *coalescer // Set and Delete scripts, coalesced per keyspace and slot
+	sub        *bus.Subscriber
+	log        *slog.Logger
+	onInv      func(Invalidation) // optional hook, called after each applied invalidation
 
 	closed    atomic.Bool              // set first thing in Stop; read on every miss
 	genEpoch  atomic.Uint64            // bumped by every bus reset: generations read before it are read again
@@ -70,6 +72,7 @@ type keyspace interface {
 	filled(keys []string)     // a lease holder filled keys: wake their waiters
 	close()                   // release L1
 	stats() KeyspaceStats
+	auditStep(ctx context.Context) // check recently filled L1 entries against Redis (audit.go)
 }
 
 // Option configures cross-cutting hooks of a Cache.
@@ -176,6 +179,9 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if cfg.AuditRate > 0 && !c.noAuditJob {
+		_ = c.jobs.add(c.auditJob()) // fails only after Stop
 	}
 	c.writes = &coalescer{store: c.store, channel: cfg.Channel, queues: make(map[batchKey]*writeQueue)}
 	c.sub, err = bus.NewSubscriber(client, bus.Options{

@@ -151,6 +151,13 @@ type Config struct {
 	// not an outage.
 	RequireRedis bool `yaml:"require_redis" json:"require_redis"`
 
+	// AuditRate is how many L1 entries per second the replica compares with
+	// what Redis holds (a read each), to count those still different, and
+	// still served, Config.MaxStaleness after a first difference:
+	// KeyspaceStats.CoherenceChecks and CoherenceViolations. Default
+	// DefaultAuditRate (10); negative turns the audit off.
+	AuditRate int `yaml:"audit_rate" json:"audit_rate"`
+
 	// HeartbeatInterval is how often the replica rewrites its presence
 	// record in Redis ("<namespace>::replicas{<namespace>}:<id>", a TTL of three
 	// intervals), which `tiercache replicas` and `tiercache stats` list.
@@ -386,6 +393,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative breaker cool_down %v", ErrInvalidConfig, c.Breaker.CoolDown)
 	case c.MaxStaleness < 0 || (c.MaxStaleness > 0 && c.MaxStaleness < bus.MinMaxStaleness):
 		return c, fmt.Errorf("%w: max_staleness %v below %v", ErrInvalidConfig, c.MaxStaleness, bus.MinMaxStaleness)
+	case c.AuditRate > 1000:
+		return c, fmt.Errorf("%w: audit_rate %d above 1000 a second", ErrInvalidConfig, c.AuditRate)
 	case c.WriteReplicaAcks < 0:
 		return c, fmt.Errorf("%w: negative write_replica_acks %d", ErrInvalidConfig, c.WriteReplicaAcks)
 	}
@@ -400,6 +409,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxKeyLength == 0 {
 		c.MaxKeyLength = DefaultMaxKeyLength
+	}
+	if c.AuditRate == 0 {
+		c.AuditRate = DefaultAuditRate
 	}
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval

@@ -79,3 +79,20 @@ func BookkeepingKeys[K Key, V any](ks *Keyspace[K, V], key K, tag, id string) []
 
 // FenceKey returns the fence that guards rkey's writes and fills.
 func FenceKey(c *Cache, rkey string) string { return c.store.FenceKey(rkey) }
+
+// AuditNow runs one audit step on every keyspace of c, at once.
+func AuditNow(c *Cache, ctx context.Context) {
+	c.mu.RLock()
+	kss := make([]keyspace, 0, len(c.keyspaces))
+	for _, ks := range c.keyspaces {
+		kss = append(kss, ks)
+	}
+	c.mu.RUnlock()
+	for _, ks := range kss {
+		ks.auditStep(ctx)
+	}
+}
+
+// NoAuditJob keeps New from starting the audit's loop: tests step it with
+// AuditNow.
+func NoAuditJob() Option { return func(c *Cache) { c.noAuditJob = true } }

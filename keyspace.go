@@ -63,7 +63,8 @@ type Keyspace[K Key, V any] struct {
 	counterWake chan struct{} // cap 1: a key reached CounterConfig.Every
 	counterSeq  atomic.Uint64 // names this replica's taken counts
 	st          ksCounters
-	corruptLog  firstWarn // corrupt values: the first logged at warn
+	audit       auditState[K] // recently filled keys and entries to check again (audit.go)
+	corruptLog  firstWarn     // corrupt values: the first logged at warn
 }
 
 // NewKeyspace registers a keyspace called name on c. The name must be unique
@@ -415,7 +416,7 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 		switch r {
 		case l2.Stored:
 			p := kept[j]
-			ks.fillL1(p.key, p.v, ks.heapOf(fills[j].Value), now, fills[j].TTL, p.delta, p.g)
+			ks.fillL1(p.key, p.v, ks.heapOf(fills[j].Value), now, fills[j].TTL, p.delta, p.g, fills[j].Value)
 		case l2.Fenced, l2.TagFenced:
 			ks.st.staleFills.Add(1)
 		}
@@ -433,7 +434,7 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 // which L2 holds from now (taken before the read or the write) for l2TTL
 // more, to L1 under g: for the keyspace's L1 TTL, and never past now +
 // l2TTL, so L1 never outlives L2.
-func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, delta time.Duration, g gens) {
+func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, delta time.Duration, g gens, stored []byte) {
 	_, l1TTL := ks.entryTTL(now)
 	l1TTL = min(l1TTL, l2TTL)
 	left := l1TTL - ks.c.now().Sub(now) // the read and the decode took some
@@ -441,6 +442,10 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, del
 		return
 	}
 	m := l1.Meta{Expire: now.Add(l2TTL), Delta: delta, Fresh: now.Add(l1TTL)}
+	if ks.c.cfg.AuditRate > 0 {
+		m.Sum = storedSum(stored)
+		ks.audit.ring.add(key)
+	}
 	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
 	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.cfg.ServeStale, g.main, m)
 }
@@ -571,7 +576,7 @@ func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.E
 		ttl = ks.cfg.TTL
 	}
 	delta, _ := codec.Delta(e.Value)
-	ks.fillL1(key, v, heap, start, ttl, delta, g)
+	ks.fillL1(key, v, heap, start, ttl, delta, g, e.Value)
 	return v, nil
 }
 

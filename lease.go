@@ -188,7 +188,7 @@ func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g 
 		}
 		return v, lerr
 	case r == l2.Stored:
-		ks.fillL1(key, v, ks.heapOf(it.Value), now, it.TTL, delta, g)
+		ks.fillL1(key, v, ks.heapOf(it.Value), now, it.TTL, delta, g, it.Value)
 	}
 	return v, lerr
 }

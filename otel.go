@@ -57,6 +57,8 @@ const (
 	iApplied
 	iFlushes
 	iStaleFills
+	iCoherenceChecks
+	iCoherenceViolations
 	iL1Entries
 	iL1Cost
 	iL1MaxCost
@@ -84,6 +86,8 @@ var cacheInstruments = []obsInt{
 	{"tiercache.invalidations.applied", "{key}", "Keys evicted from L1 by invalidations from the bus.", false},
 	{"tiercache.l1.flushes", "{flush}", "Whole-L1 flushes (bus resets, flush messages).", false},
 	{"tiercache.l1.stale_fills_prevented", "{fill}", "Fills refused because their key was invalidated, or L1 flushed, while they loaded.", false},
+	{"tiercache.coherence.checks", "{check}", "L1 entries the audit compared with Redis.", false},
+	{"tiercache.coherence.violations", "{entry}", "L1 entries still different from Redis, and still served, max_staleness after the audit found them different.", false},
 	{"tiercache.l1.entries", "{entry}", "Live entries in L1.", true},
 	{"tiercache.l1.cost", "By", "Cost held in L1, in bytes: encoded values plus 400 B of bookkeeping per entry.", true},
 	{"tiercache.l1.max_cost", "By", "Configured L1 maximum cost.", true},
@@ -169,6 +173,8 @@ func observeStats(o metric.Observer, obs []metric.Int64Observable, s Stats) {
 		u(iApplied, k.Invalidations, ks)
 		u(iFlushes, k.Flushes, ks)
 		u(iStaleFills, k.StaleFillsPrevented, ks)
+		u(iCoherenceChecks, k.CoherenceChecks, ks)
+		u(iCoherenceViolations, k.CoherenceViolations, ks)
 		i64(iL1Entries, k.L1Entries, ks)
 		i64(iL1Cost, k.L1Cost, ks)
 		i64(iL1MaxCost, k.L1MaxCost, ks)

@@ -181,6 +181,7 @@ func TestOtelInstruments(t *testing.T) {
 		{"tiercache.invalidations.applied", users, 3}, // warm, x, x
 		{"tiercache.l1.flushes", users, 0},
 		{"tiercache.l1.stale_fills_prevented", users, 0},
+		{"tiercache.coherence.violations", users, 0},
 		{"tiercache.l1.entries", users, 2}, // cold and warm
 		{"tiercache.l1.max_cost", users, tiercache.DefaultL1MaxCost},
 		{"tiercache.write_behind.pending", users, 0},

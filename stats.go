@@ -84,6 +84,8 @@ type KeyspaceStats struct {
 	Warmed              uint64 `json:"warmed"`                // keys the warmer found or loaded
 	WarmErrors          uint64 `json:"warm_errors"`           // warm list or batch failures
 	StaleHits           uint64 `json:"stale_hits"`            // reads served from L1 while Redis was unreachable (KeyspaceConfig.ServeStale)
+	CoherenceChecks     uint64 `json:"coherence_checks"`      // L1 entries the audit compared with Redis (Config.AuditRate)
+	CoherenceViolations uint64 `json:"coherence_violations"`  // of those, entries still different from Redis, and still served, MaxStaleness later
 
 	CounterFlushes uint64 `json:"counter_flushes"` // CounterFlusher calls that succeeded
 	CounterErrors  uint64 `json:"counter_errors"`  // counter flushes that failed (retried later)
@@ -251,6 +253,8 @@ type ksCounters struct {
 	staleHits     atomic.Uint64
 	staleFills    atomic.Uint64 // fills refused before L1 (and L2) by unchanged; l1 counts its own refusals
 
+	coherenceChecks, coherenceViolations atomic.Uint64 // the audit (audit.go)
+
 	counterFlushes atomic.Uint64
 	counterErrors  atomic.Uint64
 
@@ -284,6 +288,8 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		Warmed:              s.warmed.Load(),
 		WarmErrors:          s.warmErrors.Load(),
 		StaleHits:           s.staleHits.Load(),
+		CoherenceChecks:     s.coherenceChecks.Load(),
+		CoherenceViolations: s.coherenceViolations.Load(),
 
 		CounterFlushes: s.counterFlushes.Load(),
 		CounterErrors:  s.counterErrors.Load(),

@@ -143,6 +143,7 @@ type Meta struct {
 	Expire time.Time     // when the value expires at its source (L2)
 	Delta  time.Duration // how long the value took to load
 	Fresh  time.Time     // when the value stops being fresh; zero: not recorded
+	Sum    uint64        // a hash of the bytes the value was decoded from, for audits; zero: not recorded
 }
 
 // current reports whether e is still current: no Invalidate of its stripe

@@ -198,6 +198,7 @@ func TestPrometheusScrape(t *testing.T) {
 		{"tiercache_invalidated_keys_total", users, 3},
 		{"tiercache_l1_flushes_total", users, 0},
 		{"tiercache_stale_fills_prevented_total", users, 0},
+		{"tiercache_coherence_violations_total", users, 0},
 		{"tiercache_l1_entries", users, 2}, // cold and warm
 		{"tiercache_l1_max_cost_bytes", users, tiercache.DefaultL1MaxCost},
 		{"tiercache_write_behind_pending_records", users, 0},
@@ -304,7 +305,7 @@ func TestPrometheusNil(t *testing.T) {
 	for range ch {
 		n++
 	}
-	if n != 25 {
-		t.Errorf("Describe sent %d Descs; want 25", n)
+	if n != 27 {
+		t.Errorf("Describe sent %d Descs; want 27", n)
 	}
 }
