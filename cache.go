@@ -55,9 +55,12 @@ type Cache struct {
 	started   bool
 	warming   bool // Start has started the warmers: later keyspaces warm at once
 
-	pres   atomic.Pointer[presence] // the heartbeat, set by Start; nil with heartbeats off
-	mp     metric.MeterProvider     // WithMeterProvider; nil: no OTel
-	meters *meters                  // the instruments on mp; nil without it
+	pres atomic.Pointer[presence] // the heartbeat, set by Start; nil with heartbeats off
+
+	canary     atomic.Pointer[canarySeen] // the last canary applied; nil before
+	canaryBeat chan struct{}              // cap 1: a canary arrived, write the presence record now
+	mp         metric.MeterProvider       // WithMeterProvider; nil: no OTel
+	meters     *meters                    // the instruments on mp; nil without it
 
 	onBeat     func(error)      // when set (by tests, before Start), called after each presence write
 	now        func() time.Time // the clock of TTLs and early refresh; time.Now unless WithClock
@@ -139,11 +142,12 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		return nil, err
 	}
 	c := &Cache{
-		cfg:       cfg,
-		client:    client,
-		log:       slog.New(slog.DiscardHandler),
-		keyspaces: make(map[string]keyspace),
-		now:       time.Now,
+		cfg:        cfg,
+		client:     client,
+		log:        slog.New(slog.DiscardHandler),
+		keyspaces:  make(map[string]keyspace),
+		canaryBeat: make(chan struct{}, 1),
+		now:        time.Now,
 	}
 	c.stopCtx, c.stopLoad = context.WithCancel(context.Background())
 	for _, o := range opts {
@@ -199,6 +203,13 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return c, nil
+}
+
+// canarySeen is a canary invalidation applied: its id, and when the bus
+// handed it over.
+type canarySeen struct {
+	id string
+	at time.Time
 }
 
 // resolvePubSub returns the mode cfg.PubSubMode means with client:
@@ -477,6 +488,15 @@ func (c *Cache) register(name string, ks keyspace) error {
 // tags without KeysFollow (another publisher's) flushes its keyspace, since
 // replicas keep no local tag index.
 func (c *Cache) handle(m bus.Message) {
+	if m.Canary != "" {
+		// Evicts nothing: noted, and told at once through presence.
+		c.canary.Store(&canarySeen{id: m.Canary, at: time.Now()})
+		select {
+		case c.canaryBeat <- struct{}{}:
+		default:
+		}
+		return
+	}
 	c.lastInv.Store(time.Now().UnixNano())
 	flush := m.Flush || (len(m.Tags) > 0 && !m.KeysFollow)
 	if c.onInv != nil {

@@ -80,6 +80,12 @@ type Replica struct {
 	L1Cost           int64     `json:"l1_cost"`           // bytes, over every keyspace
 	HitRatio         float64   `json:"hit_ratio"`         // Stats.HitRatio
 	LastInvalidation time.Time `json:"last_invalidation"` // zero before the first
+	// Canary is the id of the last canary invalidation this replica applied
+	// (`tiercache check`), and CanaryAt when its bus handed it over; empty
+	// and zero before the first. A canary makes the replica write its
+	// record at once.
+	Canary   string    `json:"canary,omitempty"`
+	CanaryAt time.Time `json:"canary_at,omitzero"`
 
 	// Stats is the replica's full Stats at Seen.
 	Stats Stats `json:"stats"`
@@ -231,7 +237,7 @@ func countMembers(b []byte) int {
 func checkReplica(r Replica) error {
 	for _, f := range []struct{ name, s string }{
 		{"id", r.ID}, {"namespace", r.Namespace}, {"host", r.Host}, {"version", r.Version},
-		{"breaker", r.Breaker}, {"stats instance_id", r.Stats.InstanceID},
+		{"breaker", r.Breaker}, {"stats instance_id", r.Stats.InstanceID}, {"canary", r.Canary},
 	} {
 		if err := checkField(f.s, MaxReplicaField); err != nil {
 			return fmt.Errorf("%s %w", f.name, err)
@@ -400,6 +406,8 @@ func (c *Cache) startPresence(ctx context.Context) {
 					return
 				case <-t.C:
 					c.beat(ctx)
+				case <-c.canaryBeat:
+					c.beat(ctx)
 				}
 			}
 		},
@@ -454,6 +462,9 @@ func (c *Cache) beat(ctx context.Context) error {
 		HitRatio:         s.HitRatio(),
 		LastInvalidation: s.LastInvalidation,
 		Stats:            s,
+	}
+	if cn := c.canary.Load(); cn != nil {
+		r.Canary, r.CanaryAt = cn.id, cn.at
 	}
 	// A record that readers would refuse is not written: its error says
 	// why, and the heartbeat logs it.

@@ -72,6 +72,12 @@ type Message struct {
 	// none. A subscriber that does not know the field flushes, which is
 	// what it must do anyway.
 	Gen uint64 `msgpack:"g,omitempty"`
+	// Canary, when not empty, makes the message a canary and nothing else:
+	// it names no keyspace, keys, tags or flush, evicts nothing, and each
+	// replica records in its presence record that it applied it, and when
+	// (`tiercache check`). A subscriber that does not know the field counts
+	// the message as malformed and ignores it.
+	Canary string `msgpack:"cn,omitempty"`
 }
 
 // Limits bounds what Unmarshal accepts, and so what a hostile or broken
@@ -111,6 +117,12 @@ func (l Limits) validate() error {
 func (m *Message) check() error {
 	if m.Version != WireVersion {
 		return fmt.Errorf("%w %d", ErrVersion, m.Version)
+	}
+	if m.Canary != "" {
+		if m.Keyspace != "" || len(m.Keys) > 0 || len(m.Tags) > 0 || m.Flush || m.Filled || m.KeysFollow || m.Gen != 0 {
+			return fmt.Errorf("%w: a canary with keyspace, keys, tags or flags", ErrMalformed)
+		}
+		return nil
 	}
 	if m.Filled {
 		switch {
@@ -158,7 +170,7 @@ func (m Message) Marshal() ([]byte, error) {
 	}
 	// Each string costs at most 5 header bytes; the map header and field
 	// names fit in 32. Checking first bounds what we allocate.
-	size := 32 + 5*(2+len(m.Keys)+len(m.Tags)) + len(m.Origin) + len(m.Keyspace)
+	size := 32 + 5*(3+len(m.Keys)+len(m.Tags)) + len(m.Origin) + len(m.Keyspace) + len(m.Canary)
 	for _, k := range m.Keys {
 		size += len(k)
 	}
@@ -186,6 +198,9 @@ func (m Message) Marshal() ([]byte, error) {
 		fields++
 	}
 	if m.Gen != 0 {
+		fields++
+	}
+	if m.Canary != "" {
 		fields++
 	}
 	b := make([]byte, 0, size)
@@ -220,6 +235,10 @@ func (m Message) Marshal() ([]byte, error) {
 		b = appendString(b, "g")
 		b = append(b, msgpcode.Uint64)
 		b = binary.BigEndian.AppendUint64(b, m.Gen)
+	}
+	if m.Canary != "" {
+		b = appendString(b, "cn")
+		b = appendString(b, m.Canary)
 	}
 	if len(b) > DefaultMaxBytes {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(b), DefaultMaxBytes)
@@ -376,6 +395,8 @@ func (dec *decoder) decode(src string, lim Limits) (Message, error) {
 			m.KeysFollow, err = dec.d.DecodeBool()
 		case "g":
 			m.Gen, err = dec.d.DecodeUint64()
+		case "cn":
+			m.Canary, err = dec.str()
 		default:
 			if err := dec.skip(); err != nil {
 				return Message{}, fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)

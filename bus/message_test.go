@@ -76,6 +76,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Tags: []string{"t"}, KeysFollow: true},
 		},
 		{
+			name: "a canary",
+			give: Message{Origin: "cli", Canary: "c0ffee"},
+			want: Message{Version: WireVersion, Origin: "cli", Canary: "c0ffee"},
+		},
+		{
 			name: "a 70 KB key",
 			give: Message{Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
 			want: Message{Version: WireVersion, Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
@@ -146,6 +151,11 @@ func TestMarshalFilledField(t *testing.T) {
 			want: map[string]any{"v": int8(1), "o": "a", "ks": "users", "k": []any{"1"}, "fl": true},
 		},
 		{
+			name: "canary",
+			give: Message{Origin: "a", Canary: "c1"},
+			want: map[string]any{"v": int8(1), "o": "a", "ks": "", "cn": "c1"},
+		},
+		{
 			name: "not filled",
 			give: Message{Origin: "a", Keyspace: "users", Keys: []string{"1"}},
 			want: map[string]any{"v": int8(1), "o": "a", "ks": "users", "k": []any{"1"}},
@@ -186,6 +196,8 @@ func TestMarshalErrors(t *testing.T) {
 		{name: "filled without keyspace", give: Message{Keys: []string{"1"}, Filled: true}, want: ErrMalformed},
 		{name: "keys follow without tags", give: Message{Keyspace: "u", Keys: []string{"1"}, KeysFollow: true}, want: ErrMalformed},
 		{name: "a generation without flush", give: Message{Keyspace: "u", Keys: []string{"1"}, Gen: 3}, want: ErrMalformed},
+		{name: "a canary with keys", give: Message{Keyspace: "u", Keys: []string{"1"}, Canary: "c"}, want: ErrMalformed},
+		{name: "a canary with a flush", give: Message{Flush: true, Canary: "c"}, want: ErrMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -130,17 +130,11 @@ func cliOrigin() string {
 // subscriber listens to the channels of every slot).
 func publishOnly(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, origin string, inv invalidation, stdout io.Writer) error {
 	m := bus.Message{Origin: origin, Keyspace: inv.keyspace, Keys: inv.keys, Tags: inv.tags, Flush: inv.all}
+	if err := publishMessage(ctx, client, channel, sharded, m); err != nil {
+		return err
+	}
 	if sharded {
 		channel = slots.Channel(channel, 0)
-		b, err := m.Marshal()
-		if err != nil {
-			return err
-		}
-		if err := client.SPublish(ctx, channel, b).Err(); err != nil {
-			return fmt.Errorf("spublish on %q: %w", channel, err)
-		}
-	} else if err := bus.Publish(ctx, client, channel, m); err != nil {
-		return err
 	}
 	what := plural(len(inv.keys), "key")
 	switch {

@@ -9,6 +9,7 @@
 //	tiercache invalidate KEYSPACE --tag T   # delete every value tagged T
 //	tiercache invalidate KEYSPACE --all     # delete the whole keyspace and flush every L1
 //	tiercache watch [--count N] [--json]    # the invalidations on the channel, live
+//	tiercache check [--wait D]              # a canary: did every replica apply it, how fast
 //	tiercache demo                          # three catalog replicas under load, cache on and off
 //
 // Every subcommand but demo takes the same connection flags: --addr
@@ -41,7 +42,7 @@
 //	2  usage: unknown subcommand, bad flags, arguments or environment variables, unknown keyspace,
 //	   malformed key or tag (get: a key that cannot be one of the keyspace's, such as a key that is
 //	   not an integer in a keyspace of integer keys)
-//	3  not found: get of a key that is not in Redis; replicas or stats finding no live replica
+//	3  not found: get of a key that is not in Redis; replicas, stats or check finding no live replica
 //	   in the namespace (they then name the namespaces that have some)
 //	4  Redis unreachable: the dial or PING failed or timed out, or Redis refused the TLS handshake or the credentials
 package main
@@ -77,8 +78,8 @@ const exitCodesHelp = `exit codes:
      unknown keyspace, malformed key or tag (get: a key that cannot be one of
      the keyspace's, such as a key that is not an integer in a keyspace of
      integer keys)
-  3  not found: get of a key that is not in Redis; replicas or stats finding no
-     live replica in the namespace
+  3  not found: get of a key that is not in Redis; replicas, stats or check
+     finding no live replica in the namespace
   4  Redis unreachable, or it refused the TLS handshake or the credentials`
 
 func main() { os.Exit(runMain()) }
@@ -114,6 +115,7 @@ func commands() []command {
 		{"get", "one value from Redis as JSON: envelope, TTL, body, tags", runGet},
 		{"invalidate", "delete keys, tagged values or a keyspace, and evict them from every L1", runInvalidate},
 		{"watch", "print the invalidations published on the channel, live", runWatch},
+		{"check", "publish a canary invalidation: did every replica apply it, how fast", runCheck},
 		{"demo", "the catalog service, three replicas, cache on and off: what the cache changes", runDemo},
 	}
 }
