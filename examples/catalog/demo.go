@@ -278,7 +278,8 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 		if st.Cache != nil {
 			for _, ks := range []string{KeyspaceProduct, KeyspaceCategory} {
 				k := st.Cache.Keyspaces[ks]
-				ph.Tiers = append(ph.Tiers, TierStats{Instance: rec.instance(i), Keyspace: ks, L1Hits: k.L1Hits, L2Hits: k.L2Hits, Misses: k.Misses, Loads: k.Loads})
+				ph.Tiers = append(ph.Tiers, TierStats{Instance: rec.instance(i), Keyspace: ks, L1Hits: k.L1Hits, L2Hits: k.L2Hits, Misses: k.Misses, Loads: k.Loads,
+					CoherenceChecks: k.CoherenceChecks, CoherenceViolations: k.CoherenceViolations})
 			}
 		}
 	}
@@ -790,6 +791,7 @@ func (r *recorder) lag() LagStats {
 	defer r.mu.Unlock()
 	var ls LagStats
 	var lags []time.Duration
+	per := make([][]time.Duration, len(r.evictions)) // by evicting replica
 	for id, us := range r.updates {
 		for _, u := range us {
 			wrote, ok := r.written[[2]int64{id, u.version}]
@@ -810,6 +812,7 @@ func (r *recorder) lag() LagStats {
 					ls.BeforeReturn++
 				}
 				lags = append(lags, d)
+				per[i] = append(per[i], d)
 			}
 		}
 	}
@@ -818,6 +821,14 @@ func (r *recorder) lag() LagStats {
 	ls.P50, ls.P99 = quantile(lags, 0.50), quantile(lags, 0.99)
 	if len(lags) > 0 {
 		ls.Max = lags[len(lags)-1]
+	}
+	for i, ds := range per {
+		slices.Sort(ds)
+		rl := ReplicaLag{Instance: r.instance(i), Samples: len(ds), P50: quantile(ds, 0.50), P99: quantile(ds, 0.99)}
+		if len(ds) > 0 {
+			rl.Max = ds[len(ds)-1]
+		}
+		ls.Replicas = append(ls.Replicas, rl)
 	}
 	return ls
 }

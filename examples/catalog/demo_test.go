@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -159,8 +160,13 @@ func TestRecorderClassify(t *testing.T) {
 		r.evictions[i].byKey["1"][0].at = at(ms)
 	}
 	got := r.lag()
-	want := LagStats{Samples: 2, P50: -2 * time.Millisecond, P99: 3 * time.Millisecond, Max: 3 * time.Millisecond, BeforeReturn: 1}
-	if got != want {
+	want := LagStats{Samples: 2, P50: -2 * time.Millisecond, P99: 3 * time.Millisecond, Max: 3 * time.Millisecond, BeforeReturn: 1,
+		Replicas: []ReplicaLag{
+			{Instance: r.instance(0)}, // the writer: it evicts nothing of its own update here
+			{Instance: r.instance(1), Samples: 1, P50: -2 * time.Millisecond, P99: -2 * time.Millisecond, Max: -2 * time.Millisecond},
+			{Instance: r.instance(2), Samples: 1, P50: 3 * time.Millisecond, P99: 3 * time.Millisecond, Max: 3 * time.Millisecond},
+		}}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("lag = %+v; want %+v", got, want)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tiercache/tiercache"
 )
 
 // Report is what RunDemo measured: the same load run with the cache and
@@ -130,6 +132,10 @@ type TierStats struct {
 	L2Hits   uint64 `json:"l2_hits"`
 	Misses   uint64 `json:"misses"`
 	Loads    uint64 `json:"loads"`
+	// CoherenceChecks and CoherenceViolations are the replica's coherence
+	// audit of the keyspace (tiercache.KeyspaceStats).
+	CoherenceChecks     uint64 `json:"coherence_checks"`
+	CoherenceViolations uint64 `json:"coherence_violations"`
 }
 
 func (t TierStats) reads() uint64 { return t.L1Hits + t.L2Hits + t.Misses + t.Loads }
@@ -163,6 +169,17 @@ type LagStats struct {
 	BeforeReturn int `json:"before_return"`
 	// Missing counts the pairs for which no eviction was seen.
 	Missing int `json:"missing"`
+	// Replicas is the same, per replica that evicted.
+	Replicas []ReplicaLag `json:"replicas,omitempty"`
+}
+
+// ReplicaLag is the invalidation lag of the evictions of one replica.
+type ReplicaLag struct {
+	Instance string        `json:"instance"`
+	Samples  int           `json:"samples"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	Max      time.Duration `json:"max_ns"`
 }
 
 // Sample is one progress line.
@@ -219,11 +236,12 @@ func (r Report) WriteText(w io.Writer) error {
 	if len(on.Tiers) > 0 {
 		b.WriteString("\nReads per tier, cache on:\n")
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "replica\tkeyspace\tL1 hits\tRedis hits\tDB loads\tL1\tRedis\tDB\t\n")
+		fmt.Fprintf(tw, "replica\tkeyspace\tL1 hits\tRedis hits\tDB loads\tL1\tRedis\tDB\taudit checks\tviolations\t\n")
 		for _, t := range on.Tiers {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t\n", t.Instance, t.Keyspace,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f%%\t%.1f%%\t%.1f%%\t%s\t%s\t\n", t.Instance, t.Keyspace,
 				thousands(int64(t.L1Hits)), thousands(int64(t.L2Hits)), thousands(int64(t.Loads+t.Misses)),
-				100*t.L1Ratio(), 100*t.L2Ratio(), 100*(1-t.HitRatio()))
+				100*t.L1Ratio(), 100*t.L2Ratio(), 100*(1-t.HitRatio()),
+				thousands(int64(t.CoherenceChecks)), thousands(int64(t.CoherenceViolations)))
 		}
 		tw.Flush()
 	}
@@ -231,6 +249,10 @@ func (r Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(&b, "\nInvalidation lag (an update's Write returning on one replica -> each other replica evicted the product):\n")
 	fmt.Fprintf(&b, "  %s samples, p50 %v, p99 %v, max %v (negative: before); %s applied before the Write returned, %s not seen\n",
 		thousands(int64(l.Samples)), roundLatency(l.P50), roundLatency(l.P99), roundLatency(l.Max), thousands(int64(l.BeforeReturn)), thousands(int64(l.Missing)))
+	for _, rl := range l.Replicas {
+		fmt.Fprintf(&b, "  %s: %s samples, p50 %v, p99 %v, max %v\n", rl.Instance, thousands(int64(rl.Samples)), roundLatency(rl.P50), roundLatency(rl.P99), roundLatency(rl.Max))
+	}
+	fmt.Fprintf(&b, "\nAudit: each replica compares up to %d of its L1 entries a second with Redis (checks); a violation is one still different, and served, max_staleness later.\n", tiercache.DefaultAuditRate)
 	fmt.Fprintf(&b, "\nStale reads: a product page that began after the replica applied the invalidation of an update that had returned, and served an older version.\n")
 	fmt.Fprintf(&b, "Views: with the cache, the counter reaches SQLite every %d views of a product or every %v; without, every view is a write.\n",
 		o.ViewsEvery, o.ViewsInterval)
