@@ -186,15 +186,21 @@ func (c *Cache) auditJob() job {
 
 // auditOnce runs one audit step on the keyspace whose turn it is.
 func (c *Cache) auditOnce(ctx context.Context, turn *int) {
-	c.mu.RLock()
-	kss := make([]keyspace, 0, len(c.keyspaces))
-	for _, ks := range c.keyspaces {
-		kss = append(kss, ks)
-	}
-	c.mu.RUnlock()
+	kss := c.keyspaceList()
 	if len(kss) == 0 {
 		return
 	}
 	*turn = (*turn + 1) % len(kss)
 	kss[*turn].auditStep(ctx)
+}
+
+// keyspaceList returns the keyspaces opened so far.
+func (c *Cache) keyspaceList() []keyspace {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	kss := make([]keyspace, 0, len(c.keyspaces))
+	for _, ks := range c.keyspaces {
+		kss = append(kss, ks)
+	}
+	return kss
 }

@@ -239,8 +239,8 @@ func (c *Cache) PubSubMode() string { return c.pubsub }
 // checkSharded checks, when invalidations are sharded, that every master
 // knows SSUBSCRIBE (Redis 7 or later), so that a Cluster of Redis 6 fails
 // Start with a clear error rather than a bus that never subscribes; and it
-// puts the store's ASK detector on the node clients the client made
-// before New (l2.Store.HookNodes).
+// puts the store's ASK detector on the masters' clients the client made
+// before New (l2.Store.HookNode).
 func (c *Cache) checkSharded(ctx context.Context) error {
 	cc, ok := c.client.(*redis.ClusterClient)
 	if !ok || c.pubsub != PubSubSharded {
@@ -248,10 +248,8 @@ func (c *Cache) checkSharded(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.PingTimeout)
 	defer cancel()
-	if err := c.store.HookNodes(ctx); err != nil {
-		return fmt.Errorf("hook the cluster's node clients: %w", err)
-	}
 	return cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		c.store.HookNode(m)
 		info, err := m.Do(ctx, "COMMAND", "INFO", "ssubscribe").Slice()
 		if err != nil {
 			return fmt.Errorf("command info ssubscribe on %s: %w", m.Options().Addr, err)

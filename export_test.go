@@ -82,13 +82,7 @@ func FenceKey(c *Cache, rkey string) string { return c.store.FenceKey(rkey) }
 
 // AuditNow runs one audit step on every keyspace of c, at once.
 func AuditNow(c *Cache, ctx context.Context) {
-	c.mu.RLock()
-	kss := make([]keyspace, 0, len(c.keyspaces))
-	for _, ks := range c.keyspaces {
-		kss = append(kss, ks)
-	}
-	c.mu.RUnlock()
-	for _, ks := range kss {
+	for _, ks := range c.keyspaceList() {
 		ks.auditStep(ctx)
 	}
 }

@@ -332,7 +332,11 @@ func (set *shardSet) pong(i int) (string, bool) {
 // Receive returns the next item of any member: a message (on the base
 // channel), the set's confirmation, a PONG answered by every member, or
 // the first error of any member.
-func (set *shardSet) Receive(ctx context.Context) (any, error) {
+func (set *shardSet) Receive(ctx context.Context) (any, error) { return set.receive(ctx, nil) }
+
+// receive is Receive, giving up with receiveTimeout when expired (nil:
+// never) delivers.
+func (set *shardSet) receive(ctx context.Context, expired <-chan time.Time) (any, error) {
 	select {
 	case it := <-set.out:
 		return it.v, it.err
@@ -340,6 +344,8 @@ func (set *shardSet) Receive(ctx context.Context) (any, error) {
 		return nil, ctx.Err()
 	case <-set.done:
 		return nil, errSetClosed
+	case <-expired:
+		return nil, receiveTimeout{}
 	}
 }
 
@@ -407,16 +413,7 @@ func SubscribeSharded(ctx context.Context, cc *redis.ClusterClient, channel stri
 func (s *ShardedSubscription) ReceiveTimeout(ctx context.Context, timeout time.Duration) (any, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case it := <-s.set.out:
-		return it.v, it.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.set.done:
-		return nil, errSetClosed
-	case <-t.C:
-		return nil, receiveTimeout{}
-	}
+	return s.set.receive(ctx, t.C)
 }
 
 // Ping writes a PING on every master's connection.

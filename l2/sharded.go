@@ -56,33 +56,18 @@ func (askDetector) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	}
 }
 
-// hookNodes puts the ASK detector on every node client of cc, now and to
-// come, once each.
-func (s *Store) hookNodes(cc *redis.ClusterClient) {
-	cc.OnNewNode(s.hookNode)
-}
-
-// hookNode puts the ASK detector on node once.
-func (s *Store) hookNode(node *redis.Client) {
+// HookNode puts the ASK detector that keeps sharded invalidations on a
+// migrating slot heard (see runPub) on node, a master's client of the
+// Cluster client, once. New puts it on every node client the Cluster client
+// makes after it; the caller passes those made before (a redirection goes
+// to a master). Without Options.Sharded it does nothing.
+func (s *Store) HookNode(node *redis.Client) {
+	if !s.usable() || !s.sharded {
+		return
+	}
 	if _, dup := s.hooked.LoadOrStore(node, struct{}{}); !dup {
 		node.AddHook(askDetector{})
 	}
-}
-
-// HookNodes puts the ASK detector that keeps sharded invalidations on a
-// migrating slot heard (see runPub) on the node clients the Cluster client
-// made before New: New covers those it makes later. It touches every node
-// (ForEachShard). Without Options.Sharded on a Cluster client it does
-// nothing.
-func (s *Store) HookNodes(ctx context.Context) error {
-	cc, ok := s.c.(*redis.ClusterClient)
-	if !s.usable() || !s.sharded || !ok {
-		return nil
-	}
-	return cc.ForEachShard(ctx, func(_ context.Context, node *redis.Client) error {
-		s.hookNode(node)
-		return nil
-	})
 }
 
 // runPub is run for a script that publishes msg on channel (the channel
@@ -90,7 +75,7 @@ func (s *Store) HookNodes(ctx context.Context) error {
 // redirects with ASK (its slot is migrating and its keys are on the
 // importing master) publishes there, where no subscriber listens: replicas
 // listen for the slot on its owner until the migration ends. runPub marks
-// the call's context, the ASK detector on the node clients (HookNodes)
+// the call's context, the ASK detector on the node clients (HookNode)
 // notes the redirection, and runPub then SPUBLISHes msg again on channel
 // through the client, which sends it to the slot's owner; a nil msg leaves
 // that to the caller, which learns of it from the second result.

@@ -11,6 +11,22 @@ import (
 	"github.com/tiercache/tiercache/internal/slots"
 )
 
+// shardBase is the base channel of the sharded store tests.
+const shardBase = "ns:inv"
+
+// shardedStore starts a 3-master Cluster and returns it, a client of it and
+// a Store with Options.Sharded on that client.
+func shardedStore(t *testing.T) (*redistest.Cluster, *redis.ClusterClient, *Store) {
+	t.Helper()
+	cl := redistest.StartCluster(t)
+	cc := cl.Client(t)
+	s, err := New(cc, Options{Sharded: true, FencePrefix: "ns::fence"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, cc, s
+}
+
 // TestShardedPubSubScripts checks, on a real 3-master Cluster, that a Store
 // with Options.Sharded publishes every invalidation of its scripts with
 // SPUBLISH on the channel of the script's slot, on the master that owns it:
@@ -18,14 +34,8 @@ import (
 // the base channel receives nothing.
 func TestShardedPubSubScripts(t *testing.T) {
 	t.Parallel()
-	cl := redistest.StartCluster(t)
-	cc := cl.Client(t)
+	cl, cc, s := shardedStore(t)
 	ctx := context.Background()
-	const base = "ns:inv"
-	s, err := New(cc, Options{Sharded: true, FencePrefix: "ns::fence"})
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// One key on each master.
 	keys := []string{}
@@ -46,7 +56,7 @@ func TestShardedPubSubScripts(t *testing.T) {
 	}
 	chans := make([]string, len(keys))
 	for i, k := range keys {
-		chans[i] = slots.Channel(base, slots.Of(k))
+		chans[i] = slots.Channel(shardBase, slots.Of(k))
 	}
 	// go-redis sends SSUBSCRIBE to the master of the channel's slot; one
 	// subscription per channel, since SSUBSCRIBE takes channels of one slot.
@@ -58,7 +68,7 @@ func TestShardedPubSubScripts(t *testing.T) {
 			t.Fatalf("ssubscribe %s: %v", ch, err)
 		}
 	}
-	classic := cc.Subscribe(ctx, base)
+	classic := cc.Subscribe(ctx, shardBase)
 	t.Cleanup(func() { classic.Close() })
 	if _, err := classic.ReceiveTimeout(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -76,15 +86,15 @@ func TestShardedPubSubScripts(t *testing.T) {
 		}
 	}
 	for i, k := range keys {
-		if err := s.SetAndPublish(ctx, Item{Key: k, Value: []byte("v"), TTL: time.Minute}, base, []byte("set"+k)); err != nil {
+		if err := s.SetAndPublish(ctx, Item{Key: k, Value: []byte("v"), TTL: time.Minute}, shardBase, []byte("set"+k)); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, i, "set")
-		if _, err := s.DeleteAndPublish(ctx, []string{k}, base, []byte("del"+k)); err != nil {
+		if _, err := s.DeleteAndPublish(ctx, []string{k}, shardBase, []byte("del"+k)); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, i, "del")
-		if _, err := s.WriteAndPublish(ctx, []Op{{Item: Item{Key: k, Value: []byte("w"), TTL: time.Minute}}}, base, []byte("write"+k)); err != nil {
+		if _, err := s.WriteAndPublish(ctx, []Op{{Item: Item{Key: k, Value: []byte("w"), TTL: time.Minute}}}, shardBase, []byte("write"+k)); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, i, "write")
@@ -92,12 +102,12 @@ func TestShardedPubSubScripts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := s.Fill(ctx, []Fill{{Item: Item{Key: k + "{" + k + "}missing", Value: []byte("f"), TTL: time.Minute}, Fence: e.Fence, Msg: []byte("fill" + k)}}, base)
+		res, err := s.Fill(ctx, []Fill{{Item: Item{Key: k + "{" + k + "}missing", Value: []byte("f"), TTL: time.Minute}, Fence: e.Fence, Msg: []byte("fill" + k)}}, shardBase)
 		if err != nil || res[0] != Stored {
 			t.Fatalf("fill: %v %v", res, err)
 		}
 		expect(t, i, "fill")
-		if _, err := s.NewGeneration(ctx, "{"+k+"}gens", "ks", base, "me", "ks"); err != nil {
+		if _, err := s.NewGeneration(ctx, "{"+k+"}gens", "ks", shardBase, "me", "ks"); err != nil {
 			t.Fatal(err)
 		}
 		m, err := subs[i].ReceiveTimeout(ctx, 5*time.Second)
@@ -106,7 +116,7 @@ func TestShardedPubSubScripts(t *testing.T) {
 		}
 	}
 	// Nothing went out on the classic channel: PUBLISH was not used.
-	if err := cc.Publish(ctx, base, "marker").Err(); err != nil {
+	if err := cc.Publish(ctx, shardBase, "marker").Err(); err != nil {
 		t.Fatal(err)
 	}
 	m, err := classic.ReceiveTimeout(ctx, 5*time.Second)
@@ -122,14 +132,8 @@ func TestShardedPubSubScripts(t *testing.T) {
 // invalidation of every kind of write while the slot migrates.
 func TestShardedPubSubMigratingSlot(t *testing.T) {
 	t.Parallel()
-	cl := redistest.StartCluster(t)
-	cc := cl.Client(t)
+	cl, cc, s := shardedStore(t)
 	ctx := context.Background()
-	const base = "ns:inv"
-	s, err := New(cc, Options{Sharded: true, FencePrefix: "ns::fence"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Keys of one slot, by hash tag, on Nodes[0]; it migrates to Nodes[1].
 	const tag = "{mig}"
 	sl := slots.Of(tag)
@@ -146,7 +150,7 @@ func TestShardedPubSubMigratingSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := slots.Channel(base, sl)
+	ch := slots.Channel(shardBase, sl)
 	sub := cc.SSubscribe(ctx, ch) // on the owner, src
 	t.Cleanup(func() { sub.Close() })
 	if _, err := sub.ReceiveTimeout(ctx, 5*time.Second); err != nil {
@@ -158,7 +162,7 @@ func TestShardedPubSubMigratingSlot(t *testing.T) {
 	// that Redis redirects there.
 	keys := []string{tag + "a", tag + "b", tag + "c", tag + "filled", tag + "gens"}
 	for _, k := range keys[:4] {
-		if err := s.SetAndPublish(ctx, Item{Key: k, Value: []byte("old"), TTL: time.Minute}, base, []byte("before")); err != nil {
+		if err := s.SetAndPublish(ctx, Item{Key: k, Value: []byte("old"), TTL: time.Minute}, shardBase, []byte("before")); err != nil {
 			t.Fatal(err)
 		}
 		expect0(t, sub, "before")
@@ -185,15 +189,15 @@ func TestShardedPubSubMigratingSlot(t *testing.T) {
 		}
 	}
 	// The keys are gone from the owner: every write is redirected (ASK).
-	if err := s.SetAndPublish(ctx, Item{Key: tag + "a", Value: []byte("v"), TTL: time.Minute}, base, []byte("set")); err != nil {
+	if err := s.SetAndPublish(ctx, Item{Key: tag + "a", Value: []byte("v"), TTL: time.Minute}, shardBase, []byte("set")); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, "set")
-	if n, err := s.DeleteAndPublish(ctx, []string{tag + "b"}, base, []byte("del")); err != nil || n != 1 {
+	if n, err := s.DeleteAndPublish(ctx, []string{tag + "b"}, shardBase, []byte("del")); err != nil || n != 1 {
 		t.Fatalf("delete: %d, %v", n, err)
 	}
 	expect(t, "del")
-	if _, err := s.WriteAndPublish(ctx, []Op{{Item: Item{Key: tag + "c", Value: []byte("w"), TTL: time.Minute}}}, base, []byte("write")); err != nil {
+	if _, err := s.WriteAndPublish(ctx, []Op{{Item: Item{Key: tag + "c", Value: []byte("w"), TTL: time.Minute}}}, shardBase, []byte("write")); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, "write")
@@ -201,12 +205,12 @@ func TestShardedPubSubMigratingSlot(t *testing.T) {
 	if err != nil || e.Value == nil {
 		t.Fatalf("read while the slot migrates: %+v, %v", e, err)
 	}
-	res, err := s.Fill(ctx, []Fill{{Item: Item{Key: tag + "filled", Value: []byte("f"), TTL: time.Minute}, Mode: FillReplace, Fence: e.Fence, Msg: []byte("fill")}}, base)
+	res, err := s.Fill(ctx, []Fill{{Item: Item{Key: tag + "filled", Value: []byte("f"), TTL: time.Minute}, Mode: FillReplace, Fence: e.Fence, Msg: []byte("fill")}}, shardBase)
 	if err != nil || res[0] != Stored {
 		t.Fatalf("fill: %v, %v", res, err)
 	}
 	expect(t, "fill")
-	if _, err := s.NewGeneration(ctx, tag+"gens", "ks", base, "me", "ks"); err != nil {
+	if _, err := s.NewGeneration(ctx, tag+"gens", "ks", shardBase, "me", "ks"); err != nil {
 		t.Fatal(err)
 	}
 	m, err := sub.ReceiveTimeout(ctx, 5*time.Second)

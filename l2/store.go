@@ -206,7 +206,7 @@ func New(c Client, opts Options) (*Store, error) {
 		clearScript:          redis.NewScript(publishing(clearSrc, opts.Sharded)),
 	}
 	if cc, ok := c.(*redis.ClusterClient); ok && opts.Sharded {
-		s.hookNodes(cc)
+		cc.OnNewNode(s.HookNode)
 	}
 	var err error
 	s.brkOpts = opts.Breaker

@@ -68,7 +68,7 @@ not checked.`, true)
 	_, _ = rand.Read(raw[:]) // crypto/rand.Read never fails
 	id := hex.EncodeToString(raw[:])
 	published := time.Now()
-	if err := publishMessage(ctx, client, fs.conn.channel, fs.conn.sharded(client), bus.Message{Origin: cliOrigin(), Canary: id}); err != nil {
+	if _, err := publishMessage(ctx, client, fs.conn.channel, fs.conn.sharded(client), bus.Message{Origin: cliOrigin(), Canary: id}); err != nil {
 		return err
 	}
 	applied := make(map[string]time.Time, len(reps))
@@ -139,18 +139,18 @@ func finishCheck(w io.Writer, reps []tiercache.Replica, applied map[string]time.
 
 // publishMessage publishes m on channel, or, sharded, on the sharded
 // channel of slot 0 (a sharded subscriber listens to the channels of every
-// slot).
-func publishMessage(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, m bus.Message) error {
+// slot); it returns the channel it published on.
+func publishMessage(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, m bus.Message) (string, error) {
 	if !sharded {
-		return bus.Publish(ctx, client, channel, m)
+		return channel, bus.Publish(ctx, client, channel, m)
 	}
 	channel = slots.Channel(channel, 0)
 	b, err := m.Marshal()
 	if err != nil {
-		return err
+		return channel, err
 	}
 	if err := client.SPublish(ctx, channel, b).Err(); err != nil {
-		return fmt.Errorf("spublish on %q: %w", channel, err)
+		return channel, fmt.Errorf("spublish on %q: %w", channel, err)
 	}
-	return nil
+	return channel, nil
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/bus"
-	"github.com/tiercache/tiercache/internal/slots"
 )
 
 // maxScannedKey is the MaxKeyLength of the CLI's Cache, above the default
@@ -130,11 +129,9 @@ func cliOrigin() string {
 // subscriber listens to the channels of every slot).
 func publishOnly(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, origin string, inv invalidation, stdout io.Writer) error {
 	m := bus.Message{Origin: origin, Keyspace: inv.keyspace, Keys: inv.keys, Tags: inv.tags, Flush: inv.all}
-	if err := publishMessage(ctx, client, channel, sharded, m); err != nil {
+	channel, err := publishMessage(ctx, client, channel, sharded, m)
+	if err != nil {
 		return err
-	}
-	if sharded {
-		channel = slots.Channel(channel, 0)
 	}
 	what := plural(len(inv.keys), "key")
 	switch {

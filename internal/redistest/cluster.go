@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/slots"
 )
 
 // clusterSlots is the number of hash slots of a Redis Cluster.
@@ -180,11 +182,8 @@ func (c *Cluster) all() (nodes []*Server, bus []int) {
 // and every node knowing every replica as one (CLUSTER NODES).
 func (c *Cluster) join(ctx context.Context) error {
 	nodes, bus := c.all()
-	clients := make([]*redis.Client, len(nodes))
-	for i, n := range nodes {
-		clients[i] = redis.NewClient(n.Options())
-		defer clients[i].Close()
-	}
+	clients, closeAll := dial(nodes)
+	defer closeAll()
 	masters, replicas := clients[:len(c.Nodes)], clients[len(c.Nodes):]
 	for i, cl := range masters {
 		lo, hi := c.slotRange(i)
@@ -345,7 +344,7 @@ func (c *Cluster) Client(tb testing.TB) *redis.ClusterClient {
 // NodeFor returns the node that serves key's hash slot, computed as Redis
 // does (CRC16 of the key, or of its {hash tag}, modulo 16384).
 func (c *Cluster) NodeFor(key string) *Server {
-	return c.Nodes[c.owner(keySlot(key))]
+	return c.Nodes[c.owner(slots.Of(key))]
 }
 
 // owner returns the index in Nodes of the node that serves slot.
@@ -471,37 +470,28 @@ func (c *Cluster) FailMaster(ctx context.Context, i int) error {
 	return nil
 }
 
-// keySlot returns the cluster hash slot of key: CRC16 (XMODEM) of the key,
-// or of the part between the first '{' and the next '}' when that part is
-// not empty, modulo 16384.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
+// dial returns a client of each of servers and a func that closes them.
+func dial(servers []*Server) ([]*redis.Client, func()) {
+	clients := make([]*redis.Client, len(servers))
+	for i, s := range servers {
+		clients[i] = redis.NewClient(s.Options())
+	}
+	return clients, func() {
+		for _, cl := range clients {
+			cl.Close()
 		}
 	}
-	return int(crc16(key)) % clusterSlots
 }
 
-// crc16 is CRC-16/XMODEM (polynomial 0x1021, initial value 0), the checksum
-// Redis Cluster hashes keys with.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
+// setOwner records that Nodes[i] serves slot now.
+func (c *Cluster) setOwner(slot, i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.moved == nil {
+		c.moved = make(map[int]int)
 	}
-	return crc
+	c.moved[slot] = i
 }
-
-// KeySlot returns the hash slot of key, computed as Redis does.
-func KeySlot(key string) int { return keySlot(key) }
 
 // nodeIDs returns the cluster node ID of every node, clients[i] reaching
 // nodes[i].
@@ -542,11 +532,8 @@ func replicasSeen(ctx context.Context, cl *redis.Client) (map[string]string, err
 // nodes. Keys written meanwhile follow ASK redirections. It returns once every
 // node names the new owner.
 func (c *Cluster) MoveSlot(ctx context.Context, slot, to int) error {
-	clients := make([]*redis.Client, len(c.Nodes))
-	for i, n := range c.Nodes {
-		clients[i] = redis.NewClient(n.Options())
-		defer clients[i].Close()
-	}
+	clients, closeAll := dial(c.Nodes)
+	defer closeAll()
 	ids, err := nodeIDs(ctx, c.Nodes, clients)
 	if err != nil {
 		return err
@@ -595,12 +582,7 @@ func (c *Cluster) MoveSlot(ctx context.Context, slot, to int) error {
 			return fmt.Errorf("redistest: move slot %d: setslot node on %s: %w", slot, c.Nodes[i].Addr, err)
 		}
 	}
-	c.mu.Lock()
-	if c.moved == nil {
-		c.moved = make(map[int]int)
-	}
-	c.moved[slot] = to
-	c.mu.Unlock()
+	c.setOwner(slot, to)
 	return c.waitOwner(ctx, clients, slot, to)
 }
 
@@ -636,11 +618,8 @@ func (c *Cluster) Reshard(ctx context.Context, from, to, n int) error {
 	if err != nil {
 		return fmt.Errorf("redistest: redis-cli not found (install it with: %s): %w", InstallHint, err)
 	}
-	clients := make([]*redis.Client, len(c.Nodes))
-	for i, nd := range c.Nodes {
-		clients[i] = redis.NewClient(nd.Options())
-		defer clients[i].Close()
-	}
+	clients, closeAll := dial(c.Nodes)
+	defer closeAll()
 	ids, err := nodeIDs(ctx, c.Nodes, clients)
 	if err != nil {
 		return err
@@ -655,20 +634,15 @@ func (c *Cluster) Reshard(ctx context.Context, from, to, n int) error {
 	if err != nil {
 		return fmt.Errorf("redistest: cluster slots after reshard: %w", err)
 	}
-	c.mu.Lock()
-	if c.moved == nil {
-		c.moved = make(map[int]int)
-	}
 	for _, r := range ranges {
 		for i, nd := range c.Nodes {
 			if len(r.Nodes) > 0 && r.Nodes[0].Addr == nd.Addr {
-				for sl := int(r.Start); sl <= int(r.End); sl++ {
-					c.moved[sl] = i
+				for sl := r.Start; sl <= r.End; sl++ {
+					c.setOwner(sl, i)
 				}
 			}
 		}
 	}
-	c.mu.Unlock()
 	return nil
 }
 
@@ -685,18 +659,15 @@ func (c *Cluster) AddMaster(ctx context.Context) (int, error) {
 	c.Nodes = append(c.Nodes, s)
 	c.busPorts = append(c.busPorts, bus)
 	i := len(c.Nodes) - 1
-	first := redis.NewClient(c.Nodes[0].Options())
-	defer first.Close()
-	if err := first.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", s.Port, bus).Err(); err != nil {
+	first, closeFirst := dial(c.Nodes[:1])
+	defer closeFirst()
+	if err := first[0].Do(ctx, "CLUSTER", "MEET", "127.0.0.1", s.Port, bus).Err(); err != nil {
 		return 0, fmt.Errorf("redistest: cluster meet %s: %w", s.Addr, err)
 	}
 	nodes, _ := c.all()
 	want := strconv.Itoa(len(nodes))
-	clients := make([]*redis.Client, len(nodes))
-	for j, n := range nodes {
-		clients[j] = redis.NewClient(n.Options())
-		defer clients[j].Close()
-	}
+	clients, closeAll := dial(nodes)
+	defer closeAll()
 	err = waitUntil(ctx, "every node to know "+s.Addr, func(ctx context.Context) error {
 		for j, cl := range clients {
 			if err := clusterOK(ctx, cl, want); err != nil {

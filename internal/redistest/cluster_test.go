@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tiercache/tiercache/internal/slots"
 )
 
 // goneAtCleanup returns a func that records the PIDs of servers. Once the
@@ -132,8 +134,8 @@ func TestClusterNodeFor(t *testing.T) {
 
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got, err := cc.ClusterKeySlot(ctx, tt.give).Result(); err != nil || got != int64(keySlot(tt.give)) {
-				t.Errorf("CLUSTER KEYSLOT %q = %d, %v; want %d, nil", tt.give, got, err, keySlot(tt.give))
+			if got, err := cc.ClusterKeySlot(ctx, tt.give).Result(); err != nil || got != int64(slots.Of(tt.give)) {
+				t.Errorf("CLUSTER KEYSLOT %q = %d, %v; want %d, nil", tt.give, got, err, slots.Of(tt.give))
 			}
 			if err := cc.Set(ctx, tt.give, "v", 0).Err(); err != nil {
 				t.Fatalf("SET %q = %v", tt.give, err)
@@ -156,7 +158,7 @@ func TestClusterNodeFor(t *testing.T) {
 func keyInSlot(t *testing.T, slot int) string {
 	t.Helper()
 	for i := range 1 << 20 {
-		if k := "k" + strconv.Itoa(i); keySlot(k) == slot {
+		if k := "k" + strconv.Itoa(i); slots.Of(k) == slot {
 			return k
 		}
 	}
