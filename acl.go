@@ -90,7 +90,9 @@ func ACLRules(namespace, channel string) (string, error) {
 		"+hvals",              // Incr's flush looks for a count that is due
 		"+hgetall",            // ... and reads the counts it takes
 		"+zrangebyscore",      // ... and finds counts a dead replica took
-		"+xadd",               // WriteBehind records a write; a dead letter
+		"+xadd",               // every write script logs its invalidation (replay); WriteBehind records a write; a dead letter
+		"+xtrim",              // ... trims the log to replay.max_age
+		"+xrange",             // a replica reads back the invalidations it missed
 		"+xgroup|create",      // the flushers' consumer group
 		"+xreadgroup",         // a flusher reads records
 		"+xpending",           // ... finds its own pending ones

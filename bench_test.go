@@ -777,13 +777,14 @@ func startBenchRedis(b *testing.B) *redistest.Server {
 
 // startBenchCache starts a Cache in namespace ns on client, stopped in
 // b.Cleanup (before the client is closed, if the client's Cleanup was
-// registered first). It writes no presence record and runs no coherence
-// audit: neither sends Redis anything a benchmark's floor would not.
+// registered first). It writes no presence record, runs no coherence
+// audit and no replay head check: none sends Redis anything a benchmark's
+// floor would not. Its writes keep their log (replay), as by default.
 func startBenchCache(b *testing.B, client *redis.Client, ns string) *tiercache.Cache {
 	b.Helper()
 	ctx := context.Background()
 	// No presence heartbeat: its writes would count in the round trips.
-	c, err := tiercache.New(client, tiercache.Config{Namespace: ns, HeartbeatInterval: -1, AuditRate: -1})
+	c, err := tiercache.New(client, tiercache.Config{Namespace: ns, HeartbeatInterval: -1, AuditRate: -1, Replay: tiercache.ReplayConfig{CheckInterval: -1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -35,7 +35,9 @@ type Cache struct {
 	noAuditJob bool // tests run the audit by hand (AuditNow)
 	client     redis.UniversalClient
 	store      *l2.Store
-	writes     *coalescer // Set and Delete scripts, coalesced per keyspace and slot
+	replay     *replayer   // positions in the logs of invalidations; nil with replay off
+	flushNext  atomic.Bool // an unreadable message came: the next reset flushes, whatever the logs hold
+	writes     *coalescer  // Set and Delete scripts, coalesced per keyspace and slot
 	sub        *bus.Subscriber
 	log        *slog.Logger
 	onInv      func(Invalidation) // optional hook, called after each applied invalidation
@@ -174,6 +176,7 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 		FencePrefix:  cfg.Namespace + "::fence",
 		FenceName:    genless(cfg.Namespace),
 		ReplicaAcks:  cfg.WriteReplicaAcks,
+		Log:          logOptions(cfg),
 		Breaker: l2.BreakerOptions{
 			Failures: cfg.Breaker.Failures,
 			CoolDown: cfg.Breaker.CoolDown,
@@ -187,11 +190,16 @@ func New(client redis.UniversalClient, cfg Config, opts ...Option) (*Cache, erro
 	if cfg.AuditRate > 0 && !c.noAuditJob {
 		_ = c.jobs.add(c.auditJob()) // fails only after Stop
 	}
+	c.replay = newReplayer(c.store)
+	if c.replay != nil && len(c.replay.all) == 1 && cfg.Replay.CheckInterval > 0 {
+		_ = c.jobs.add(c.headCheckJob()) // fails only after Stop
+	}
 	c.writes = &coalescer{store: c.store, channel: cfg.Channel, queues: make(map[batchKey]*writeQueue)}
 	c.sub, err = bus.NewSubscriber(client, bus.Options{
 		Channel:      cfg.Channel,
-		Handler:      c.handle,
-		OnReset:      c.flushAll,
+		Handler:      c.receive,
+		OnReset:      c.resync,
+		OnUnreadable: func(error) { c.flushNext.Store(true) },
 		PingInterval: cfg.PingInterval,
 		PingTimeout:  cfg.PingTimeout,
 		MaxStaleness: cfg.MaxStaleness,
@@ -445,6 +453,7 @@ func (c *Cache) Stats() Stats {
 		InstanceID: c.cfg.InstanceID,
 		Bus:        c.sub.Stats(),
 		Breaker:    c.store.Breaker(),
+		Replay:     c.replay.stats(),
 		ProofAge:   c.sub.ProofAge(),
 		Keyspaces:  make(map[string]KeyspaceStats, len(kss)),
 	}

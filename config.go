@@ -158,6 +158,11 @@ type Config struct {
 	// DefaultAuditRate (10); negative turns the audit off.
 	AuditRate int `yaml:"audit_rate" json:"audit_rate"`
 
+	// Replay keeps the latest invalidations in Redis, numbered, so that a
+	// replica that reconnects, or whose bus dropped messages, reads back
+	// what it missed and keeps the rest of its L1, instead of flushing it.
+	Replay ReplayConfig `yaml:"replay" json:"replay"`
+
 	// HeartbeatInterval is how often the replica rewrites its presence
 	// record in Redis ("<namespace>::replicas{<namespace>}:<id>", a TTL of three
 	// intervals), which `tiercache replicas` and `tiercache stats` list.
@@ -172,6 +177,31 @@ type Config struct {
 	// ProvideKeyspace and its variants (without fx, pass the entry to
 	// NewKeyspace). A keyspace without an entry uses the defaults.
 	Keyspaces map[string]KeyspaceConfig `yaml:"keyspaces" json:"keyspaces"`
+}
+
+// ReplayConfig sizes the logs of invalidations every write script keeps in
+// Redis, in the same atomic step as its write: one per namespace
+// ("<namespace>::log", its counter "<namespace>::seq"), one per hash slot on
+// a Cluster ("<namespace>::log{<slot tag>}"). Each message carries its
+// number in its log; a replica that sees a number jump, or reconnects,
+// reads what it missed from the log and applies it. It flushes every L1
+// instead when the log no longer reaches back that far, or when it has
+// heard a publisher that does not number its messages (see ReplayStats).
+type ReplayConfig struct {
+	// MaxCount is the most messages a log keeps. Default
+	// l2.DefaultLogMaxCount (1000); negative turns replay off: writes keep
+	// no log and every resubscription flushes every L1.
+	MaxCount int `yaml:"max_count" json:"max_count"`
+	// MaxAge is how long a log keeps a message: a replica away for longer
+	// flushes when it comes back. Default l2.DefaultLogMaxAge (10s).
+	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
+	// CheckInterval is how often a replica reads its namespace's log head
+	// (one GET) to find a message lost without a disconnection that no
+	// later message revealed: once the bus has proved itself caught up
+	// after that read, a position still behind the head is a gap. Default
+	// MaxStaleness/4; negative: no check. Not on a Cluster, whose sharded
+	// pub/sub proves each master's messages with PINGs of its own.
+	CheckInterval time.Duration `yaml:"check_interval" json:"check_interval"`
 }
 
 // BreakerConfig configures the circuit breaker around Redis (see
@@ -397,9 +427,20 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: audit_rate %d above 1000 a second", ErrInvalidConfig, c.AuditRate)
 	case c.WriteReplicaAcks < 0:
 		return c, fmt.Errorf("%w: negative write_replica_acks %d", ErrInvalidConfig, c.WriteReplicaAcks)
+	case c.Replay.MaxAge < 0:
+		return c, fmt.Errorf("%w: negative replay max_age %v", ErrInvalidConfig, c.Replay.MaxAge)
 	}
 	if c.MaxStaleness == 0 {
 		c.MaxStaleness = DefaultMaxStaleness
+	}
+	if c.Replay.MaxCount == 0 {
+		c.Replay.MaxCount = l2.DefaultLogMaxCount
+	}
+	if c.Replay.MaxAge == 0 {
+		c.Replay.MaxAge = l2.DefaultLogMaxAge
+	}
+	if c.Replay.CheckInterval == 0 {
+		c.Replay.CheckInterval = c.MaxStaleness / 4
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = bus.DefaultPingInterval

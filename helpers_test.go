@@ -116,8 +116,8 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // countingConfig is the Config of tests that count round trips: no presence
-// heartbeat (a write of its own, at any time), no coherence audit (reads of
-// its own), and a max_staleness long
+// heartbeat (a write of its own, at any time), no coherence audit and no
+// replay head check (reads of their own), and a max_staleness long
 // enough that the bus stays proven on a loaded machine. With a bus whose
 // last proof is older than max_staleness, an operation reads the
 // keyspace's generation from Redis first: one round trip more.
@@ -127,6 +127,7 @@ func countingConfig() tiercache.Config {
 		WriteTimeout:      5 * time.Second,
 		HeartbeatInterval: -1,
 		AuditRate:         -1,
+		Replay:            tiercache.ReplayConfig{CheckInterval: -1},
 		MaxStaleness:      time.Minute,
 	}
 }

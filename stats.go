@@ -25,6 +25,10 @@ type Stats struct {
 	// Breaker holds the state and counters of the circuit breaker around
 	// Redis (Config.Breaker).
 	Breaker l2.BreakerStats `json:"breaker"`
+	// Replay counts the invalidations the replica read back from the logs
+	// in Redis instead of flushing its L1, and the flushes it could not
+	// avoid (Config.Replay).
+	Replay ReplayStats `json:"replay"`
 	// LastInvalidation is when the bus last handed this replica an
 	// invalidation (a reset included); zero before the first.
 	LastInvalidation time.Time `json:"last_invalidation"`

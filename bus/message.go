@@ -78,6 +78,18 @@ type Message struct {
 	// (`tiercache check`). A subscriber that does not know the field counts
 	// the message as malformed and ignores it.
 	Canary string `msgpack:"cn,omitempty"`
+	// Seq numbers the message in its log: the write scripts of a tiercache
+	// replica number every invalidation they publish, inside Redis and in
+	// the same atomic step as the write, and keep it in a log in Redis for a
+	// while (see Log). Numbers of one log grow by one per message, so a
+	// subscriber that sees a number jump knows it missed messages, and can
+	// read them back from the log. Zero means not numbered (another
+	// publisher's message, or a write script's whose log was off).
+	Seq uint64 `msgpack:"sq,omitempty"`
+	// Log names the log that numbered the message when it is not the
+	// namespace's only one: on a Cluster, the {hash tag} of the slot whose
+	// log it is (see internal/slots), without the braces. Empty otherwise.
+	Log string `msgpack:"lg,omitempty"`
 }
 
 // Limits bounds what Unmarshal accepts, and so what a hostile or broken
@@ -168,16 +180,16 @@ func (m Message) Marshal() ([]byte, error) {
 	if len(m.Keys) > DefaultMaxKeys || len(m.Tags) > DefaultMaxKeys {
 		return nil, fmt.Errorf("%w: %d keys and %d tags, more than %d", ErrTooLarge, len(m.Keys), len(m.Tags), DefaultMaxKeys)
 	}
-	// Each string costs at most 5 header bytes; the map header and field
-	// names fit in 32. Checking first bounds what we allocate.
-	size := 32 + 5*(3+len(m.Keys)+len(m.Tags)) + len(m.Origin) + len(m.Keyspace) + len(m.Canary)
+	// Each string costs at most 5 header bytes; the map header, field
+	// names and a sequence number fit in 48. Checking first bounds what we allocate.
+	size := 48 + 5*(4+len(m.Keys)+len(m.Tags)) + len(m.Origin) + len(m.Keyspace) + len(m.Canary) + len(m.Log)
 	for _, k := range m.Keys {
 		size += len(k)
 	}
 	for _, t := range m.Tags {
 		size += len(t)
 	}
-	if size > DefaultMaxBytes+32 {
+	if size > DefaultMaxBytes+48 {
 		return nil, fmt.Errorf("%w: about %d bytes, more than %d", ErrTooLarge, size, DefaultMaxBytes)
 	}
 
@@ -201,6 +213,12 @@ func (m Message) Marshal() ([]byte, error) {
 		fields++
 	}
 	if m.Canary != "" {
+		fields++
+	}
+	if m.Seq != 0 {
+		fields++
+	}
+	if m.Log != "" {
 		fields++
 	}
 	b := make([]byte, 0, size)
@@ -239,6 +257,15 @@ func (m Message) Marshal() ([]byte, error) {
 	if m.Canary != "" {
 		b = appendString(b, "cn")
 		b = appendString(b, m.Canary)
+	}
+	if m.Seq != 0 {
+		b = appendString(b, "sq")
+		b = append(b, msgpcode.Uint64)
+		b = binary.BigEndian.AppendUint64(b, m.Seq)
+	}
+	if m.Log != "" {
+		b = appendString(b, "lg")
+		b = appendString(b, m.Log)
 	}
 	if len(b) > DefaultMaxBytes {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(b), DefaultMaxBytes)
@@ -397,6 +424,10 @@ func (dec *decoder) decode(src string, lim Limits) (Message, error) {
 			m.Gen, err = dec.d.DecodeUint64()
 		case "cn":
 			m.Canary, err = dec.str()
+		case "sq":
+			m.Seq, err = dec.d.DecodeUint64()
+		case "lg":
+			m.Log, err = dec.str()
 		default:
 			if err := dec.skip(); err != nil {
 				return Message{}, fmt.Errorf("%w: field %q: %v", ErrMalformed, name, err)

@@ -81,6 +81,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 			want: Message{Version: WireVersion, Origin: "cli", Canary: "c0ffee"},
 		},
 		{
+			name: "numbered in a slot's log",
+			give: Message{Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Seq: 1_733_000_000_000_123, Log: "a1"},
+			want: Message{Version: WireVersion, Origin: "node-1", Keyspace: "users", Keys: []string{"42"}, Seq: 1_733_000_000_000_123, Log: "a1"},
+		},
+		{
 			name: "a 70 KB key",
 			give: Message{Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
 			want: Message{Version: WireVersion, Keyspace: "blobs", Keys: []string{strings.Repeat("b", 70_000)}},
@@ -154,6 +159,11 @@ func TestMarshalFilledField(t *testing.T) {
 			name: "canary",
 			give: Message{Origin: "a", Canary: "c1"},
 			want: map[string]any{"v": int8(1), "o": "a", "ks": "", "cn": "c1"},
+		},
+		{
+			name: "numbered",
+			give: Message{Origin: "a", Keyspace: "users", Keys: []string{"1"}, Seq: 7, Log: "x"},
+			want: map[string]any{"v": int8(1), "o": "a", "ks": "users", "k": []any{"1"}, "sq": uint64(7), "lg": "x"},
 		},
 		{
 			name: "not filled",

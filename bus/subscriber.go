@@ -76,6 +76,13 @@ type Options struct {
 	// have evicted (the cache flushes every L1 and voids fills in flight).
 	// Healthy becomes true only after it returns. Nil means nothing to do.
 	OnReset func() `yaml:"-" json:"-"`
+	// OnUnreadable, when set, is called by the read loop for a message it
+	// could not read that may have been an invalidation (of a newer
+	// version, or too large), just before it asks for the reset that
+	// follows: an OnReset that reads back what was missed from elsewhere
+	// (a log of numbered messages) cannot read that one, and must evict
+	// everything. It must not block.
+	OnUnreadable func(err error) `yaml:"-" json:"-"`
 	// QueueSize is the number of decoded messages waiting for Handler.
 	// Zero means DefaultQueueSize (8192 messages).
 	QueueSize int `yaml:"queueSize" json:"queueSize"`
@@ -876,6 +883,9 @@ func (s *Subscriber) receive(dec *decoder, payload string) {
 		if errors.Is(err, ErrVersion) || errors.Is(err, ErrTooLarge) {
 			// It may have been an invalidation this replica cannot read:
 			// evict everything rather than risk serving what it named.
+			if s.opts.OnUnreadable != nil {
+				s.opts.OnUnreadable(err)
+			}
 			s.requestReset("unreadable message", err)
 		}
 		return

@@ -439,7 +439,7 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 					continue // refused by the tag check
 				}
 				keys, args := s.fillArgs(&fills[i], channel, !split)
-				todo = append(todo, pending{i, s.fillScript.EvalSha(ctx, p, keys, args...)})
+				todo = append(todo, pending{i, s.fillScript.EvalSha(ctx, p, s.withLog(keys), args...)})
 			}
 			return nil
 		})
@@ -451,7 +451,7 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 				for j, t := range todo {
 					if redis.HasErrorPrefix(t.cmd.Err(), "NOSCRIPT") {
 						keys, args := s.fillArgs(&fills[t.i], channel, !split)
-						todo[j].cmd = s.fillScript.Eval(ctx, p, keys, args...)
+						todo[j].cmd = s.fillScript.Eval(ctx, p, s.withLog(keys), args...)
 					}
 				}
 				return nil

@@ -81,6 +81,7 @@ func (s *Store) HookNode(node *redis.Client) {
 // that to the caller, which learns of it from the second result.
 func (s *Store) runPub(ctx context.Context, sc *redis.Script, channel string, msg []byte, keys []string, args ...any) (*redis.Cmd, bool) {
 	cc, ok := s.c.(*redis.ClusterClient)
+	keys = s.withLog(keys)
 	if !s.sharded || !ok {
 		return s.run(ctx, sc, keys, args...), false
 	}

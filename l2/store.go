@@ -81,6 +81,9 @@ type Options struct {
 	// SSUBSCRIBE to the channel of every slot on every master
 	// (bus.Options.Sharded). The channel must not hold '{'.
 	Sharded bool
+	// Log numbers every published invalidation and keeps it in a log in
+	// Redis for a while (see LogOptions). The zero value keeps no log.
+	Log LogOptions
 }
 
 // Item is one value to store.
@@ -111,6 +114,7 @@ type Store struct {
 	fences       *[slotCount]atomic.Pointer[string] // each slot's fence key, made on first use
 	replicaAcks  int
 	sharded      bool          // publish with SPUBLISH on each slot's channel
+	log          LogOptions    // defaults applied; Prefix "": no logs
 	hooked       sync.Map      // node clients with the ASK detector (runPub)
 	budgets      budgetSet     // each call's deadline (see budget.go)
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
@@ -128,6 +132,8 @@ type Store struct {
 	dropUnreadableScript                       *redis.Script
 	takeTagsScript, dropTaggedScript           *redis.Script // tag invalidation on one server
 	clearScript                                *redis.Script // generations
+	recordAndSetScript                         *redis.Script // write-behind
+	publishScript                              *redis.Script // Publish
 }
 
 // Every write script publishes first and writes after. A script runs
@@ -172,6 +178,10 @@ func New(c Client, opts Options) (*Store, error) {
 		// A fence's {tag} must be its hash tag, the first one of its name.
 		return nil, fmt.Errorf("l2 new: fence prefix %q has a '{': its fences would leave their keys' hash slots: %w", opts.FencePrefix, ErrInvalid)
 	}
+	log, err := opts.Log.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("l2 new: %w", err)
+	}
 	s := &Store{
 		c:            c,
 		readTimeout:  opts.ReadTimeout,
@@ -181,34 +191,39 @@ func New(c Client, opts Options) (*Store, error) {
 		fenceName:    opts.FenceName,
 		replicaAcks:  opts.ReplicaAcks,
 		sharded:      opts.Sharded,
-		setScript:    redis.NewScript(publishing(setAndPublishSrc, opts.Sharded)),
-		delScript:    redis.NewScript(publishing(deleteAndPublishSrc, opts.Sharded)),
-		writeScript:  redis.NewScript(publishing(writeAndPublishSrc, opts.Sharded)),
+		log:          log,
 
 		acquireScript: redis.NewScript(acquireSrc),
 		tagScript:     redis.NewScript(tagSrc),
 		untagScript:   redis.NewScript(untagSrc),
 
 		beginWriteScript: redis.NewScript(beginWriteSrc),
-		endWriteScript:   redis.NewScript(publishing(endWriteSrc, opts.Sharded)),
 
 		incrScript:        redis.NewScript(incrSrc),
 		takeCountsScript:  redis.NewScript(takeCountsSrc),
 		claimCountsScript: redis.NewScript(claimCountsSrc),
 
-		fillScript:     redis.NewScript(publishing(fillSrc, opts.Sharded)),
 		tagCheckScript: redis.NewScript(tagCheckSrc),
-		bumpTagsScript: redis.NewScript(publishing(bumpTagsSrc, opts.Sharded)),
-
-		dropUnreadableScript: redis.NewScript(publishing(dropUnreadableSrc, opts.Sharded)),
-		takeTagsScript:       redis.NewScript(publishing(takeTagsSrc, opts.Sharded)),
-		dropTaggedScript:     redis.NewScript(publishing(dropTaggedSrc, opts.Sharded)),
-		clearScript:          redis.NewScript(publishing(clearSrc, opts.Sharded)),
+	}
+	for sc, src := range map[**redis.Script]string{
+		&s.setScript:            setAndPublishSrc,
+		&s.delScript:            deleteAndPublishSrc,
+		&s.writeScript:          writeAndPublishSrc,
+		&s.endWriteScript:       endWriteSrc,
+		&s.fillScript:           fillSrc,
+		&s.bumpTagsScript:       bumpTagsSrc,
+		&s.dropUnreadableScript: dropUnreadableSrc,
+		&s.takeTagsScript:       takeTagsSrc,
+		&s.dropTaggedScript:     dropTaggedSrc,
+		&s.clearScript:          clearSrc,
+		&s.recordAndSetScript:   recordAndSetSrc,
+		&s.publishScript:        publishSrc,
+	} {
+		*sc = redis.NewScript(s.publishing(src))
 	}
 	if cc, ok := c.(*redis.ClusterClient); ok && opts.Sharded {
 		cc.OnNewNode(s.HookNode)
 	}
-	var err error
 	s.brkOpts = opts.Breaker
 	if s.brk, err = newBreaker(opts.Breaker); err != nil {
 		return nil, err

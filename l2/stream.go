@@ -39,7 +39,7 @@ import (
 type Stream struct {
 	key, group, last, dead, marker string
 
-	recordAndSet, recordAndSetSharded, record, read, autoClaim, hold, prepare, ack, releaseMarkers, deadLetter, lastID *redis.Script
+	record, read, autoClaim, hold, prepare, ack, releaseMarkers, deadLetter, lastID *redis.Script
 }
 
 // NewStream returns the Stream of key read by consumer group group. key must
@@ -61,27 +61,16 @@ func NewStream(key, group string) (*Stream, error) {
 		dead:   key + ":dead",
 		marker: key + ":flight:",
 
-		recordAndSet:        redis.NewScript(recordAndSetSrc),
-		recordAndSetSharded: redis.NewScript(publishing(recordAndSetSrc, true)),
-		record:              redis.NewScript(recordSrc),
-		read:                redis.NewScript(readSrc),
-		autoClaim:           redis.NewScript(autoClaimSrc),
-		hold:                redis.NewScript(holdSrc),
-		prepare:             redis.NewScript(prepareSrc),
-		ack:                 redis.NewScript(ackSrc),
-		releaseMarkers:      redis.NewScript(releaseMarkersSrc),
-		deadLetter:          redis.NewScript(deadLetterSrc),
-		lastID:              redis.NewScript(lastIDSrc),
+		record:         redis.NewScript(recordSrc),
+		read:           redis.NewScript(readSrc),
+		autoClaim:      redis.NewScript(autoClaimSrc),
+		hold:           redis.NewScript(holdSrc),
+		prepare:        redis.NewScript(prepareSrc),
+		ack:            redis.NewScript(ackSrc),
+		releaseMarkers: redis.NewScript(releaseMarkersSrc),
+		deadLetter:     redis.NewScript(deadLetterSrc),
+		lastID:         redis.NewScript(lastIDSrc),
 	}, nil
-}
-
-// recordAndSetFor returns the recordAndSet script of a Store with
-// Options.Sharded set or not.
-func (st *Stream) recordAndSetFor(sharded bool) *redis.Script {
-	if sharded {
-		return st.recordAndSetSharded
-	}
-	return st.recordAndSet
 }
 
 // hashTag returns the hash tag of key: what lies between its first '{' and
@@ -378,7 +367,7 @@ func (s *Store) RecordAndSet(ctx context.Context, st *Stream, key string, it Ite
 	var id string
 	err := s.call(ctx, s.writeTimeout, "l2 record and set", it.Key, 1, func(ctx context.Context) (err error) {
 		ch := s.pubChannel(channel, it.Key)
-		cmd, _ := s.runPub(ctx, st.recordAndSetFor(s.sharded), ch, msg, append(keys, s.FenceKey(it.Key)), it.Value, pxMillis(it.TTL), ch, msg, key)
+		cmd, _ := s.runPub(ctx, s.recordAndSetScript, ch, msg, append(keys, s.FenceKey(it.Key)), it.Value, pxMillis(it.TTL), ch, msg, key)
 		id, err = cmd.Text()
 		return err
 	})

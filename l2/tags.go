@@ -285,7 +285,7 @@ func (s *Store) TakeTags(ctx context.Context, inv TagInvalidation, page int) (ge
 	}
 	var res []string
 	err = s.call(ctx, s.writeTimeout, "l2 take tags", inv.Versions, 1, func(ctx context.Context) (err error) {
-		res, err = s.run(ctx, s.takeTagsScript, keys, args...).StringSlice()
+		res, err = s.run(ctx, s.takeTagsScript, s.withLog(keys), args...).StringSlice()
 		return err
 	})
 	if err != nil {
@@ -334,7 +334,7 @@ func (s *Store) DropTagged(ctx context.Context, pending, keys, others []string, 
 	}
 	var next []string
 	err := s.call(ctx, s.writeTimeout, "l2 drop tagged", pending[0], len(keys), func(ctx context.Context) (err error) {
-		next, err = s.run(ctx, s.dropTaggedScript, all, args...).StringSlice()
+		next, err = s.run(ctx, s.dropTaggedScript, s.withLog(all), args...).StringSlice()
 		return err
 	})
 	return next, err

@@ -15,6 +15,8 @@ import (
 
 	"github.com/tiercache/tiercache"
 	"github.com/tiercache/tiercache/bus"
+	"github.com/tiercache/tiercache/internal/slots"
+	"github.com/tiercache/tiercache/l2"
 )
 
 // maxScannedKey is the MaxKeyLength of the CLI's Cache, above the default
@@ -82,7 +84,7 @@ A keyspace that none of the live replicas uses is refused unless --force.`, true
 	}
 	origin := cliOrigin()
 	if inv.l1Only {
-		return publishOnly(ctx, client, fs.conn.channel, fs.conn.sharded(client), origin, inv, stdout)
+		return publishOnly(ctx, client, fs.conn, origin, inv, stdout)
 	}
 	return inv.apply(ctx, client, fs.conn, origin, stdout)
 }
@@ -124,14 +126,35 @@ func cliOrigin() string {
 	return "tiercache-cli@" + host + ":" + strconv.Itoa(os.Getpid())
 }
 
-// publishOnly publishes inv's invalidation without touching Redis data:
-// on channel, or, sharded, on the sharded channel of slot 0 (a sharded
-// subscriber listens to the channels of every slot).
-func publishOnly(ctx context.Context, client redis.UniversalClient, channel string, sharded bool, origin string, inv invalidation, stdout io.Writer) error {
+// publishOnly publishes inv's invalidation without touching Redis data,
+// as a replica's write script does: numbered in the namespace's log (the
+// log of slot 0 on a Cluster), so that replicas that miss it read it back
+// (replay), on channel, or, sharded, on the sharded channel of slot 0 (a
+// sharded subscriber listens to the channels of every slot).
+func publishOnly(ctx context.Context, client redis.UniversalClient, conn *connFlags, origin string, inv invalidation, stdout io.Writer) error {
 	m := bus.Message{Origin: origin, Keyspace: inv.keyspace, Keys: inv.keys, Tags: inv.tags, Flush: inv.all}
-	channel, err := publishMessage(ctx, client, channel, sharded, m)
+	b, err := m.Marshal()
 	if err != nil {
 		return err
+	}
+	sharded := conn.sharded(client)
+	store, err := l2.New(client, l2.Options{
+		ReadTimeout:  conn.timeout,
+		WriteTimeout: conn.timeout,
+		Sharded:      sharded,
+		Log:          l2.LogOptions{Prefix: conn.namespace + "::"},
+		Breaker:      l2.BreakerOptions{Failures: -1},
+	})
+	if err != nil {
+		return err
+	}
+	slot0 := "{" + slots.Tags()[0] + "}"
+	if err := store.Publish(ctx, slot0, conn.channel, b); err != nil {
+		return err
+	}
+	channel := conn.channel
+	if sharded {
+		channel = slots.Channel(channel, 0)
 	}
 	what := plural(len(inv.keys), "key")
 	switch {

@@ -149,6 +149,11 @@ func TestInvalidateCLI(t *testing.T) {
 		if after := dump(t, client); !maps.Equal(before, after) {
 			t.Errorf("--l1-only changed Redis: before %q, after %q", before, after)
 		}
+		for _, rep := range both { // numbered, as the replicas' own: replay stays on
+			if st := rep.cache.Stats().Replay; st.Unnumbered || st.SequenceGaps != 0 {
+				t.Errorf("%s: replay stats %+v after invalidate --l1-only; want its messages numbered in order", rep.id, st)
+			}
+		}
 		for _, rep := range both { // evicted from L1, still in Redis
 			l2 := rep.users.Stats().L2Hits
 			if _, err := rep.users.Get(ctx, 20); err != nil {
