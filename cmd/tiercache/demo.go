@@ -43,6 +43,8 @@ cache on makes it exit 1.`, false)
 	workers := fs.Int("workers", 8, "concurrent clients")
 	updates := fs.Float64("update-share", 0.05, "share of requests that update a product")
 	dbLatency := fs.Duration("db-latency", 300*time.Microsecond, "wait added to every SQL statement, as a database across the network costs; 0 for SQLite in-process")
+	killAt := fs.Duration("kill-pubsub-at", 0, "send CLIENT KILL TYPE pubsub this long into the run with the cache, and report the L1 hit ratio in the 5s on each side of it; 0: no kill")
+	noReplay := fs.Bool("no-replay", false, "turn replay off on the replicas: every resubscription flushes their L1")
 	htmlOut := fs.String("html", "", "also write the report as an HTML page with charts to this `file`")
 	seed := fs.Uint64("seed", 1, "seed of the load's random choices")
 	rest, err := fs.parse(args, stdout)
@@ -75,6 +77,8 @@ cache on makes it exit 1.`, false)
 		Workers:      *workers,
 		UpdateShare:  *updates,
 		QueryLatency: *dbLatency,
+		KillPubSubAt: *killAt,
+		NoReplay:     *noReplay,
 		Seed:         *seed,
 	}, stderr)
 	if err != nil {

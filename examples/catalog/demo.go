@@ -88,6 +88,14 @@ type DemoOptions struct {
 	// Dir holds the SQLite files; default a temporary directory, removed
 	// at the end.
 	Dir string `json:"dir"`
+	// KillPubSubAt, when positive, sends CLIENT KILL TYPE pubsub to Redis
+	// that long into the run with the cache, so that every replica loses
+	// its subscription at once, and measures the L1 hit ratio on each side
+	// of it (Phase.PubSubKill).
+	KillPubSubAt time.Duration `json:"kill_pubsub_at"`
+	// NoReplay turns replay off on the replicas (replay.max_count -1):
+	// every resubscription flushes their L1, as a kill shows.
+	NoReplay bool `json:"no_replay"`
 	// Namespace is the tiercache namespace of the run; default
 	// "catalogdemo-<random>", whose keys are deleted at the end.
 	Namespace string `json:"namespace"`
@@ -146,6 +154,8 @@ func (o DemoOptions) withDefaults() (DemoOptions, error) {
 		return o, fmt.Errorf("catalog: demo: %d products in %d categories, want 2 <= products and 1 <= categories <= products", o.Products, o.Categories)
 	case o.QueryLatency < 0 || o.QueryLatency > time.Second:
 		return o, fmt.Errorf("catalog: demo: query latency %v, want 0 to 1s", o.QueryLatency)
+	case o.KillPubSubAt < 0:
+		return o, fmt.Errorf("catalog: demo: kill pubsub at %v, want it positive", o.KillPubSubAt)
 	case o.Duration < 0 || o.MaxOps < 0 || o.Workers < 1:
 		return o, fmt.Errorf("catalog: demo: duration %v, max ops %d, workers %d: want them positive", o.Duration, o.MaxOps, o.Workers)
 	case o.UpdateShare+o.ListingShare > 1:
@@ -194,6 +204,14 @@ func RunDemo(ctx context.Context, opts DemoOptions, progress io.Writer) (Report,
 }
 
 // phaseName names a run in progress lines.
+// replayConfig is the replicas' replay configuration: the default, or off.
+func replayConfig(off bool) tiercache.ReplayConfig {
+	if off {
+		return tiercache.ReplayConfig{MaxCount: -1}
+	}
+	return tiercache.ReplayConfig{}
+}
+
 func phaseName(cached bool) string {
 	if cached {
 		return "cache on"
@@ -235,6 +253,7 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 				Namespace:  opts.Namespace,
 				InstanceID: rec.instance(i),
 				Redis:      tiercache.RedisConfig{Addrs: []string{opts.RedisAddr}},
+				Replay:     replayConfig(opts.NoReplay),
 				Keyspaces: map[string]tiercache.KeyspaceConfig{
 					KeyspaceViews: {Counter: tiercache.CounterConfig{Every: opts.ViewsEvery, Interval: opts.ViewsInterval}},
 				},
@@ -259,7 +278,17 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 	ld := newLoad(opts, reps, rec)
 	ld.start = time.Now() // the progress samples' time 0
 	stopProgress := ld.reportProgress(name, progress)
+	killed := make(chan *PubSubKill, 1)
+	loadDone := make(chan struct{})
+	if cached && opts.KillPubSubAt > 0 {
+		go func() { killed <- ld.killPubSub(ctx, opts.RedisAddr, loadDone) }()
+	}
 	runErr := ld.run(ctx)
+	close(loadDone)
+	if cached && opts.KillPubSubAt > 0 {
+		ph.PubSubKill = <-killed
+		fmt.Fprintf(progress, "%s: %v\n", name, ph.PubSubKill)
+	}
 	ph.Samples = stopProgress()
 	ph.Elapsed = ld.elapsed
 

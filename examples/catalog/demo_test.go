@@ -33,6 +33,7 @@ func TestRunDemo(t *testing.T) {
 		ViewsEvery:    20,
 		ViewsInterval: 500 * time.Millisecond,
 		ProgressEvery: 500 * time.Millisecond,
+		KillPubSubAt:  time.Second,
 		Dir:           t.TempDir(),
 	}, &progress)
 	if err != nil {
@@ -73,6 +74,19 @@ func TestRunDemo(t *testing.T) {
 	}
 	if on.Views.DBWrites >= on.Views.Views/2 {
 		t.Errorf("cache on: %d DB writes for %d views; want far fewer", on.Views.DBWrites, on.Views.Views)
+	}
+	// Every replica lost its subscription at once, subscribed again, and
+	// read back what it missed instead of flushing its L1.
+	switch k := on.PubSubKill; {
+	case k == nil || k.Err != "":
+		t.Errorf("cache on: pub/sub kill %+v; want it measured", k)
+	case k.Killed < int64(DefaultDemoReplicas) || k.Resubscriptions < uint64(DefaultDemoReplicas) || k.Replays != k.Resubscriptions:
+		t.Errorf("cache on: pub/sub kill %+v; want every replica's subscription killed, and every resubscription replayed", k)
+	case !strings.Contains(text.String(), "CLIENT KILL TYPE pubsub at 1.0s"):
+		t.Errorf("text report lacks the kill:\n%s", text.String())
+	}
+	if off.PubSubKill != nil {
+		t.Errorf("cache off: pub/sub kill %+v; want none", off.PubSubKill)
 	}
 	if on.Lag.Samples == 0 || on.Lag.Missing != 0 {
 		t.Errorf("cache on: lag %+v; want samples and none missing", on.Lag)

@@ -58,6 +58,9 @@ type Phase struct {
 	// Tiers holds each replica's reads per tier, by keyspace (product and
 	// category); empty without the cache.
 	Tiers []TierStats `json:"tiers,omitempty"`
+	// PubSubKill is what the kill of every pub/sub connection did, with
+	// DemoOptions.KillPubSubAt; nil otherwise.
+	PubSubKill *PubSubKill `json:"pubsub_kill,omitempty"`
 	// Lag is the invalidation lag: from an update's Write returning on one
 	// replica to each other replica's eviction of the product. Zero
 	// without the cache.
@@ -251,6 +254,9 @@ func (r Report) WriteText(w io.Writer) error {
 		thousands(int64(l.Samples)), roundLatency(l.P50), roundLatency(l.P99), roundLatency(l.Max), thousands(int64(l.BeforeReturn)), thousands(int64(l.Missing)))
 	for _, rl := range l.Replicas {
 		fmt.Fprintf(&b, "  %s: %s samples, p50 %v, p99 %v, max %v\n", rl.Instance, thousands(int64(rl.Samples)), roundLatency(rl.P50), roundLatency(rl.P99), roundLatency(rl.Max))
+	}
+	if k := on.PubSubKill; k != nil {
+		b.WriteString("\n" + wrapText(k.String()+".", 100, "  "))
 	}
 	fmt.Fprintf(&b, "\nAudit: each replica compares up to %d of its L1 entries a second with Redis (checks); a violation is one still different, and served, max_staleness later.\n", tiercache.DefaultAuditRate)
 	fmt.Fprintf(&b, "\nStale reads: a product page that began after the replica applied the invalidation of an update that had returned, and served an older version.\n")
