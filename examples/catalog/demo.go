@@ -285,11 +285,11 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 	}
 	runErr := ld.run(ctx)
 	close(loadDone)
+	ph.Samples = stopProgress()
 	if cached && opts.KillPubSubAt > 0 {
 		ph.PubSubKill = <-killed
 		fmt.Fprintf(progress, "%s: %v\n", name, ph.PubSubKill)
 	}
-	ph.Samples = stopProgress()
 	ph.Elapsed = ld.elapsed
 
 	// Stopping flushes the view counts; the counters keep their values.
