@@ -70,6 +70,10 @@ const (
 	iBreakerState
 	iBreakerOpens
 	iBreakerRejected
+	iReplayGaps
+	iReplays
+	iReplayed
+	iReplayFlushes
 )
 
 // cacheInstruments are the observed instruments, in the order of their indexes.
@@ -99,6 +103,10 @@ var cacheInstruments = []obsInt{
 	{"tiercache.breaker.state", "1", "1 for the circuit breaker's current state (tiercache.state), 0 for the others.", true},
 	{"tiercache.breaker.opens", "{open}", "Changes of the circuit breaker to open.", false},
 	{"tiercache.breaker.rejected", "{call}", "Redis calls refused by the open circuit breaker.", false},
+	{"tiercache.replay.gaps", "{gap}", "Sequence gaps: invalidations missed without a disconnection, found by their numbers.", false},
+	{"tiercache.replay.replays", "{replay}", "Resubscriptions answered by reading the missed invalidations back from Redis, L1 kept.", false},
+	{"tiercache.replay.replayed", "{message}", "Invalidations read back from the logs in Redis and applied.", false},
+	{"tiercache.replay.flushes", "{flush}", "Resubscriptions and gaps answered with a flush of every L1 instead of a replay.", false},
 }
 
 // newMeters creates the instruments of c on mp and registers the callback
@@ -190,6 +198,10 @@ func observeStats(o metric.Observer, obs []metric.Int64Observable, s Stats) {
 	}
 	u(iBreakerOpens, s.Breaker.Opens)
 	u(iBreakerRejected, s.Breaker.Rejected)
+	u(iReplayGaps, s.Replay.SequenceGaps)
+	u(iReplays, s.Replay.Replays)
+	u(iReplayed, s.Replay.Replayed)
+	u(iReplayFlushes, s.Replay.Flushes)
 }
 
 // attach gives the latency histograms of a keyspace called name their OTel

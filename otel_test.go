@@ -195,6 +195,10 @@ func TestOtelInstruments(t *testing.T) {
 		{"tiercache.breaker.state", otelAttrs("tiercache.state", "open"), 0},
 		{"tiercache.breaker.opens", attribute.NewSet(), 0},
 		{"tiercache.breaker.rejected", attribute.NewSet(), 0},
+		{"tiercache.replay.gaps", attribute.NewSet(), 0},
+		{"tiercache.replay.replays", attribute.NewSet(), 0},
+		{"tiercache.replay.replayed", attribute.NewSet(), 0},
+		{"tiercache.replay.flushes", attribute.NewSet(), 1}, // the first subscription
 	}
 	for _, tt := range tests {
 		if got := otelValue(t, ms, tt.give, tt.attrs); got != tt.want {

@@ -3,6 +3,8 @@ package tiercache_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -323,5 +325,65 @@ func TestReplayCluster(t *testing.T) {
 	}
 	for _, k := range []int{1, 2, 3} {
 		b.get(t, k, fmt.Sprintf("v1-%d", k))
+	}
+}
+
+// TestReplayDocumentedScript runs the script docs/wire-format.md gives other
+// services to publish through the log, as printed: its messages are
+// numbered in the namespace's log, so a replica that receives one stays
+// able to replay, and a replica that misses one reads it back.
+func TestReplayDocumentedScript(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("docs/wire-format.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(doc), "### Publishing from another service")
+	if !ok {
+		t.Fatal("docs/wire-format.md has no section on publishing from another service")
+	}
+	_, after, ok = strings.Cut(after, "```lua\n")
+	script, _, ok2 := strings.Cut(after, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/wire-format.md gives no Lua script to publish through the log")
+	}
+	srv := redistest.Start(t)
+	cfg := replayConfig()
+	arrivals := cfg
+	arrivals.Replay.CheckInterval = -1 // the later message reveals the gap
+	b := newReplayReplica(t, srv.Client(t), arrivals)
+	a := newReplayReplica(t, srv.Client(t), cfg)
+	b.fill(t)
+	ctx := t.Context()
+	admin := srv.Client(t)
+	publish := func(t *testing.T, channel string, key int) {
+		t.Helper()
+		msg, err := msgpack.Marshal(map[string]any{"v": 1, "o": "other-service", "ks": "users", "k": []string{fmt.Sprint(key)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.Eval(ctx, script, []string{"tiercache::seq", "tiercache::log"}, channel, msg).Err(); err != nil {
+			t.Fatalf("the documented script: %v", err)
+		}
+	}
+
+	publish(t, "tiercache:invalidate", 1)
+	b.waitKeys(t, "users", "1")
+	if st := b.c.Stats().Replay; st.Unnumbered || st.SequenceGaps != 0 {
+		t.Fatalf("replay stats %+v after the documented script; want its message numbered next", st)
+	}
+
+	// Missed: read back at the next message's jump.
+	publish(t, "tiercache:nobody-listens", 2)
+	if err := a.users.Set(ctx, 3, "v1-3"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitKeys(t, "users", "3")
+	if st := b.c.Stats().Replay; st.Unnumbered || st.SequenceGaps != 1 || st.Replayed == 0 || st.Flushes != 1 {
+		t.Fatalf("replay stats %+v; want one gap, read back, and no flush but the first subscription's", st)
+	}
+	b.users.Wait()
+	if _, ok := tiercache.L1Deadline(b.users, 2); ok {
+		t.Fatal("L1 still holds key 2, whose invalidation was read back from the log")
 	}
 }

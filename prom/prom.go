@@ -43,6 +43,8 @@ type Collector struct {
 	busReconnects *prometheus.Desc
 	busHealthy    *prometheus.Desc
 
+	replayGaps, replays, replayed, replayFlushes *prometheus.Desc
+
 	breakerState    *prometheus.Desc // state
 	breakerOpens    *prometheus.Desc
 	breakerRejected *prometheus.Desc
@@ -123,6 +125,11 @@ func NewCollector(c *tiercache.Cache) *Collector {
 		busReconnects: desc("bus_reconnects_total", "Subscriptions confirmed after the first."),
 		busHealthy:    desc("bus_healthy", "1 while the bus is subscribed and answering (L1 serves), else 0."),
 
+		replayGaps:    desc("replay_gaps_total", "Sequence gaps: invalidations missed without a disconnection, found by their numbers."),
+		replays:       desc("replay_replays_total", "Resubscriptions answered by reading the missed invalidations back from Redis, L1 kept."),
+		replayed:      desc("replay_replayed_messages_total", "Invalidations read back from the logs in Redis and applied."),
+		replayFlushes: desc("replay_flushes_total", "Resubscriptions and gaps answered with a flush of every L1 instead of a replay."),
+
 		breakerState: desc("breaker_state", "1 for the circuit breaker's current state (state: closed, half_open, open), 0 for the others.",
 			labelState),
 		breakerOpens:    desc("breaker_opens_total", "Changes of the circuit breaker to open."),
@@ -136,13 +143,14 @@ func NewCollector(c *tiercache.Cache) *Collector {
 
 // descs lists every Desc of col, in a fixed order.
 func (col *Collector) descs() []*prometheus.Desc {
-	ds := make([]*prometheus.Desc, 0, len(col.perKeyspace)+11)
+	ds := make([]*prometheus.Desc, 0, len(col.perKeyspace)+15)
 	for _, m := range col.perKeyspace {
 		ds = append(ds, m.desc)
 	}
 	return append(ds, col.hits, col.writes, col.loadDuration, col.l2Duration,
 		col.busReceived, col.busDropped, col.busReconnects, col.busHealthy,
-		col.breakerState, col.breakerOpens, col.breakerRejected)
+		col.breakerState, col.breakerOpens, col.breakerRejected,
+		col.replayGaps, col.replays, col.replayed, col.replayFlushes)
 }
 
 // Describe sends the Desc of every metric the Collector reports. On a nil
@@ -197,6 +205,17 @@ func (col *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(col.breakerOpens, prometheus.CounterValue, float64(s.Breaker.Opens))
 	ch <- prometheus.MustNewConstMetric(col.breakerRejected, prometheus.CounterValue, float64(s.Breaker.Rejected))
+	for _, c := range [...]struct {
+		d *prometheus.Desc
+		v uint64
+	}{
+		{col.replayGaps, s.Replay.SequenceGaps},
+		{col.replays, s.Replay.Replays},
+		{col.replayed, s.Replay.Replayed},
+		{col.replayFlushes, s.Replay.Flushes},
+	} {
+		ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(c.v))
+	}
 }
 
 // histogram converts h, whose counts are per bucket, to a constant

@@ -212,6 +212,10 @@ func TestPrometheusScrape(t *testing.T) {
 		{"tiercache_breaker_state", map[string]string{"state": "open"}, 0},
 		{"tiercache_breaker_opens_total", nil, 0},
 		{"tiercache_breaker_rejected_total", nil, 0},
+		{"tiercache_replay_gaps_total", nil, 0},
+		{"tiercache_replay_replays_total", nil, 0},
+		{"tiercache_replay_replayed_messages_total", nil, 0},
+		{"tiercache_replay_flushes_total", nil, 1}, // the first subscription
 	}
 	for _, tt := range tests {
 		if got := value(t, fams, tt.give, tt.labels); got != tt.want {
@@ -305,7 +309,7 @@ func TestPrometheusNil(t *testing.T) {
 	for range ch {
 		n++
 	}
-	if n != 27 {
-		t.Errorf("Describe sent %d Descs; want 27", n)
+	if n != 31 {
+		t.Errorf("Describe sent %d Descs; want 31", n)
 	}
 }
