@@ -203,13 +203,19 @@ func (c *Cache) receive(m bus.Message) {
 	if r := c.replay; r != nil && m.Canary == "" {
 		r.mu.Lock()
 		switch i, ok := r.store.LogIndex(m.Log); {
-		case m.Seq == 0 || !ok:
+		case !ok || m.Seq == 0 && m.Log == "":
 			// Not numbered, or in a log this replica does not know: it
 			// cannot be read back.
 			if !r.unnumbered.Swap(true) {
 				c.log.Warn("tiercache: an invalidation without a sequence number: from now on every resubscription flushes L1 (replay cannot read back what such a publisher sends)", "origin", m.Origin, "keyspace", m.Keyspace)
 			}
 		case !r.synced:
+		case m.Seq == 0:
+			// Published again after an ASK redirection: numbered in its
+			// log on the importing master, the number lost on the way
+			// (l2's runPub). The log has it.
+			r.gaps.Add(1)
+			c.catchUpOrFlush([]int{i}, "a message published again")
 		case m.Seq > r.pos[i]+1:
 			r.gaps.Add(1)
 			c.catchUpOrFlush([]int{i}, "sequence gap")

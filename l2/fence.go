@@ -418,7 +418,7 @@ func (s *Store) Fill(ctx context.Context, fills []Fill, channel string) ([]FillR
 			if n, err = cmd.Int64(); err != nil || !asked || n != 1 {
 				return err
 			}
-			return s.c.(*redis.ClusterClient).SPublish(ctx, ch, fills[0].Msg).Err()
+			return s.c.(*redis.ClusterClient).SPublish(ctx, ch, s.republished(fills[0].Key, fills[0].Msg)).Err()
 		})
 		if err != nil {
 			return nil, err
@@ -807,7 +807,7 @@ func (s *Store) NewGeneration(ctx context.Context, gens, field, channel, origin,
 		if err != nil {
 			return err
 		}
-		return s.c.(*redis.ClusterClient).SPublish(ctx, ch, flush).Err()
+		return s.c.(*redis.ClusterClient).SPublish(ctx, ch, s.republished(gens, flush)).Err()
 	})
 	if err != nil {
 		return 0, err

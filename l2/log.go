@@ -315,3 +315,23 @@ func (s *Store) Publish(ctx context.Context, key, channel string, msg []byte) er
 		return cmd.Err()
 	})
 }
+
+// republished returns msg, a message a script whose first key was first
+// published, ready to be published again after an ASK redirection (see
+// runPub): the script numbered and logged it on the importing master, and
+// the number cannot be had back, so with logs on the message names its log
+// ("lg", the slot's tag) without a number, which tells a subscriber to read
+// that log back rather than take the message for an unnumbered
+// publisher's. A message that is not a msgpack map with room for one more
+// field is returned as it is.
+func (s *Store) republished(first string, msg []byte) []byte {
+	if s.log.Prefix == "" || !isCluster(s.c) || len(msg) == 0 || msg[0] < 0x80 || msg[0] > 0x8e {
+		return msg
+	}
+	tag := slots.Tags()[slot(first)]
+	out := make([]byte, 0, len(msg)+4+len(tag))
+	out = append(out, msg[0]+1)
+	out = append(out, msg[1:]...)
+	out = append(out, 0xa2, 'l', 'g', 0xa0|byte(len(tag)))
+	return append(out, tag...)
+}

@@ -77,10 +77,12 @@ func (s *Store) HookNode(node *redis.Client) {
 // listen for the slot on its owner until the migration ends. runPub marks
 // the call's context, the ASK detector on the node clients (HookNode)
 // notes the redirection, and runPub then SPUBLISHes msg again on channel
-// through the client, which sends it to the slot's owner; a nil msg leaves
-// that to the caller, which learns of it from the second result.
+// through the client, which sends it to the slot's owner (see republished);
+// a nil msg leaves that to the caller, which learns of it from the second
+// result.
 func (s *Store) runPub(ctx context.Context, sc *redis.Script, channel string, msg []byte, keys []string, args ...any) (*redis.Cmd, bool) {
 	cc, ok := s.c.(*redis.ClusterClient)
+	first := keys[0]
 	keys = s.withLog(keys)
 	if !s.sharded || !ok {
 		return s.run(ctx, sc, keys, args...), false
@@ -91,7 +93,7 @@ func (s *Store) runPub(ctx context.Context, sc *redis.Script, channel string, ms
 		return cmd, false
 	}
 	if msg != nil {
-		if err := cc.SPublish(ctx, channel, msg).Err(); err != nil {
+		if err := cc.SPublish(ctx, channel, s.republished(first, msg)).Err(); err != nil {
 			cmd.SetErr(fmt.Errorf("publish again on the migrating slot's owner: %w", err))
 		}
 	}

@@ -2,10 +2,12 @@ package l2
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/tiercache/tiercache/internal/redistest"
 	"github.com/tiercache/tiercache/internal/slots"
@@ -234,5 +236,40 @@ func expect0(t *testing.T, sub *redis.PubSub, want string) {
 	m, err := sub.ReceiveTimeout(context.Background(), 5*time.Second)
 	if msg, ok := m.(*redis.Message); err != nil || !ok || msg.Payload != want {
 		t.Fatalf("got %#v, %v; want the message %q", m, err, want)
+	}
+}
+
+// TestRepublishedNamesItsLog checks the message that runPub publishes again
+// after an ASK redirection, with logs on: the same map with "lg", its slot's
+// tag, and no number (the script numbered it on the importing master), so
+// that a subscriber reads that slot's log back.
+func TestRepublishedNamesItsLog(t *testing.T) {
+	t.Parallel()
+	cl := redistest.StartCluster(t)
+	s, err := New(cl.Client(t), Options{Sharded: true, Log: LogOptions{Prefix: "ns::"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := msgpack.Marshal(map[string]any{"v": 1, "ks": "u", "k": []string{"1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := msgpack.Unmarshal(s.republished("ns:u:1", msg), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"v": int8(1), "ks": "u", "k": []any{"1"}, "lg": slots.Tags()[slots.Of("ns:u:1")]}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("republished %v; want %v", got, want)
+	}
+	if raw := []byte("raw"); string(s.republished("ns:u:1", raw)) != "raw" {
+		t.Fatal("a message that is not a map was changed")
+	}
+	off, err := New(cl.Client(t), Options{Sharded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(off.republished("ns:u:1", msg)) != string(msg) {
+		t.Fatal("without logs, the message was changed")
 	}
 }
