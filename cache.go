@@ -123,8 +123,9 @@ func WithClock(now func() time.Time) Option {
 
 // WithInvalidationHook calls fn after each invalidation from the bus has been
 // applied to L1, including resets and the echoes of this replica's own
-// writes. fn runs on the bus's dispatcher goroutine:
-// it must return quickly and must not call back into the Cache. It serves
+// writes. fn runs on the bus's dispatcher goroutine (or, for what the
+// replay head check reads back, on its own; never two calls at once): it
+// must return quickly and must not call back into the Cache. It serves
 // measurements (invalidation lag) and tests.
 func WithInvalidationHook(fn func(Invalidation)) Option {
 	return func(c *Cache) { c.onInv = fn }

@@ -41,8 +41,11 @@
 //     connection with sharded pub/sub on a Cluster, or with classic pub/sub
 //     there a probe through every master, that the dispatcher reached in
 //     order);
-//     otherwise reads bypass L1. Every (re)subscription, queue overflow or
-//     unreadable message flushes every L1.
+//     otherwise reads bypass L1. Every (re)subscription or queue overflow
+//     reads back from Redis the invalidations the replica missed (every
+//     write script numbers its invalidation in a log, Config.Replay) and
+//     keeps the rest of L1, or flushes every L1 when the log no longer
+//     reaches back; an unreadable message flushes every L1.
 //   - Fenced fills. Every write moves its hash slot's fence in Redis, in
 //     the same script; every read of Redis returns the fence with the value,
 //     and a fill of a loaded value (GetOrLoad, GetMany, leases, early

@@ -200,8 +200,13 @@ const replayTimeout = 5 * time.Second
 // against the replica's position in its log, reads back what a jump skipped
 // (or flushes, when the log cannot tell), then applies the message.
 func (c *Cache) receive(m bus.Message) {
-	if r := c.replay; r != nil && m.Canary == "" {
+	if r := c.replay; r != nil {
+		// Held while the message is applied too: the head check's
+		// catch-ups apply messages one at a time with the dispatcher's.
 		r.mu.Lock()
+		defer r.mu.Unlock()
+	}
+	if r := c.replay; r != nil && m.Canary == "" {
 		switch i, ok := r.store.LogIndex(m.Log); {
 		case !ok || m.Seq == 0 && m.Log == "":
 			// Not numbered, or in a log this replica does not know: it
@@ -223,7 +228,6 @@ func (c *Cache) receive(m bus.Message) {
 		default:
 			r.pos[i] = max(r.pos[i], m.Seq)
 		}
-		r.mu.Unlock()
 	}
 	c.handle(m)
 }

@@ -92,7 +92,7 @@ type shardSet struct {
 // and sends one SSUBSCRIBE per slot. The confirmation comes later, through
 // Receive. It returns nil on failure or Stop.
 func (s *Subscriber) subscribeSharded(ctx context.Context) subscription {
-	hctx, cancel := context.WithTimeout(ctx, s.timeout)
+	hctx, cancel := context.WithTimeout(ctx, s.timeout*shardedHandshake)
 	defer cancel()
 	set, err := openShards(ctx, hctx, s.cluster, s.opts.Channel, s.shardChannels())
 	if err != nil {
@@ -108,6 +108,14 @@ func (s *Subscriber) subscribeSharded(ctx context.Context) subscription {
 	}
 	return set
 }
+
+// shardedHandshake is how many handshake bounds (Options.PingTimeout, at
+// least a second) a sharded subscription may take: it writes 16384
+// SSUBSCRIBEs, one per slot, over the masters' connections, which a loaded
+// machine (a busy Redis, the race detector) has been seen to take more than
+// a second over. A longer handshake only holds off the retry; the replica
+// bypasses L1 until it is subscribed either way.
+const shardedHandshake = 4
 
 // openShards opens a shardSet of cc for base, whose slots' channels are
 // chans: run is the context the connections live in, hctx bounds the

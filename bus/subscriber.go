@@ -73,7 +73,9 @@ type Options struct {
 	// OnReset is called, by the dispatcher, whenever messages may have been
 	// lost: after every subscription confirmation, the first included, and
 	// after a queue overflow. It must evict everything the messages could
-	// have evicted (the cache flushes every L1 and voids fills in flight).
+	// have evicted (the cache reads back what it missed from the logs of
+	// numbered invalidations in Redis, or flushes every L1 and voids fills
+	// in flight).
 	// Healthy becomes true only after it returns. Nil means nothing to do.
 	OnReset func() `yaml:"-" json:"-"`
 	// OnUnreadable, when set, is called by the read loop for a message it
