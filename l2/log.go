@@ -29,8 +29,11 @@ const (
 // script increments the log's counter, adds "sq" (the new number) and, on a
 // Cluster, "lg" (the log's slot tag) to the message (a msgpack map of at
 // most 13 fields, as bus.Message.Marshal writes), appends the message to the
-// log (a stream), trims the log to MaxCount messages and MaxAge, and
-// publishes it. A subscriber that sees a number jump, or that reconnects,
+// log (a stream), trims the log to about MaxCount messages and, every 16th
+// message, of those older than MaxAge (Redis's approximate trimming, which
+// drops whole nodes of the stream, 100 messages each by default: a log
+// holds at least MaxCount messages once it has had them, and a few more),
+// makes it expire MaxAge later, and publishes the message. A subscriber that sees a number jump, or that reconnects,
 // reads what it missed back from the log (ReadLogs) instead of forgetting
 // everything it holds.
 //
@@ -42,12 +45,12 @@ type LogOptions struct {
 	// Prefix prefixes the logs' keys, e.g. "tiercache::". Empty means no
 	// logs: messages are published as they are. It must not contain '{'.
 	Prefix string
-	// MaxCount is the most messages a log keeps (XADD MAXLEN). Zero means
-	// DefaultLogMaxCount.
+	// MaxCount is about the most messages a log keeps (XADD MAXLEN ~).
+	// Zero means DefaultLogMaxCount.
 	MaxCount int
-	// MaxAge is how long a log keeps a message: older ones are trimmed at
-	// the next write (XTRIM MINID), and a log written to no more expires
-	// whole. It is counted in milliseconds, rounded up. Zero means
+	// MaxAge is about how long a log keeps a message: older ones are
+	// trimmed every 16th write (XTRIM MINID ~), and a log written to no
+	// more expires whole MaxAge after its last write. It is counted in milliseconds, rounded up. Zero means
 	// DefaultLogMaxAge.
 	MaxAge time.Duration
 }
@@ -97,9 +100,11 @@ local function pub(ch, msg)
   local tag = string.match(LOGK, '{(.*)}$')
   if tag then tail, more = tail .. '\162lg' .. cmsgpack.pack(tag), 2 end
   msg = string.char(h + more) .. string.sub(msg, 2) .. tail
-  local id = redis.call('XADD', LOGK, 'MAXLEN', %d, '*', 'm', msg, unpack(first))
-  local ms = tonumber(string.match(id, '^%%d+'))
-  redis.call('XTRIM', LOGK, 'MINID', string.format('%%.0f', ms - %d))
+  local id = redis.call('XADD', LOGK, 'MAXLEN', '~', %d, '*', 'm', msg, unpack(first))
+  if n %% 16 == 0 then
+    local ms = tonumber(string.match(id, '^%%d+'))
+    redis.call('XTRIM', LOGK, 'MINID', '~', string.format('%%.0f', ms - %d))
+  end
   redis.call('PEXPIRE', LOGK, %d)
   return redis.call('PUBLISH', ch, msg)
 end
@@ -121,7 +126,7 @@ func (s *Store) publishing(src string) string {
 // whose first key is first.
 func (s *Store) logKeys(first string) (seq, log string) {
 	if !isCluster(s.c) {
-		return s.log.Prefix + "seq", s.log.Prefix + "log"
+		return s.logSeq, s.logLog
 	}
 	tag := "{" + slots.Tags()[slot(first)] + "}"
 	return s.log.Prefix + "seq" + tag, s.log.Prefix + "log" + tag

@@ -115,6 +115,8 @@ type Store struct {
 	replicaAcks  int
 	sharded      bool          // publish with SPUBLISH on each slot's channel
 	log          LogOptions    // defaults applied; Prefix "": no logs
+	logSeq       string        // the counter of the only log, on a server that is not a Cluster
+	logLog       string        // ... and the log
 	hooked       sync.Map      // node clients with the ASK detector (runPub)
 	budgets      budgetSet     // each call's deadline (see budget.go)
 	setScript    *redis.Script // SET key value PX ttl, then PUBLISH
@@ -192,6 +194,8 @@ func New(c Client, opts Options) (*Store, error) {
 		replicaAcks:  opts.ReplicaAcks,
 		sharded:      opts.Sharded,
 		log:          log,
+		logSeq:       log.Prefix + "seq",
+		logLog:       log.Prefix + "log",
 
 		acquireScript: redis.NewScript(acquireSrc),
 		tagScript:     redis.NewScript(tagSrc),
