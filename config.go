@@ -323,6 +323,14 @@ type KeyspaceConfig struct {
 	// reconnects, so no stale entry outlives the outage. Default 0: off.
 	ServeStale time.Duration `yaml:"serve_stale" json:"serve_stale"`
 
+	// CloneOnRead makes Get, GetOrLoad and GetMany return copies that the
+	// caller owns and may change, instead of the values L1 shares between
+	// callers. A copy is made by the keyspace's WithClone function when it
+	// has one, else by a msgpack round trip: exported fields only, as Redis
+	// would return them. It costs a copy per value returned, on every hit.
+	// Default false: values are shared and must not be changed.
+	CloneOnRead bool `yaml:"clone_on_read" json:"clone_on_read"`
+
 	// SurfaceL2Errors makes Get and GetMany (without a loader) return
 	// Redis failures as they are. By default they are misses: the error
 	// wraps ErrNotFound, and ErrUnavailable for callers that look.

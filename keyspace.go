@@ -35,8 +35,9 @@ const MaxKeyspaceName = 128
 // (see Clear).
 //
 // Values returned from L1 are shared between callers: a caller must not
-// mutate a value it got from Get, GetOrLoad or GetMany. Use value types, or
-// copy before changing.
+// mutate a value it got from Get, GetOrLoad or GetMany. Use value types,
+// copy before changing, or turn on clone-on-read (KeyspaceConfig.CloneOnRead,
+// WithClone).
 //
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
 // method that would reach Redis or a loader returns ErrClosed.
@@ -52,8 +53,9 @@ type Keyspace[K Key, V any] struct {
 	group      singleflight.Group  // loads in flight, by Redis key
 	sem        *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
 	opts       keyspaceOptions[K, V]
-	leases     leaseWaits // replicas' lease releases awaited here
-	refreshing sync.Map   // Redis keys with an early refresh running
+	clone      func(V) (V, error) // clone-on-read; nil when off
+	leases     leaseWaits         // replicas' lease releases awaited here
+	refreshing sync.Map           // Redis keys with an early refresh running
 	fe         flightEpochs
 	refreshed  func()  // tests: called when a refresh goroutine ends
 	repairs    repairs // write-through deletions left to retry
@@ -103,6 +105,7 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 			o(&ks.opts)
 		}
 	}
+	ks.clone = ks.cloner()
 	if ks.opts.warmKeys != nil && ks.opts.warmLoad == nil {
 		return nil, fmt.Errorf("%w: keyspace %q: WithWarmer without a loader", ErrInvalidConfig, name)
 	}
@@ -175,9 +178,47 @@ func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefixAt(ks.knownGe
 // finds the key in L1.
 func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if v, ok := ks.fromL1(key); ok {
+		if ks.clone != nil {
+			return ks.clone(v)
+		}
 		return v, nil
 	}
-	return ks.getSlow(ctx, key)
+	return ks.owned(ks.getSlow(ctx, key))
+}
+
+// owned returns v, err to a caller: with clone-on-read, a copy of v when
+// err is nil.
+func (ks *Keyspace[K, V]) owned(v V, err error) (V, error) {
+	if err != nil || ks.clone == nil {
+		return v, err
+	}
+	return ks.clone(v)
+}
+
+// cloner returns the copy function of clone-on-read, or nil when it is off:
+// WithClone's function, panics turned into errors, else a msgpack round
+// trip.
+func (ks *Keyspace[K, V]) cloner() func(V) (V, error) {
+	if fn := ks.opts.clone; fn != nil {
+		return func(v V) (c V, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("%w: keyspace %q: %v", ErrClonePanic, ks.name, r)
+				}
+			}()
+			return fn(v), nil
+		}
+	}
+	if !ks.cfg.CloneOnRead {
+		return nil
+	}
+	return func(v V) (V, error) {
+		var c V
+		if err := ks.codec.Copy(&c, v); err != nil {
+			return c, fmt.Errorf("%w: keyspace %q: clone: %w", ErrEncode, ks.name, err)
+		}
+		return c, nil
+	}
 }
 
 // fromL1 is the L1 hit check of every read. It serves from L1 only while the
@@ -272,12 +313,15 @@ type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, err
 // A panicking loader is reported as an error wrapping ErrLoaderPanic.
 func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
 	if ks.cfg.EarlyRefresh > 0 {
-		return ks.getOrLoadRefreshing(ctx, key, load)
+		return ks.owned(ks.getOrLoadRefreshing(ctx, key, load))
 	}
 	if v, ok := ks.fromL1(key); ok {
+		if ks.clone != nil {
+			return ks.clone(v)
+		}
 		return v, nil
 	}
-	return ks.getOrLoadSlow(ctx, key, load)
+	return ks.owned(ks.getOrLoadSlow(ctx, key, load))
 }
 
 // getOrLoadSlow is GetOrLoad after an L1 miss.
@@ -642,6 +686,20 @@ func newerFormat(b []byte) bool {
 // the caller's goroutine with the caller's ctx, is cancelled by Stop, and is
 // not shared with concurrent calls.
 func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
+	out, err := ks.getMany(ctx, keys, load)
+	if err != nil || ks.clone == nil {
+		return out, err
+	}
+	for k, v := range out {
+		if out[k], err = ks.clone(v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// getMany is GetMany without clone-on-read.
+func (ks *Keyspace[K, V]) getMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
 	if ks.c.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -526,3 +526,30 @@ func (w *limitBuffer) WriteByte(c byte) error {
 	}
 	return nil
 }
+
+// Copy makes dst, which must be a non-nil pointer, a deep copy of src by a
+// msgpack round trip, without an envelope or compression: what a value
+// written to Redis and read back holds. Exported fields are copied (as
+// msgpack's struct tags say), unexported ones are left zero, and values
+// that msgpack cannot encode (channels, funcs) are an error. Nothing in dst
+// shares memory with src.
+func (c *Codec) Copy(dst, src any) error {
+	rv := reflect.ValueOf(dst)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("codec: copy into %T: want a non-nil pointer", dst)
+	}
+	st := c.getEncodeState()
+	defer c.putEncodeState(st)
+	st.body.reset(0, maxBound)
+	enc := msgpack.GetEncoder()
+	enc.Reset(&st.body)
+	err := enc.Encode(src)
+	msgpack.PutEncoder(enc)
+	if err != nil {
+		return fmt.Errorf("codec: encode %T: %w", src, err)
+	}
+	if err := msgpack.Unmarshal(st.body.b[1:], dst); err != nil {
+		return fmt.Errorf("codec: decode %T into %T: %w", src, dst, err)
+	}
+	return nil
+}
