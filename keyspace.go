@@ -42,23 +42,24 @@ const MaxKeyspaceName = 128
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
 // method that would reach Redis or a loader returns ErrClosed.
 type Keyspace[K Key, V any] struct {
-	c          *Cache
-	name       string
-	cfg        KeyspaceConfig            // defaults applied
-	base       string                    // "<namespace>:<keyspace>:": the key prefix before any Clear
-	gen        atomic.Pointer[genPrefix] // the generation in force as this replica knows it; nil: ask Redis
-	l1         *l1.Cache[K, V]           // nil when L1 is disabled (its methods are nil-safe)
-	neg        *l1.Cache[K, struct{}]    // keys cached as missing; nil without NegativeTTL or L1
-	codec      *codec.Codec
-	group      singleflight.Group  // loads in flight, by Redis key
-	sem        *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
-	opts       keyspaceOptions[K, V]
-	clone      func(V) (V, error) // clone-on-read; nil when off
-	leases     leaseWaits         // replicas' lease releases awaited here
-	refreshing sync.Map           // Redis keys with an early refresh running
-	fe         flightEpochs
-	refreshed  func()  // tests: called when a refresh goroutine ends
-	repairs    repairs // write-through deletions left to retry
+	c           *Cache
+	name        string
+	cfg         KeyspaceConfig            // defaults applied
+	base        string                    // "<namespace>:<keyspace>:": the key prefix before any Clear
+	gen         atomic.Pointer[genPrefix] // the generation in force as this replica knows it; nil: ask Redis
+	l1          *l1.Cache[K, V]           // nil when L1 is disabled (its methods are nil-safe)
+	neg         *l1.Cache[K, struct{}]    // keys cached as missing; nil without NegativeTTL or L1
+	codec       *codec.Codec
+	group       singleflight.Group  // loads in flight, by Redis key
+	sem         *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
+	opts        keyspaceOptions[K, V]
+	clone       func(V) (V, error) // clone-on-read; nil when off
+	leases      leaseWaits         // replicas' lease releases awaited here
+	refreshing  sync.Map           // Redis keys with an early refresh running
+	adaptedTags atomic.Bool        // a loader adapted a value's tags (see adapted)
+	fe          flightEpochs
+	refreshed   func()  // tests: called when a refresh goroutine ends
+	repairs     repairs // write-through deletions left to retry
 
 	wb *writeBehind // write-behind state; nil without WithWriteBehind
 
@@ -388,7 +389,7 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 		}
 		// No lease and no fill against a failing Redis: either would add
 		// a write budget to the caller's wait.
-		v, _, err := ks.callLoader(ctx, key, load)
+		v, _, _, err := ks.callLoader(ctx, key, load)
 		return v, err
 	}
 	if ks.cfg.Lease.Enabled {
@@ -401,21 +402,25 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 // a tombstone for ErrNotFound with NegativeTTL, fenced by the read that
 // missed.
 func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, load Loader[K, V]) (V, error) {
-	v, delta, err := ks.callLoader(ctx, key, load)
+	v, delta, ad, err := ks.callLoader(ctx, key, load)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) && !ad.NoCache {
 			ks.fillMissing(ctx, key, rkey, g, fence)
 		}
 		return v, err
 	}
-	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta}}); err != nil {
+	if ad.NoCache {
+		return v, nil
+	}
+	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta, ad}}); err != nil {
 		return v, err
 	}
 	return v, nil
 }
 
 // loaded is a value a loader returned for key, read under generation g
-// after a read of L2 that returned fence, and how long the load took.
+// after a read of L2 that returned fence, how long the load took, and how
+// the loader adapted its caching.
 type loaded[K Key, V any] struct {
 	key   K
 	rkey  string
@@ -423,6 +428,7 @@ type loaded[K Key, V any] struct {
 	g     gens
 	fence l2.Fence
 	delta time.Duration
+	ad    Adaptation
 }
 
 // fillTiers stores loaded values in L2 and L1. A value the codec cannot
@@ -441,7 +447,7 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 	fills := make([]l2.Fill, 0, len(ps))
 	kept := ps[:0:0] // ps[j] for fills[j]
 	for _, p := range ps {
-		it, tags, err := ks.encodeEntry(p.key, p.rkey, p.v, p.delta, now, nil)
+		it, tags, err := ks.encodeAdapted(p.key, p.rkey, p.v, p.delta, now, p.ad)
 		if err != nil {
 			return err
 		}
@@ -479,7 +485,7 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 // more, to L1 under g: for the keyspace's L1 TTL, and never past now +
 // l2TTL, so L1 never outlives L2.
 func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, delta time.Duration, g gens, stored []byte) {
-	_, l1TTL := ks.entryTTL(now)
+	_, l1TTL := ks.entryTTL(now, 0)
 	l1TTL = min(l1TTL, l2TTL)
 	left := l1TTL - ks.c.now().Sub(now) // the read and the decode took some
 	if left <= 0 {
@@ -520,12 +526,18 @@ func (ks *Keyspace[K, V]) heapOf(b []byte) int {
 // value the codec cannot encode, a bad tag or a panicking tagger is an
 // error.
 func (ks *Keyspace[K, V]) encodeEntry(key K, rkey string, v V, delta time.Duration, now time.Time, extra []string) (l2.Item, tagList, error) {
+	return ks.encodeAdapted(key, rkey, v, delta, now, Adaptation{Tags: extra})
+}
+
+// encodeAdapted is encodeEntry for a value whose loader adapted its TTL
+// and tags with ad (ad.NoCache is the caller's business).
+func (ks *Keyspace[K, V]) encodeAdapted(key K, rkey string, v V, delta time.Duration, now time.Time, ad Adaptation) (l2.Item, tagList, error) {
 	b, err := ks.marshal(v, delta)
 	if err != nil {
 		return l2.Item{}, tagList{}, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
-	ttl, _ := ks.entryTTL(now)
-	tags, err := ks.tagEntries(key, v, rkey, ttl, extra)
+	ttl, _ := ks.entryTTL(now, ad.TTL)
+	tags, err := ks.tagEntries(key, v, rkey, ttl, ad.Tags)
 	if err != nil {
 		return l2.Item{}, tagList{}, err
 	}
@@ -541,9 +553,22 @@ func (ks *Keyspace[K, V]) marshal(v V, delta time.Duration) ([]byte, error) {
 }
 
 // callLoader calls load under the keyspace's loader cap and load timeout,
-// and reports how long it took.
-func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, time.Duration, error) {
-	return guardedLoad(ctx, ks, func(ctx context.Context) (V, error) { return load(ctx, key) })
+// and reports how long it took and how it adapted the value's caching.
+func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, time.Duration, Adaptation, error) {
+	ctx, ads := withAdaptations(ctx)
+	v, delta, err := guardedLoad(ctx, ks, func(ctx context.Context) (V, error) { return load(ctx, key) })
+	return v, delta, ks.adapted(ads, formatKey(key)), err
+}
+
+// adapted returns the adaptation of key in ads, noting adapted tags: from
+// then on, reads fetch the keyspace's tag epoch, which fences fills of
+// tagged values without a refusal of every recently invalidated tag.
+func (ks *Keyspace[K, V]) adapted(ads *adaptations, key string) Adaptation {
+	a := ads.of(key)
+	if len(a.Tags) > 0 && !ks.adaptedTags.Load() {
+		ks.adaptedTags.Store(true)
+	}
+	return a
 }
 
 // guardedLoad calls fn, a loader call of ks, under the keyspace's loader
@@ -806,7 +831,8 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 	for j, i := range toLoad {
 		keys[j] = miss[i]
 	}
-	found, delta, err := guardedLoad(ctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
+	lctx, ads := withAdaptations(ctx)
+	found, delta, err := guardedLoad(lctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 	if err != nil {
 		return err
 	}
@@ -818,7 +844,9 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 			continue
 		}
 		out[miss[i]] = v
-		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta})
+		if ad := ks.adapted(ads, formatKey(miss[i])); !ad.NoCache {
+			ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta, ad})
+		}
 	}
 	if !fill {
 		return nil

@@ -22,10 +22,13 @@ var errTombstone = fmt.Errorf("%w (cached as missing)", ErrNotFound)
 var errLeased = fmt.Errorf("%w (being loaded elsewhere)", ErrNotFound)
 
 // entryTTL returns the L2 and L1 time to live of an entry written at now:
-// TTL, or the end of the calendar period plus ExpirySlack with ExpireAt,
-// shortened by Jitter; L1's is L1TTL at most and never longer than L2's.
-func (ks *Keyspace[K, V]) entryTTL(now time.Time) (l2TTL, l1TTL time.Duration) {
-	if p := ks.cfg.ExpireAt; p != PeriodNone {
+// ttl when it is positive (a loader's Adaptation), else TTL, or the end of
+// the calendar period plus ExpirySlack with ExpireAt; shortened by Jitter.
+// L1's is L1TTL at most and never longer than L2's.
+func (ks *Keyspace[K, V]) entryTTL(now time.Time, ttl time.Duration) (l2TTL, l1TTL time.Duration) {
+	if ttl > 0 {
+		l2TTL = max(ttl-ks.jitter(ttl), time.Millisecond)
+	} else if p := ks.cfg.ExpireAt; p != PeriodNone {
 		slack := ks.cfg.ExpirySlack - ks.jitter(ks.cfg.ExpirySlack)
 		l2TTL = p.TTLUntilEnd(now, ks.cfg.loc, slack)
 	} else {
