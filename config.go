@@ -43,6 +43,10 @@ const (
 	// DefaultLeasePoll is the longest a replica waiting for another one's
 	// lease goes between two looks at the key.
 	DefaultLeasePoll = 20 * time.Millisecond
+	// DefaultFailSafeThrottle is how long, after a failed load that
+	// fail-safe answered, a replica serves the key's last known value
+	// without calling its loader again.
+	DefaultFailSafeThrottle = time.Second
 	// DefaultWarmBudget is how long Start waits for a keyspace's warmer.
 	DefaultWarmBudget = 5 * time.Second
 	// DefaultWarmBatch is the number of keys a warmer handles at once.
@@ -323,6 +327,10 @@ type KeyspaceConfig struct {
 	// reconnects, so no stale entry outlives the outage. Default 0: off.
 	ServeStale time.Duration `yaml:"serve_stale" json:"serve_stale"`
 
+	// FailSafe serves a key's last known value, past its TTL, when its
+	// loader fails or times out (see FailSafeConfig). Default: off.
+	FailSafe FailSafeConfig `yaml:"fail_safe" json:"fail_safe"`
+
 	// CloneOnRead makes Get, GetOrLoad and GetMany return copies that the
 	// caller owns and may change, instead of the values L1 shares between
 	// callers. A copy is made by the keyspace's WithClone function when it
@@ -345,6 +353,30 @@ type KeyspaceConfig struct {
 	Counter CounterConfig `yaml:"counter" json:"counter"`
 
 	loc *time.Location // TimeZone, loaded by withDefaults
+}
+
+// FailSafeConfig configures fail-safe: when GetOrLoad's or GetMany's
+// loader fails (any error but ErrNotFound, a panic, LoadTimeout), the
+// key's last known value is returned instead, with no error, if it expired
+// less than MaxAge ago, and counted in KeyspaceStats.FailSafeHits. The
+// value comes from Redis, which keeps each entry MaxAge past its TTL for
+// this (the envelope records when it expired); while Redis is unreachable,
+// from L1, which keeps entries as long. A value that a write, Delete, tag
+// invalidation or Clear replaced or removed is never served: only values
+// that expired. Values written by a keyspace with fail-safe carry their
+// logical expiry; a release that predates it reads them as corrupt, so
+// turn fail-safe on once every replica runs a release that knows it.
+type FailSafeConfig struct {
+	// MaxAge is how long past its TTL a value may still be served by
+	// fail-safe; Redis and L1 keep entries this much longer, which costs
+	// memory. Default 0: fail-safe is off.
+	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
+
+	// Throttle is how long, after fail-safe answered a failed load of a
+	// key, this replica serves the key's last known value without calling
+	// its loader again, so that a failing source is not asked for the
+	// key on every read. Default DefaultFailSafeThrottle (1s).
+	Throttle time.Duration `yaml:"throttle" json:"throttle"`
 }
 
 // LeaseConfig configures stampede protection across replicas.
@@ -470,6 +502,13 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative warm_budget %v or warm_batch %d", ErrInvalidConfig, k.WarmBudget, k.WarmBatch)
 	case k.ServeStale < 0:
 		return k, fmt.Errorf("%w: negative serve_stale %v", ErrInvalidConfig, k.ServeStale)
+	case k.FailSafe.MaxAge < 0 || k.FailSafe.Throttle < 0:
+		return k, fmt.Errorf("%w: negative fail_safe max_age %v or throttle %v", ErrInvalidConfig, k.FailSafe.MaxAge, k.FailSafe.Throttle)
+	case k.FailSafe.MaxAge > 0 && k.Lease.Enabled:
+		return k, fmt.Errorf("%w: fail_safe with lease: not supported together", ErrInvalidConfig)
+	}
+	if k.FailSafe.Throttle == 0 {
+		k.FailSafe.Throttle = DefaultFailSafeThrottle
 	}
 	p, err := ParsePeriod(string(k.ExpireAt))
 	if err != nil {
