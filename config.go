@@ -331,6 +331,15 @@ type KeyspaceConfig struct {
 	// loader fails or times out (see FailSafeConfig). Default: off.
 	FailSafe FailSafeConfig `yaml:"fail_safe" json:"fail_safe"`
 
+	// SoftTimeout bounds how long GetOrLoad waits for the load of a key
+	// whose value expired when fail-safe holds its last known value
+	// (FailSafe.MaxAge must be set): past it, GetOrLoad returns that value
+	// (counted in FailSafeHits) and the load goes on in the background,
+	// one per key at a time in a process, then fills both tiers, fenced
+	// like every fill. LoadTimeout stays the hard bound of the load.
+	// Default 0: GetOrLoad waits for the load.
+	SoftTimeout time.Duration `yaml:"soft_timeout" json:"soft_timeout"`
+
 	// CloneOnRead makes Get, GetOrLoad and GetMany return copies that the
 	// caller owns and may change, instead of the values L1 shares between
 	// callers. A copy is made by the keyspace's WithClone function when it
@@ -504,6 +513,10 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative serve_stale %v", ErrInvalidConfig, k.ServeStale)
 	case k.FailSafe.MaxAge < 0 || k.FailSafe.Throttle < 0:
 		return k, fmt.Errorf("%w: negative fail_safe max_age %v or throttle %v", ErrInvalidConfig, k.FailSafe.MaxAge, k.FailSafe.Throttle)
+	case k.SoftTimeout < 0:
+		return k, fmt.Errorf("%w: negative soft_timeout %v", ErrInvalidConfig, k.SoftTimeout)
+	case k.SoftTimeout > 0 && k.FailSafe.MaxAge == 0:
+		return k, fmt.Errorf("%w: soft_timeout %v without fail_safe.max_age: there is no value to return at the soft timeout", ErrInvalidConfig, k.SoftTimeout)
 	case k.FailSafe.MaxAge > 0 && k.Lease.Enabled:
 		return k, fmt.Errorf("%w: fail_safe with lease: not supported together", ErrInvalidConfig)
 	}

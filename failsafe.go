@@ -1,6 +1,7 @@
 package tiercache
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -27,23 +28,82 @@ var errExpired = fmt.Errorf("%w (expired)", ErrNotFound)
 // FailSafe.MaxAge: a miss that fail-safe may serve. It wraps errExpired.
 var errStale = fmt.Errorf("%w, kept for fail-safe", errExpired)
 
-// failSafe returns load's value, or old, the last known value of key,
-// when load's loader failed (failed true), or without calling load while
-// key is throttled: for FailSafe.Throttle after such a failure, this
-// replica does not call the loader of key again. Each serve of old counts
-// in FailSafeHits.
-func (ks *Keyspace[K, V]) failSafe(key K, old V, load func() (v V, failed bool, err error)) (V, error) {
+// failSafe returns what load returns, run with ctx, or old, the last known
+// value of key: when load's loader failed (failed true); without calling
+// load while key is throttled (for FailSafe.Throttle after such a failure,
+// this replica does not call the loader of key again); and, with
+// SoftTimeout, when load runs longer, or when a load of key that did runs
+// still. Each serve of old counts in FailSafeHits.
+func (ks *Keyspace[K, V]) failSafe(ctx context.Context, key K, old V, load func(context.Context) (v V, failed bool, err error)) (V, error) {
 	if ks.throttled(key) {
 		ks.st.failSafeHits.Add(1)
 		return old, nil
 	}
-	v, failed, err := load()
+	if ks.cfg.SoftTimeout > 0 {
+		return ks.softLoad(ctx, key, old, load)
+	}
+	v, failed, err := load(ctx)
 	if !failed {
 		return v, err
 	}
-	ks.throttle(key)
+	ks.loadFailed(key, err)
 	ks.st.failSafeHits.Add(1)
+	return old, nil
+}
+
+// loadFailed throttles key's loader after it failed with err.
+func (ks *Keyspace[K, V]) loadFailed(key K, err error) {
+	ks.throttle(key)
 	ks.c.log.Debug("tiercache: loader failed, last known value served (fail-safe)", "keyspace", ks.name, "key", formatKey(key), "err", err)
+}
+
+// softResult is what a load behind a soft timeout returned.
+type softResult[V any] struct {
+	v      V
+	failed bool
+	err    error
+}
+
+// softLoad is failSafe with SoftTimeout: load runs in a goroutine of its
+// own, owned by the Cache (Stop cancels its ctx and waits for it), which
+// outlives the flight when load takes longer than SoftTimeout, and old is
+// returned then. One such load of a key runs at a time in a process: while
+// it does, reads of the key get old at once.
+func (ks *Keyspace[K, V]) softLoad(ctx context.Context, key K, old V, load func(context.Context) (V, bool, error)) (V, error) {
+	if _, busy := ks.softLoads.LoadOrStore(key, struct{}{}); busy {
+		ks.st.failSafeHits.Add(1)
+		return old, nil
+	}
+	if !ks.c.flights.enter() {
+		ks.softLoads.Delete(key)
+		var zero V
+		return zero, ErrClosed
+	}
+	lctx, cancel := ks.c.detach(ctx) // the flight's ctx ends with the flight
+	done := make(chan softResult[V], 1)
+	go func() {
+		defer ks.c.flights.leave()
+		v, failed, err := load(lctx)
+		cancel()
+		if failed {
+			ks.loadFailed(key, err)
+		}
+		ks.softLoads.Delete(key)
+		done <- softResult[V]{v, failed, err}
+		if ks.refreshed != nil {
+			ks.refreshed()
+		}
+	}()
+	timer := time.NewTimer(ks.cfg.SoftTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		if !r.failed {
+			return r.v, r.err
+		}
+	case <-timer.C:
+	}
+	ks.st.failSafeHits.Add(1)
 	return old, nil
 }
 

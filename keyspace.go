@@ -57,6 +57,7 @@ type Keyspace[K Key, V any] struct {
 	keep        time.Duration      // how long L1 keeps entries past their TTL: max(ServeStale, FailSafe.MaxAge)
 	throttles   sync.Map           // fail-safe: key K to the time.Time until which its loader is not called
 	throttleN   atomic.Uint64      // throttles stored, for their sweep
+	softLoads   sync.Map           // keys K with a load running past SoftTimeout
 	leases      leaseWaits         // replicas' lease releases awaited here
 	refreshing  sync.Map           // Redis keys with an early refresh running
 	adaptedTags atomic.Bool        // a loader adapted a value's tags (see adapted)
@@ -390,7 +391,7 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 	case err == nil:
 		return v, nil
 	case errors.Is(err, errStale): // expired, within fail_safe.max_age
-		return ks.failSafe(key, v, func() (V, bool, error) {
+		return ks.failSafe(ctx, key, v, func(ctx context.Context) (V, bool, error) {
 			return ks.loadFill(ctx, key, rkey, g, fence, l2.FillReplace, load)
 		})
 	case errors.Is(err, errExpired):
@@ -405,14 +406,14 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 		}
 		// No lease and no fill against a failing Redis: either would add
 		// a write budget to the caller's wait.
-		loadOnly := func() (V, bool, error) {
+		loadOnly := func(ctx context.Context) (V, bool, error) {
 			v, _, _, err := ks.callLoader(ctx, key, load)
 			return v, err != nil && !errors.Is(err, ErrNotFound), err
 		}
 		if old, ok := ks.failSafeL1(key); ok {
-			return ks.failSafe(key, old, loadOnly)
+			return ks.failSafe(ctx, key, old, loadOnly)
 		}
-		v, _, err := loadOnly()
+		v, _, err := loadOnly(ctx)
 		return v, err
 	}
 	if ks.cfg.Lease.Enabled {
