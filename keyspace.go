@@ -62,7 +62,7 @@ type Keyspace[K Key, V any] struct {
 	refreshing  sync.Map           // Redis keys with an early refresh running
 	adaptedTags atomic.Bool        // a loader adapted a value's tags (see adapted)
 	fe          flightEpochs
-	refreshed   func()  // tests: called when a refresh goroutine ends
+	refreshed   func()  // tests: called when a refresh, or a load past SoftTimeout, ends
 	repairs     repairs // write-through deletions left to retry
 
 	wb *writeBehind // write-behind state; nil without WithWriteBehind
