@@ -336,3 +336,45 @@ func TestFailSafeConfig(t *testing.T) {
 		t.Errorf("default throttle = %v; want %v", got, tiercache.DefaultFailSafeThrottle)
 	}
 }
+
+// TestFailSafeSourceDeleted checks that once the loader reported an
+// expired key missing from the source, fail-safe never serves the value
+// it had, with negative caching or without.
+func TestFailSafeSourceDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fd"}, tiercache.WithClock(clk.Now))
+	negative := failSafeConfig
+	negative.NegativeTTL = 5 * time.Second
+	tests := []struct {
+		name string
+		cfg  tiercache.KeyspaceConfig
+	}{
+		{"plain", failSafeConfig},
+		{"negative", negative},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ks := mustKeyspace[string, string](t, r.c, "ks"+tt.name, tt.cfg)
+			ctx := t.Context()
+			src := newFlakySource()
+			src.set("k", "v1")
+			if _, err := ks.GetOrLoad(ctx, "k", src.load); err != nil {
+				t.Fatal(err)
+			}
+			clk.Add(11 * time.Second)
+			src.mu.Lock()
+			delete(src.data, "k")
+			src.mu.Unlock()
+			if _, err := ks.GetOrLoad(ctx, "k", src.load); !errors.Is(err, tiercache.ErrNotFound) {
+				t.Fatalf("source deleted the key: GetOrLoad = %v; want ErrNotFound", err)
+			}
+			clk.Add(6 * time.Second) // past the negative TTL, by the replica's clock
+			ks.EvictLocal("k")
+			src.down(errSourceDown, false)
+			if v, err := ks.GetOrLoad(ctx, "k", src.load); err == nil {
+				t.Errorf("source down after it deleted the key: GetOrLoad = %q; want an error, not the deleted value", v)
+			}
+		})
+	}
+}

@@ -436,8 +436,8 @@ func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g
 func (ks *Keyspace[K, V]) loadFill(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, mode l2.FillMode, load Loader[K, V]) (v V, failed bool, err error) {
 	v, delta, ad, err := ks.callLoader(ctx, key, load)
 	if err != nil {
-		if errors.Is(err, ErrNotFound) && !ad.NoCache {
-			ks.fillMissing(ctx, key, rkey, g, fence)
+		if errors.Is(err, ErrNotFound) {
+			ks.fillMissing(ctx, key, rkey, g, fence, mode, ad.NoCache)
 		}
 		return v, !errors.Is(err, ErrNotFound), err
 	}
