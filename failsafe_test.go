@@ -378,3 +378,30 @@ func TestFailSafeSourceDeleted(t *testing.T) {
 		})
 	}
 }
+
+// TestFailSafeGetManySourceDeleted checks that a key a batch loader leaves
+// out (missing from the source) loses the expired value fail-safe held.
+func TestFailSafeGetManySourceDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fg"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	ctx := t.Context()
+	src := newFlakySource()
+	src.set("a", "va")
+	if _, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(11 * time.Second)
+	src.mu.Lock()
+	delete(src.data, "a")
+	src.mu.Unlock()
+	if m, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); err != nil || len(m) != 0 {
+		t.Fatalf("source deleted the key: GetMany = %v, %v; want it absent", m, err)
+	}
+	src.down(errSourceDown, false)
+	// An error, or a miss while the drop's tombstone lives: never va.
+	if m, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); m["a"] == "va" {
+		t.Errorf("source down after it deleted the key: GetMany = %v, %v; want the deleted value never served", m, err)
+	}
+}

@@ -956,6 +956,11 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 		v, ok := found[miss[i]]
 		if !ok {
 			ks.st.misses.Add(1)
+			if fill && expired != nil && expired[i] {
+				// Gone from the source: drop the expired value, which
+				// fail-safe would otherwise serve.
+				ks.fillMissing(ctx, miss[i], rkeys[i], gs[i], es[i].Fence, l2.FillReplace, true)
+			}
 			continue
 		}
 		out[miss[i]] = v
