@@ -72,7 +72,7 @@ func TestSoftTimeout(t *testing.T) {
 	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
 		t.Fatalf("slow load: GetOrLoad = %q, %v; want v1 at the soft timeout", v, err)
 	}
-	<-src.started
+	awaitSignal(t, src.started)
 	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
 		t.Errorf("load running: GetOrLoad = %q, %v; want v1 at once", v, err)
 	}
@@ -98,7 +98,7 @@ func TestSoftTimeoutFillIsFenced(t *testing.T) {
 	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
 		t.Fatalf("GetOrLoad = %q, %v; want v1", v, err)
 	}
-	<-src.started
+	awaitSignal(t, src.started)
 	if err := ks.Set(ctx, "k", "written"); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestSoftTimeoutStopEndsBackgroundLoad(t *testing.T) {
 	if _, err := ks.GetOrLoad(t.Context(), "k", src.load); err != nil {
 		t.Fatal(err)
 	}
-	<-src.started
+	awaitSignal(t, src.started)
 	if err := r.c.Stop(t.Context()); err != nil && !errors.Is(err, tiercache.ErrClosed) {
 		t.Fatalf("Stop = %v", err)
 	}
