@@ -43,6 +43,10 @@ const (
 	// DefaultLeasePoll is the longest a replica waiting for another one's
 	// lease goes between two looks at the key.
 	DefaultLeasePoll = 20 * time.Millisecond
+	// DefaultFailSafeThrottle is how long, after a failed load that
+	// fail-safe answered, a replica serves the key's last known value
+	// without calling its loader again.
+	DefaultFailSafeThrottle = time.Second
 	// DefaultWarmBudget is how long Start waits for a keyspace's warmer.
 	DefaultWarmBudget = 5 * time.Second
 	// DefaultWarmBatch is the number of keys a warmer handles at once.
@@ -353,6 +357,27 @@ type KeyspaceConfig struct {
 	// reconnects, so no stale entry outlives the outage. Default 0: off.
 	ServeStale time.Duration `yaml:"serve_stale" json:"serve_stale"`
 
+	// FailSafe serves a key's last known value, past its TTL, when its
+	// loader fails or times out (see FailSafeConfig). Default: off.
+	FailSafe FailSafeConfig `yaml:"fail_safe" json:"fail_safe"`
+
+	// SoftTimeout bounds how long GetOrLoad waits for the load of a key
+	// whose value expired when fail-safe holds its last known value
+	// (FailSafe.MaxAge must be set): past it, GetOrLoad returns that value
+	// (counted in FailSafeHits) and the load goes on in the background,
+	// one per key at a time in a process, then fills both tiers, fenced
+	// like every fill. LoadTimeout stays the hard bound of the load.
+	// Default 0: GetOrLoad waits for the load.
+	SoftTimeout time.Duration `yaml:"soft_timeout" json:"soft_timeout"`
+
+	// CloneOnRead makes Get, GetOrLoad and GetMany return copies that the
+	// caller owns and may change, instead of the values L1 shares between
+	// callers. A copy is made by the keyspace's WithClone function when it
+	// has one, else by a msgpack round trip: exported fields only, as Redis
+	// would return them. It costs a copy per value returned, on every hit.
+	// Default false: values are shared and must not be changed.
+	CloneOnRead bool `yaml:"clone_on_read" json:"clone_on_read"`
+
 	// SurfaceL2Errors makes Get and GetMany (without a loader) return
 	// Redis failures as they are. By default they are misses: the error
 	// wraps ErrNotFound, and ErrUnavailable for callers that look.
@@ -367,6 +392,30 @@ type KeyspaceConfig struct {
 	Counter CounterConfig `yaml:"counter" json:"counter"`
 
 	loc *time.Location // TimeZone, loaded by withDefaults
+}
+
+// FailSafeConfig configures fail-safe: when GetOrLoad's or GetMany's
+// loader fails (any error but ErrNotFound, a panic, LoadTimeout), the
+// key's last known value is returned instead, with no error, if it expired
+// less than MaxAge ago, and counted in KeyspaceStats.FailSafeHits. The
+// value comes from Redis, which keeps each entry MaxAge past its TTL for
+// this (the envelope records when it expired); while Redis is unreachable,
+// from L1, which keeps entries as long. A value that a write, Delete, tag
+// invalidation or Clear replaced or removed is never served: only values
+// that expired. Values written by a keyspace with fail-safe carry their
+// logical expiry; a release that predates it reads them as corrupt, so
+// turn fail-safe on once every replica runs a release that knows it.
+type FailSafeConfig struct {
+	// MaxAge is how long past its TTL a value may still be served by
+	// fail-safe; Redis and L1 keep entries this much longer, which costs
+	// memory. Default 0: fail-safe is off.
+	MaxAge time.Duration `yaml:"max_age" json:"max_age"`
+
+	// Throttle is how long, after fail-safe answered a failed load of a
+	// key, this replica serves the key's last known value without calling
+	// its loader again, so that a failing source is not asked for the
+	// key on every read. Default DefaultFailSafeThrottle (1s).
+	Throttle time.Duration `yaml:"throttle" json:"throttle"`
 }
 
 // LeaseConfig configures stampede protection across replicas.
@@ -503,6 +552,17 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative warm_budget %v or warm_batch %d", ErrInvalidConfig, k.WarmBudget, k.WarmBatch)
 	case k.ServeStale < 0:
 		return k, fmt.Errorf("%w: negative serve_stale %v", ErrInvalidConfig, k.ServeStale)
+	case k.FailSafe.MaxAge < 0 || k.FailSafe.Throttle < 0:
+		return k, fmt.Errorf("%w: negative fail_safe max_age %v or throttle %v", ErrInvalidConfig, k.FailSafe.MaxAge, k.FailSafe.Throttle)
+	case k.SoftTimeout < 0:
+		return k, fmt.Errorf("%w: negative soft_timeout %v", ErrInvalidConfig, k.SoftTimeout)
+	case k.SoftTimeout > 0 && k.FailSafe.MaxAge == 0:
+		return k, fmt.Errorf("%w: soft_timeout %v without fail_safe.max_age: there is no value to return at the soft timeout", ErrInvalidConfig, k.SoftTimeout)
+	case k.FailSafe.MaxAge > 0 && k.Lease.Enabled:
+		return k, fmt.Errorf("%w: fail_safe with lease: not supported together", ErrInvalidConfig)
+	}
+	if k.FailSafe.Throttle == 0 {
+		k.FailSafe.Throttle = DefaultFailSafeThrottle
 	}
 	p, err := ParsePeriod(string(k.ExpireAt))
 	if err != nil {

@@ -61,6 +61,9 @@ var (
 	// ErrTaggerPanic wraps the value of a panic raised by a keyspace's
 	// tagger (WithTags). The value it was tagging is not stored.
 	ErrTaggerPanic = errors.New("tiercache: tagger panicked")
+	// ErrClonePanic wraps the value of a panic raised by a keyspace's
+	// clone function (WithClone); the read that called it fails with it.
+	ErrClonePanic = errors.New("tiercache: clone panicked")
 )
 
 // ErrInvalidTag is returned (wrapped) for a tag that is empty, too long, not

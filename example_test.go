@@ -194,3 +194,54 @@ func ExampleProvideNamedKeyspaceWith() {
 	// Output:
 	// database views of 12 + 3
 }
+
+// A loader chooses how each value it returns is cached: a product on sale
+// lives a minute and carries the "sale" tag; a draft is not cached.
+func ExampleAdapt() {
+	ctx := context.Background()
+	client := redis.NewClient(&redis.Options{Addr: os.Getenv("REDIS_ADDR"), ContextTimeoutEnabled: true})
+	defer client.Close()
+	cache, err := tiercache.New(client, tiercache.Config{Namespace: "shop-adapt"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := cache.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer cache.Stop(ctx)
+	products, err := tiercache.NewKeyspace[int64, Product](cache, "products", tiercache.KeyspaceConfig{TTL: time.Hour})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	load := func(ctx context.Context, id int64) (Product, error) {
+		p := Product{ID: id, Name: "lamp", Price: 20} // your SQL here
+		switch id {
+		case 1: // on sale
+			if err := tiercache.Adapt(ctx, tiercache.Adaptation{TTL: time.Minute, Tags: []string{"sale"}}); err != nil {
+				return p, err
+			}
+		case 2: // a draft
+			if err := tiercache.Adapt(ctx, tiercache.Adaptation{NoCache: true}); err != nil {
+				return p, err
+			}
+		}
+		return p, nil
+	}
+	for _, id := range []int64{1, 2} {
+		if _, err := products.GetOrLoad(ctx, id, load); err != nil {
+			log.Fatal(err)
+		}
+	}
+	ttl := client.PTTL(ctx, products.RedisKey(1)).Val()
+	fmt.Println("sale TTL at most a minute:", ttl > 0 && ttl <= time.Minute)
+	fmt.Println("draft cached:", client.Exists(ctx, products.RedisKey(2)).Val() == 1)
+	if err := products.InvalidateTags(ctx, "sale"); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("sale cached after InvalidateTags:", client.Exists(ctx, products.RedisKey(1)).Val() == 1)
+	// Output:
+	// sale TTL at most a minute: true
+	// draft cached: false
+	// sale cached after InvalidateTags: false
+}

@@ -23,8 +23,8 @@ func HoldWrites(c *Cache, release <-chan struct{}, joined chan<- int) {
 	c.writes.joined = func(n int) { joined <- n }
 }
 
-// OnRefreshDone calls fn each time a background refresh of ks ends. Set it
-// before the first GetOrLoad.
+// OnRefreshDone calls fn each time a background refresh of ks, or a load
+// behind a soft timeout, ends. Set it before the first GetOrLoad.
 func OnRefreshDone[K Key, V any](ks *Keyspace[K, V], fn func()) { ks.refreshed = fn }
 
 // Crash stops c's background jobs (write-behind and counter flushers) as a

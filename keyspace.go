@@ -35,28 +35,35 @@ const MaxKeyspaceName = 128
 // (see Clear).
 //
 // Values returned from L1 are shared between callers: a caller must not
-// mutate a value it got from Get, GetOrLoad or GetMany. Use value types, or
-// copy before changing.
+// mutate a value it got from Get, GetOrLoad or GetMany. Use value types,
+// copy before changing, or turn on clone-on-read (KeyspaceConfig.CloneOnRead,
+// WithClone).
 //
 // A Keyspace is safe for concurrent use. After the Cache is stopped, every
 // method that would reach Redis or a loader returns ErrClosed.
 type Keyspace[K Key, V any] struct {
-	c          *Cache
-	name       string
-	cfg        KeyspaceConfig            // defaults applied
-	base       string                    // "<namespace>:<keyspace>:": the key prefix before any Clear
-	gen        atomic.Pointer[genPrefix] // the generation in force as this replica knows it; nil: ask Redis
-	l1         *l1.Cache[K, V]           // nil when L1 is disabled (its methods are nil-safe)
-	neg        *l1.Cache[K, struct{}]    // keys cached as missing; nil without NegativeTTL or L1
-	codec      *codec.Codec
-	group      singleflight.Group  // loads in flight, by Redis key
-	sem        *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
-	opts       keyspaceOptions[K, V]
-	leases     leaseWaits // replicas' lease releases awaited here
-	refreshing sync.Map   // Redis keys with an early refresh running
-	fe         flightEpochs
-	refreshed  func()  // tests: called when a refresh goroutine ends
-	repairs    repairs // write-through deletions left to retry
+	c           *Cache
+	name        string
+	cfg         KeyspaceConfig            // defaults applied
+	base        string                    // "<namespace>:<keyspace>:": the key prefix before any Clear
+	gen         atomic.Pointer[genPrefix] // the generation in force as this replica knows it; nil: ask Redis
+	l1          *l1.Cache[K, V]           // nil when L1 is disabled (its methods are nil-safe)
+	neg         *l1.Cache[K, struct{}]    // keys cached as missing; nil without NegativeTTL or L1
+	codec       *codec.Codec
+	group       singleflight.Group  // loads in flight, by Redis key
+	sem         *semaphore.Weighted // MaxConcurrentLoads; nil: no cap
+	opts        keyspaceOptions[K, V]
+	clone       func(V) (V, error) // clone-on-read; nil when off
+	keep        time.Duration      // how long L1 keeps entries past their TTL: max(ServeStale, FailSafe.MaxAge)
+	throttles   sync.Map           // fail-safe: key K to the time.Time until which its loader is not called
+	throttleN   atomic.Uint64      // throttles stored, for their sweep
+	softLoads   sync.Map           // keys K with a load running past SoftTimeout
+	leases      leaseWaits         // replicas' lease releases awaited here
+	refreshing  sync.Map           // Redis keys with an early refresh running
+	adaptedTags atomic.Bool        // a loader adapted a value's tags (see adapted)
+	fe          flightEpochs
+	refreshed   func()  // tests: called when a refresh, or a load past SoftTimeout, ends
+	repairs     repairs // write-through deletions left to retry
 
 	wb *writeBehind // write-behind state; nil without WithWriteBehind
 
@@ -103,6 +110,8 @@ func NewKeyspace[K Key, V any](c *Cache, name string, cfg KeyspaceConfig, opts .
 			o(&ks.opts)
 		}
 	}
+	ks.clone = ks.cloner()
+	ks.keep = max(cfg.ServeStale, cfg.FailSafe.MaxAge)
 	if ks.opts.warmKeys != nil && ks.opts.warmLoad == nil {
 		return nil, fmt.Errorf("%w: keyspace %q: WithWarmer without a loader", ErrInvalidConfig, name)
 	}
@@ -175,9 +184,47 @@ func (ks *Keyspace[K, V]) RedisKey(key K) string { return ks.prefixAt(ks.knownGe
 // finds the key in L1.
 func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
 	if v, ok := ks.fromL1(key); ok {
+		if ks.clone != nil {
+			return ks.clone(v)
+		}
 		return v, nil
 	}
-	return ks.getSlow(ctx, key)
+	return ks.owned(ks.getSlow(ctx, key))
+}
+
+// owned returns v, err to a caller: with clone-on-read, a copy of v when
+// err is nil.
+func (ks *Keyspace[K, V]) owned(v V, err error) (V, error) {
+	if err != nil || ks.clone == nil {
+		return v, err
+	}
+	return ks.clone(v)
+}
+
+// cloner returns the copy function of clone-on-read, or nil when it is off:
+// WithClone's function, panics turned into errors, else a msgpack round
+// trip.
+func (ks *Keyspace[K, V]) cloner() func(V) (V, error) {
+	if fn := ks.opts.clone; fn != nil {
+		return func(v V) (c V, err error) {
+			defer func() {
+				if r := recover(); r != nil {
+					err = fmt.Errorf("%w: keyspace %q: %v", ErrClonePanic, ks.name, r)
+				}
+			}()
+			return fn(v), nil
+		}
+	}
+	if !ks.cfg.CloneOnRead {
+		return nil
+	}
+	return func(v V) (V, error) {
+		var c V
+		if err := ks.codec.Copy(&c, v); err != nil {
+			return c, fmt.Errorf("%w: keyspace %q: clone: %w", ErrEncode, ks.name, err)
+		}
+		return c, nil
+	}
 }
 
 // fromL1 is the L1 hit check of every read. It serves from L1 only while the
@@ -186,7 +233,7 @@ func (ks *Keyspace[K, V]) Get(ctx context.Context, key K) (V, error) {
 // of called, it measured the same, within noise, in a same-process A/B.)
 func (ks *Keyspace[K, V]) fromL1(key K) (V, bool) {
 	if ks.c.sub.Healthy() {
-		if ks.cfg.ServeStale == 0 {
+		if ks.keep == 0 {
 			if v, ok := ks.l1.Get(key); ok {
 				ks.st.l1Hits.add()
 				return v, true
@@ -201,9 +248,9 @@ func (ks *Keyspace[K, V]) fromL1(key K) (V, bool) {
 }
 
 // fresh reports whether an L1 entry with meta m is within its L1 TTL. Only
-// ServeStale keeps entries past it.
+// ServeStale and fail-safe keep entries past it.
 func (ks *Keyspace[K, V]) fresh(m l1.Meta) bool {
-	return ks.cfg.ServeStale == 0 || ks.c.now().Before(m.Fresh)
+	return ks.keep == 0 || ks.c.now().Before(m.Fresh)
 }
 
 // stale returns key's L1 entry for a read that found Redis unreachable,
@@ -246,8 +293,10 @@ func (ks *Keyspace[K, V]) getSlow(ctx context.Context, key K) (V, error) {
 			}
 		}
 		ks.st.misses.Add(1)
+		var zero V
+		return zero, err // not an expired value read for fail-safe
 	}
-	return v, err
+	return v, nil
 }
 
 // Loader loads the value of one key from the source of truth. It returns an
@@ -269,15 +318,21 @@ type BatchLoader[K Key, V any] func(ctx context.Context, keys []K) (map[K]V, err
 // Redis cannot be read (an error, Config.ReadTimeout, the breaker open), the
 // value is loaded, or served from L1 with KeyspaceConfig.ServeStale, and no
 // error is returned for it; the failure is counted in Stats.
-// A panicking loader is reported as an error wrapping ErrLoaderPanic.
+// A panicking loader is reported as an error wrapping ErrLoaderPanic. With
+// KeyspaceConfig.FailSafe, a loader that fails or times out is answered
+// with the key's last known value, expired less than FailSafe.MaxAge ago,
+// if there is one.
 func (ks *Keyspace[K, V]) GetOrLoad(ctx context.Context, key K, load Loader[K, V]) (V, error) {
 	if ks.cfg.EarlyRefresh > 0 {
-		return ks.getOrLoadRefreshing(ctx, key, load)
+		return ks.owned(ks.getOrLoadRefreshing(ctx, key, load))
 	}
 	if v, ok := ks.fromL1(key); ok {
+		if ks.clone != nil {
+			return ks.clone(v)
+		}
 		return v, nil
 	}
-	return ks.getOrLoadSlow(ctx, key, load)
+	return ks.owned(ks.getOrLoadSlow(ctx, key, load))
 }
 
 // getOrLoadSlow is GetOrLoad after an L1 miss.
@@ -335,6 +390,13 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 	switch {
 	case err == nil:
 		return v, nil
+	case errors.Is(err, errStale): // expired, within fail_safe.max_age
+		return ks.failSafe(ctx, key, v, func(ctx context.Context) (V, bool, error) {
+			return ks.loadFill(ctx, key, rkey, g, fence, l2.FillReplace, load)
+		})
+	case errors.Is(err, errExpired):
+		v, _, err := ks.loadFill(ctx, key, rkey, g, fence, l2.FillReplace, load)
+		return v, err
 	case errors.Is(err, errTombstone), errors.Is(err, ErrInvalidKey):
 		return v, err
 	case errors.Is(err, ErrNotFound): // absent, leased by another loader, or unreadable
@@ -344,7 +406,14 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 		}
 		// No lease and no fill against a failing Redis: either would add
 		// a write budget to the caller's wait.
-		v, _, err := ks.callLoader(ctx, key, load)
+		loadOnly := func(ctx context.Context) (V, bool, error) {
+			v, _, _, err := ks.callLoader(ctx, key, load)
+			return v, err != nil && !errors.Is(err, ErrNotFound), err
+		}
+		if old, ok := ks.failSafeL1(key); ok {
+			return ks.failSafe(ctx, key, old, loadOnly)
+		}
+		v, _, err := loadOnly(ctx)
 		return v, err
 	}
 	if ks.cfg.Lease.Enabled {
@@ -357,21 +426,33 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 // a tombstone for ErrNotFound with NegativeTTL, fenced by the read that
 // missed.
 func (ks *Keyspace[K, V]) loadAndFill(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, load Loader[K, V]) (V, error) {
-	v, delta, err := ks.callLoader(ctx, key, load)
+	v, _, err := ks.loadFill(ctx, key, rkey, g, fence, l2.FillIfAbsent, load)
+	return v, err
+}
+
+// loadFill is loadAndFill with a fill of mode (FillReplace after a read
+// that found an expired value). failed reports that the loader failed (an
+// error other than ErrNotFound), as opposed to the fill.
+func (ks *Keyspace[K, V]) loadFill(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, mode l2.FillMode, load Loader[K, V]) (v V, failed bool, err error) {
+	v, delta, ad, err := ks.callLoader(ctx, key, load)
 	if err != nil {
 		if errors.Is(err, ErrNotFound) {
-			ks.fillMissing(ctx, key, rkey, g, fence)
+			ks.fillMissing(ctx, key, rkey, g, fence, mode, ad.NoCache)
 		}
-		return v, err
+		return v, !errors.Is(err, ErrNotFound), err
 	}
-	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta}}); err != nil {
-		return v, err
+	if ad.NoCache {
+		return v, false, nil
 	}
-	return v, nil
+	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta, ad, mode}}); err != nil {
+		return v, false, err
+	}
+	return v, false, nil
 }
 
 // loaded is a value a loader returned for key, read under generation g
-// after a read of L2 that returned fence, and how long the load took.
+// after a read of L2 that returned fence, how long the load took, and how
+// the loader adapted its caching.
 type loaded[K Key, V any] struct {
 	key   K
 	rkey  string
@@ -379,6 +460,8 @@ type loaded[K Key, V any] struct {
 	g     gens
 	fence l2.Fence
 	delta time.Duration
+	ad    Adaptation
+	mode  l2.FillMode // FillReplace when the read found an expired value
 }
 
 // fillTiers stores loaded values in L2 and L1. A value the codec cannot
@@ -397,11 +480,11 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 	fills := make([]l2.Fill, 0, len(ps))
 	kept := ps[:0:0] // ps[j] for fills[j]
 	for _, p := range ps {
-		it, tags, err := ks.encodeEntry(p.key, p.rkey, p.v, p.delta, now, nil)
+		it, tags, err := ks.encodeAdapted(p.key, p.rkey, p.v, p.delta, now, p.ad)
 		if err != nil {
 			return err
 		}
-		fills = append(fills, l2.Fill{Item: it, Fence: p.fence, Tags: ks.tagFill(tags)})
+		fills = append(fills, l2.Fill{Item: it, Mode: p.mode, Fence: p.fence, Tags: ks.tagFill(tags)})
 		kept = append(kept, p)
 	}
 	if len(fills) == 0 {
@@ -416,7 +499,7 @@ func (ks *Keyspace[K, V]) fillTiers(ctx context.Context, ps []loaded[K, V]) erro
 		switch r {
 		case l2.Stored:
 			p := kept[j]
-			ks.fillL1(p.key, p.v, ks.heapOf(fills[j].Value), now, fills[j].TTL, p.delta, p.g, fills[j].Value)
+			ks.fillL1(p.key, p.v, ks.heapOf(fills[j].Value), now, fills[j].TTL-ks.cfg.FailSafe.MaxAge, p.delta, p.g, fills[j].Value)
 		case l2.Fenced, l2.TagFenced:
 			ks.st.staleFills.Add(1)
 		}
@@ -435,7 +518,7 @@ func (ks *Keyspace[K, V]) fillFailed(error) {
 // more, to L1 under g: for the keyspace's L1 TTL, and never past now +
 // l2TTL, so L1 never outlives L2.
 func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, delta time.Duration, g gens, stored []byte) {
-	_, l1TTL := ks.entryTTL(now)
+	_, l1TTL := ks.entryTTL(now, 0)
 	l1TTL = min(l1TTL, l2TTL)
 	left := l1TTL - ks.c.now().Sub(now) // the read and the decode took some
 	if left <= 0 {
@@ -446,8 +529,9 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, del
 		m.Sum = storedSum(stored)
 		ks.audit.ring.add(key)
 	}
-	// With ServeStale, L1 keeps the entry past its TTL; fresh() bounds hits.
-	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.cfg.ServeStale, g.main, m)
+	// With ServeStale or fail-safe, L1 keeps the entry past its TTL;
+	// fresh() bounds hits.
+	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.keep, g.main, m)
 }
 
 // l1EntryOverhead is what an L1 entry costs beyond the heap its value
@@ -476,30 +560,60 @@ func (ks *Keyspace[K, V]) heapOf(b []byte) int {
 // value the codec cannot encode, a bad tag or a panicking tagger is an
 // error.
 func (ks *Keyspace[K, V]) encodeEntry(key K, rkey string, v V, delta time.Duration, now time.Time, extra []string) (l2.Item, tagList, error) {
-	b, err := ks.marshal(v, delta)
+	return ks.encodeAdapted(key, rkey, v, delta, now, Adaptation{Tags: extra})
+}
+
+// encodeAdapted is encodeEntry for a value whose loader adapted its TTL
+// and tags with ad (ad.NoCache is the caller's business).
+func (ks *Keyspace[K, V]) encodeAdapted(key K, rkey string, v V, delta time.Duration, now time.Time, ad Adaptation) (l2.Item, tagList, error) {
+	ttl, _ := ks.entryTTL(now, ad.TTL)
+	var expiry time.Time
+	if ks.cfg.FailSafe.MaxAge > 0 {
+		// Redis keeps the value MaxAge past its logical expiry, which
+		// the envelope records, for fail-safe.
+		expiry = now.Add(ttl)
+		ttl += ks.cfg.FailSafe.MaxAge
+	}
+	b, err := ks.marshal(v, delta, expiry)
 	if err != nil {
 		return l2.Item{}, tagList{}, fmt.Errorf("%w: keyspace %q key %q: %w", ErrEncode, ks.name, rkey, err)
 	}
-	ttl, _ := ks.entryTTL(now)
-	tags, err := ks.tagEntries(key, v, rkey, ttl, extra)
+	tags, err := ks.tagEntries(key, v, rkey, ttl, ad.Tags)
 	if err != nil {
 		return l2.Item{}, tagList{}, err
 	}
 	return l2.Item{Key: rkey, Value: b, TTL: ttl}, tags, nil
 }
 
-// marshal encodes v, with its load duration when early refresh needs it.
-func (ks *Keyspace[K, V]) marshal(v V, delta time.Duration) ([]byte, error) {
-	if ks.cfg.EarlyRefresh > 0 && delta > 0 {
-		return ks.codec.MarshalDelta(v, delta)
+// marshal encodes v, with its load duration when early refresh needs it
+// and its logical expiry unless it is zero.
+func (ks *Keyspace[K, V]) marshal(v V, delta time.Duration, expiry time.Time) ([]byte, error) {
+	if ks.cfg.EarlyRefresh <= 0 || delta <= 0 {
+		delta = -1
 	}
-	return ks.codec.Marshal(v)
+	if delta < 0 && expiry.IsZero() {
+		return ks.codec.Marshal(v)
+	}
+	return ks.codec.MarshalMeta(v, delta, expiry)
 }
 
 // callLoader calls load under the keyspace's loader cap and load timeout,
-// and reports how long it took.
-func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, time.Duration, error) {
-	return guardedLoad(ctx, ks, func(ctx context.Context) (V, error) { return load(ctx, key) })
+// and reports how long it took and how it adapted the value's caching.
+func (ks *Keyspace[K, V]) callLoader(ctx context.Context, key K, load Loader[K, V]) (V, time.Duration, Adaptation, error) {
+	ctx, ads := withAdaptations(ctx)
+	v, delta, err := guardedLoad(ctx, ks, func(ctx context.Context) (V, error) { return load(ctx, key) })
+	return v, delta, ks.adapted(ads, formatKey(key)), err
+}
+
+// adapted returns the adaptation of key in ads, noting adapted tags: from
+// then on, reads fetch the keyspace's tag epoch, which fences fills of
+// tagged values without a refusal of every recently invalidated tag.
+func (ks *Keyspace[K, V]) adapted(ads *adaptations, key string) Adaptation {
+	a := ads.of(key)
+	if len(a.Tags) > 0 && !ks.adaptedTags.Load() {
+		ks.adaptedTags.Store(true)
+	}
+	return a
 }
 
 // guardedLoad calls fn, a loader call of ks, under the keyspace's loader
@@ -570,11 +684,22 @@ func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.E
 		}
 		return v, err
 	}
-	ks.st.l2Hits.Add(1)
 	ttl := e.TTL
 	if ttl < 0 { // no expiry: not written by tiercache; L1 keeps its own bound
 		ttl = ks.cfg.TTL
 	}
+	if exp, ok := codec.Expiry(e.Value); ok {
+		left := exp.Sub(start)
+		if left <= 0 { // kept past its expiry for fail-safe: a miss
+			if ks.cfg.FailSafe.MaxAge > 0 && start.Before(exp.Add(ks.cfg.FailSafe.MaxAge)) {
+				return v, fmt.Errorf("%w: keyspace %q key %q", errStale, ks.name, rkey)
+			}
+			var zero V
+			return zero, fmt.Errorf("%w: keyspace %q key %q", errExpired, ks.name, rkey)
+		}
+		ttl = min(ttl, left)
+	}
+	ks.st.l2Hits.Add(1)
 	delta, _ := codec.Delta(e.Value)
 	ks.fillL1(key, v, heap, start, ttl, delta, g, e.Value)
 	return v, nil
@@ -640,8 +765,25 @@ func newerFormat(b []byte) bool {
 // does; without load, those keys are misses (absent, no error) unless
 // KeyspaceConfig.SurfaceL2Errors asks for the error. The batch load runs in
 // the caller's goroutine with the caller's ctx, is cancelled by Stop, and is
-// not shared with concurrent calls.
+// not shared with concurrent calls. With KeyspaceConfig.FailSafe, keys whose
+// loader is throttled are served their last known value without a load,
+// and a failed batch load is answered with the last known values when
+// every key it was given has one (else the error is returned).
 func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
+	out, err := ks.getMany(ctx, keys, load)
+	if err != nil || ks.clone == nil {
+		return out, err
+	}
+	for k, v := range out {
+		if out[k], err = ks.clone(v); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// getMany is GetMany without clone-on-read.
+func (ks *Keyspace[K, V]) getMany(ctx context.Context, keys []K, load BatchLoader[K, V]) (map[K]V, error) {
 	if ks.c.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -651,6 +793,7 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		rkeys []string
 		gs    []gens
 		seen  = make(map[K]struct{}, len(keys))
+		old   map[K]V // fail-safe: last known values of keys to load; lazily made
 	)
 	for _, k := range keys {
 		if _, dup := seen[k]; dup {
@@ -702,22 +845,35 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 				out[k] = v
 				continue
 			}
+			if v, ok := ks.failSafeL1(k); ok {
+				old = withOld(old, k, v)
+			}
 			miss[n], rkeys[n], gs[n] = k, rkeys[i], gs[i]
 			n++
 		}
 		miss, rkeys, gs = miss[:n], rkeys[:n], gs[:n]
 		es = make([]l2.Entry, n)
 	}
-	var toLoad []int // indexes into miss
+	var toLoad []int   // indexes into miss
+	var expired []bool // by index into miss: read past its logical expiry; lazily made
 	for i, e := range es {
 		if e.Present() {
 			v, err := ks.fromL2(ctx, miss[i], rkeys[i], e, start, gs[i])
-			if err == nil {
+			switch {
+			case err == nil:
 				out[miss[i]] = v
 				continue
-			} else if errors.Is(err, errTombstone) {
+			case errors.Is(err, errTombstone):
 				ks.st.misses.Add(1)
 				continue
+			case errors.Is(err, errExpired):
+				if expired == nil {
+					expired = make([]bool, len(es))
+				}
+				expired[i] = true
+				if errors.Is(err, errStale) {
+					old = withOld(old, miss[i], v)
+				}
 			}
 		}
 		toLoad = append(toLoad, i)
@@ -726,18 +882,60 @@ func (ks *Keyspace[K, V]) GetMany(ctx context.Context, keys []K, load BatchLoade
 		ks.st.misses.Add(uint64(len(toLoad)))
 		return out, nil
 	}
-	if err := ks.loadMany(ctx, miss, rkeys, gs, es, toLoad, load, out, l2ok); err != nil {
+	if len(old) > 0 {
+		// Fail-safe: keys whose loader is throttled get their last known
+		// value without a load.
+		n := 0
+		for _, i := range toLoad {
+			if v, ok := old[miss[i]]; ok && ks.throttled(miss[i]) {
+				out[miss[i]] = v
+				ks.st.failSafeHits.Add(1)
+				continue
+			}
+			toLoad[n] = i
+			n++
+		}
+		if toLoad = toLoad[:n]; n == 0 {
+			return out, nil
+		}
+	}
+	failed, err := ks.loadMany(ctx, miss, rkeys, gs, es, expired, toLoad, load, out, l2ok)
+	if err == nil {
+		return out, nil
+	}
+	if !failed || len(old) == 0 {
 		return nil, err
+	}
+	for _, i := range toLoad {
+		if _, ok := old[miss[i]]; !ok {
+			return nil, err // fail-safe answers for all the keys or none
+		}
+	}
+	for _, i := range toLoad {
+		out[miss[i]] = old[miss[i]]
+		ks.throttle(miss[i])
+		ks.st.failSafeHits.Add(1)
 	}
 	return out, nil
 }
 
+// withOld adds v, the last known value of k, to old, made if nil.
+func withOld[K Key, V any](old map[K]V, k K, v V) map[K]V {
+	if old == nil {
+		old = make(map[K]V)
+	}
+	old[k] = v
+	return old
+}
+
 // loadMany loads miss[i] for i in toLoad with one call of load, adds what it
 // found to out and, with fill, fills both tiers with it, each key fenced by
-// its read es[i], as flight does.
-func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, es []l2.Entry, toLoad []int, load BatchLoader[K, V], out map[K]V, fill bool) error {
+// its read es[i], as flight does, replacing the values read past their
+// expiry (expired[i], when expired is not nil). failed reports that the
+// loader failed, as opposed to the fill.
+func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string, gs []gens, es []l2.Entry, expired []bool, toLoad []int, load BatchLoader[K, V], out map[K]V, fill bool) (failed bool, err error) {
 	if !ks.c.flights.enter() {
-		return ErrClosed
+		return false, ErrClosed
 	}
 	defer ks.c.flights.leave()
 	ctx, cancel := context.WithCancel(ctx)
@@ -748,24 +946,36 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 	for j, i := range toLoad {
 		keys[j] = miss[i]
 	}
-	found, delta, err := guardedLoad(ctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
+	lctx, ads := withAdaptations(ctx)
+	found, delta, err := guardedLoad(lctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 	if err != nil {
-		return err
+		return !errors.Is(err, ErrNotFound), err
 	}
 	ps := make([]loaded[K, V], 0, len(found))
 	for _, i := range toLoad {
 		v, ok := found[miss[i]]
 		if !ok {
 			ks.st.misses.Add(1)
+			if fill && expired != nil && expired[i] {
+				// Gone from the source: drop the expired value, which
+				// fail-safe would otherwise serve.
+				ks.fillMissing(ctx, miss[i], rkeys[i], gs[i], es[i].Fence, l2.FillReplace, true)
+			}
 			continue
 		}
 		out[miss[i]] = v
-		ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta})
+		if ad := ks.adapted(ads, formatKey(miss[i])); !ad.NoCache {
+			mode := l2.FillIfAbsent
+			if expired != nil && expired[i] {
+				mode = l2.FillReplace
+			}
+			ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta, ad, mode})
+		}
 	}
 	if !fill {
-		return nil
+		return false, nil
 	}
-	return ks.fillTiers(ctx, ps)
+	return false, ks.fillTiers(ctx, ps)
 }
 
 // Set stores value under key in Redis and publishes its invalidation in the

@@ -159,14 +159,15 @@ func (ks *Keyspace[K, V]) leasedLoad(ctx context.Context, key K, rkey string, g 
 // there (a write or delete of the key since voided it) and no tag of the
 // value was invalidated since the read that returned fence.
 func (ks *Keyspace[K, V]) loadLeased(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, lease []byte, load Loader[K, V]) (V, error) {
-	v, delta, lerr := ks.callLoader(ctx, key, load)
+	v, delta, ad, lerr := ks.callLoader(ctx, key, load)
 	now := ks.c.now()
 	it := l2.Item{Key: rkey} // TTL 0: drop the lease
 	var tags tagList
 	switch {
+	case ad.NoCache: // drop the lease: waiters load for themselves
 	case lerr == nil:
 		var err error
-		if it, tags, err = ks.encodeEntry(key, rkey, v, delta, now, nil); err != nil {
+		if it, tags, err = ks.encodeAdapted(key, rkey, v, delta, now, ad); err != nil {
 			ks.releaseLease(ctx, l2.Fill{Item: l2.Item{Key: rkey}, Mode: l2.FillLease, Lease: lease})
 			return v, err
 		}

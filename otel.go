@@ -168,6 +168,7 @@ func observeStats(o metric.Observer, obs []metric.Int64Observable, s Stats) {
 		u(iHits, k.L1Hits, ks, attribute.String("tiercache.tier", "l1"))
 		u(iHits, k.L2Hits, ks, attribute.String("tiercache.tier", "l2"))
 		u(iHits, k.StaleHits, ks, attribute.String("tiercache.tier", "l1_stale"))
+		u(iHits, k.FailSafeHits, ks, attribute.String("tiercache.tier", "fail_safe"))
 		u(iHits, k.NegativeHits, ks, attribute.String("tiercache.tier", "negative"))
 		u(iMisses, k.Misses, ks)
 		u(iLoads, k.Loads, ks)

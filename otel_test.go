@@ -168,6 +168,7 @@ func TestOtelInstruments(t *testing.T) {
 		{"tiercache.hits", otelAttrs("tiercache.keyspace", "users", "tiercache.tier", "l1"), 1},
 		{"tiercache.hits", otelAttrs("tiercache.keyspace", "users", "tiercache.tier", "l2"), 1},
 		{"tiercache.hits", otelAttrs("tiercache.keyspace", "users", "tiercache.tier", "l1_stale"), 0},
+		{"tiercache.hits", otelAttrs("tiercache.keyspace", "users", "tiercache.tier", "fail_safe"), 0},
 		{"tiercache.hits", otelAttrs("tiercache.keyspace", "users", "tiercache.tier", "negative"), 0},
 		{"tiercache.misses", users, 1},
 		{"tiercache.loads", users, 1},

@@ -22,10 +22,13 @@ var errTombstone = fmt.Errorf("%w (cached as missing)", ErrNotFound)
 var errLeased = fmt.Errorf("%w (being loaded elsewhere)", ErrNotFound)
 
 // entryTTL returns the L2 and L1 time to live of an entry written at now:
-// TTL, or the end of the calendar period plus ExpirySlack with ExpireAt,
-// shortened by Jitter; L1's is L1TTL at most and never longer than L2's.
-func (ks *Keyspace[K, V]) entryTTL(now time.Time) (l2TTL, l1TTL time.Duration) {
-	if p := ks.cfg.ExpireAt; p != PeriodNone {
+// ttl when it is positive (a loader's Adaptation), else TTL, or the end of
+// the calendar period plus ExpirySlack with ExpireAt; shortened by Jitter.
+// L1's is L1TTL at most and never longer than L2's.
+func (ks *Keyspace[K, V]) entryTTL(now time.Time, ttl time.Duration) (l2TTL, l1TTL time.Duration) {
+	if ttl > 0 {
+		l2TTL = max(ttl-ks.jitter(ttl), time.Millisecond)
+	} else if p := ks.cfg.ExpireAt; p != PeriodNone {
 		slack := ks.cfg.ExpirySlack - ks.jitter(ks.cfg.ExpirySlack)
 		l2TTL = p.TTLUntilEnd(now, ks.cfg.loc, slack)
 	} else {
@@ -129,22 +132,32 @@ func (ks *Keyspace[K, V]) fillNeg(key K, now time.Time, ttl time.Duration, g gen
 }
 
 // fillMissing caches key as missing in both tiers (negative caching), unless
-// NegativeTTL is off; L1 only if key was not invalidated here since g. The tombstone is a
-// fenced fill (see fillTiers): it never replaces a value written meanwhile,
-// nor survives a delete made since the read that returned fence.
-func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g gens, fence l2.Fence) {
-	if ks.cfg.NegativeTTL <= 0 {
-		return
+// NegativeTTL is off or the loader said not to cache (noCache); L1 only if
+// key was not invalidated here since g. The tombstone is a fenced fill (see
+// fillTiers) of mode: it never replaces a value written meanwhile, nor
+// survives a delete made since the read that returned fence. With
+// FillReplace (the read found an expired value) and no tombstone to store,
+// a tombstone of a millisecond replaces the expired value all the same, so
+// that fail-safe never serves a value the source said is gone.
+func (ks *Keyspace[K, V]) fillMissing(ctx context.Context, key K, rkey string, g gens, fence l2.Fence, mode l2.FillMode, noCache bool) {
+	ttl := ks.cfg.NegativeTTL
+	if ttl <= 0 || noCache {
+		if mode != l2.FillReplace {
+			return
+		}
+		ttl = time.Millisecond
 	}
 	now := ks.c.now()
-	res, err := ks.c.store.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ks.cfg.NegativeTTL}, Fence: fence}}, ks.c.cfg.Channel)
+	res, err := ks.c.store.Fill(ctx, []l2.Fill{{Item: l2.Item{Key: rkey, Value: codec.Tombstone(), TTL: ttl}, Mode: mode, Fence: fence}}, ks.c.cfg.Channel)
 	if err != nil {
 		ks.fillFailed(err)
 		return
 	}
 	switch res[0] {
 	case l2.Stored:
-		ks.fillNeg(key, now, ks.cfg.NegativeTTL, g)
+		if ttl == ks.cfg.NegativeTTL {
+			ks.fillNeg(key, now, ttl, g)
+		}
 	case l2.Fenced:
 		ks.st.staleFills.Add(1)
 	}

@@ -86,11 +86,14 @@ func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, load Loader[K, 
 	if old.Value == nil || codec.IsTombstone(old.Value) || codec.IsLease(old.Value) {
 		return errors.New("not a value") // the next GetOrLoad loads it
 	}
-	v, delta, err := ks.callLoader(ctx, key, load)
+	v, delta, ad, err := ks.callLoader(ctx, key, load)
 	if err != nil {
 		return err
 	}
-	it, tags, err := ks.encodeEntry(key, rkey, v, delta, ks.c.now(), nil)
+	if ad.NoCache {
+		return errors.New("not to be cached") // the value in place expires
+	}
+	it, tags, err := ks.encodeAdapted(key, rkey, v, delta, ks.c.now(), ad)
 	if err != nil {
 		return err
 	}

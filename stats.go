@@ -88,6 +88,7 @@ type KeyspaceStats struct {
 	Warmed              uint64 `json:"warmed"`                // keys the warmer found or loaded
 	WarmErrors          uint64 `json:"warm_errors"`           // warm list or batch failures
 	StaleHits           uint64 `json:"stale_hits"`            // reads served from L1 while Redis was unreachable (KeyspaceConfig.ServeStale)
+	FailSafeHits        uint64 `json:"fail_safe_hits"`        // expired values served because the loader failed, timed out or was throttled (KeyspaceConfig.FailSafe), or past SoftTimeout
 	CoherenceChecks     uint64 `json:"coherence_checks"`      // L1 entries the audit compared with Redis (Config.AuditRate)
 	CoherenceViolations uint64 `json:"coherence_violations"`  // of those, entries still different from Redis, and still served, MaxStaleness later
 
@@ -255,6 +256,7 @@ type ksCounters struct {
 	warmed        atomic.Uint64
 	warmErrors    atomic.Uint64
 	staleHits     atomic.Uint64
+	failSafeHits  atomic.Uint64
 	staleFills    atomic.Uint64 // fills refused before L1 (and L2) by unchanged; l1 counts its own refusals
 
 	coherenceChecks, coherenceViolations atomic.Uint64 // the audit (audit.go)
@@ -292,6 +294,7 @@ func (ks *Keyspace[K, V]) stats() KeyspaceStats {
 		Warmed:              s.warmed.Load(),
 		WarmErrors:          s.warmErrors.Load(),
 		StaleHits:           s.staleHits.Load(),
+		FailSafeHits:        s.failSafeHits.Load(),
 		CoherenceChecks:     s.coherenceChecks.Load(),
 		CoherenceViolations: s.coherenceViolations.Load(),
 

@@ -70,10 +70,13 @@ type tagList struct {
 }
 
 // tagVersions returns the Redis key of the keyspace's tag version set
-// (see l2.Store.BumpTags), or "" when the keyspace has no tagger: only
-// loaded values carry the tagger's tags, so only they need the tag fence.
+// (see l2.Store.BumpTags), for a read to fetch its epoch, or "" when the
+// keyspace has no tagger and no loader adapted tags yet: only loaded values
+// with tags need the tag fence. (A fill with tags after a read without the
+// epoch is refused if one of its tags was invalidated in the last
+// tagVersionsKept: safe, and only until adaptedTags is set.)
 func (ks *Keyspace[K, V]) tagVersions() string {
-	if ks.opts.tags == nil {
+	if ks.opts.tags == nil && !ks.adaptedTags.Load() {
 		return ""
 	}
 	return ks.tagVersionsKey()
@@ -90,7 +93,7 @@ func (ks *Keyspace[K, V]) tagFill(tags tagList) *l2.TagFill {
 	if len(tags.names) == 0 {
 		return nil
 	}
-	return &l2.TagFill{Versions: ks.tagVersions(), Names: tags.names, Entries: tags.entries, Slack: tagSlack}
+	return &l2.TagFill{Versions: ks.tagVersionsKey(), Names: tags.names, Entries: tags.entries, Slack: tagSlack}
 }
 
 // tagSet returns the Redis key of tag's set; the pending set of an

@@ -40,7 +40,7 @@ const (
 	flagTombstone  = 1 << 1
 	flagLease      = 1 << 2 // a load in progress: the body is the owner's token
 	flagDelta      = 1 << 3 // a uvarint load duration in µs precedes the body
-	reservedBits   = 0x10   // bit 4
+	flagExpiry     = 1 << 4 // a uvarint logical expiry in Unix ms precedes the body (after the delta)
 	versionShift   = 5
 	versionMask    = 0x7 << versionShift
 	headerV1       = Version << versionShift
@@ -51,6 +51,10 @@ const MaxLeaseToken = 64
 
 // maxDeltaMicros bounds a recorded load duration: about 12 days.
 const maxDeltaMicros = 1 << 40
+
+// maxExpiryMillis bounds a recorded logical expiry, in Unix milliseconds:
+// about the year 10889.
+const maxExpiryMillis = 1 << 48
 
 // maxPooledBuffer is the largest buffer a Codec keeps for reuse; larger ones
 // are left to the garbage collector so that one big value does not pin its
@@ -184,6 +188,27 @@ func IsLease(data []byte) bool {
 	return len(data) > 1 && len(data) <= 1+MaxLeaseToken && data[0] == headerV1|flagLease
 }
 
+// Expiry returns the logical expiry recorded by MarshalMeta in data, and
+// false when data records none or is not a well-formed value envelope.
+func Expiry(data []byte) (time.Time, bool) {
+	if len(data) < 2 || data[0]>>versionShift != Version || data[0]&(flagExpiry|flagTombstone|flagLease) != flagExpiry {
+		return time.Time{}, false
+	}
+	meta := data[1:]
+	if data[0]&flagDelta != 0 {
+		_, n := binary.Uvarint(meta)
+		if n <= 0 {
+			return time.Time{}, false
+		}
+		meta = meta[n:]
+	}
+	ms, n := binary.Uvarint(meta)
+	if n <= 0 || ms > maxExpiryMillis {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(int64(ms)), true
+}
+
 // Delta returns the load duration recorded by MarshalDelta in data, and
 // false when data records none or is not a well-formed value envelope.
 func Delta(data []byte) (time.Duration, bool) {
@@ -211,7 +236,7 @@ type encodeState struct {
 // keeps counting but stops buffering, so it does not hold an oversized body
 // in memory. Marshal does not support cyclic values.
 func (c *Codec) Marshal(v any) ([]byte, error) {
-	return c.marshal(v, -1)
+	return c.marshal(v, -1, time.Time{})
 }
 
 // MarshalDelta is Marshal recording delta, the time the value took to load,
@@ -219,21 +244,35 @@ func (c *Codec) Marshal(v any) ([]byte, error) {
 // negative delta counts as 0), for early refresh. Delta reads it back;
 // Unmarshal skips it.
 func (c *Codec) MarshalDelta(v any, delta time.Duration) ([]byte, error) {
-	return c.marshal(v, max(delta, 0))
+	return c.marshal(v, max(delta, 0), time.Time{})
 }
 
-// marshal is Marshal, recording delta when it is not negative.
-func (c *Codec) marshal(v any, delta time.Duration) ([]byte, error) {
+// MarshalMeta is Marshal recording delta as MarshalDelta does when it is
+// not negative, and expiry, the value's logical expiry, when it is not
+// zero (rounded down to the millisecond, clamped to the years 1970 to
+// 10889), for fail-safe: a store keeps the value past it and knows it
+// expired. Expiry reads it back; Unmarshal skips it.
+func (c *Codec) MarshalMeta(v any, delta time.Duration, expiry time.Time) ([]byte, error) {
+	return c.marshal(v, delta, expiry)
+}
+
+// marshal is Marshal, recording delta when it is not negative and expiry
+// when it is not zero.
+func (c *Codec) marshal(v any, delta time.Duration, expiry time.Time) ([]byte, error) {
 	compressAbove, maxSize, _, _ := c.options()
-	var meta [binary.MaxVarintLen64]byte
+	var meta [2 * binary.MaxVarintLen64]byte
 	metaLen := 0
+	var flags byte
 	if delta >= 0 {
 		metaLen = binary.PutUvarint(meta[:], min(uint64(delta/time.Microsecond), maxDeltaMicros))
+		flags |= flagDelta
+	}
+	if !expiry.IsZero() {
+		metaLen += binary.PutUvarint(meta[metaLen:], uint64(min(max(expiry.UnixMilli(), 0), maxExpiryMillis)))
+		flags |= flagExpiry
 	}
 	wrap := func(header byte, body []byte) []byte {
-		if metaLen > 0 {
-			header |= flagDelta
-		}
+		header |= flags
 		out := make([]byte, 1+metaLen+len(body))
 		out[0] = header
 		copy(out[1:], meta[:metaLen])
@@ -357,9 +396,6 @@ func (c *Codec) unmarshal(data []byte, v any, decode bool) (heap int, err error)
 	if version := h >> versionShift; version != Version {
 		return 0, fmt.Errorf("%w: %d", ErrVersion, version)
 	}
-	if h&reservedBits != 0 {
-		return 0, fmt.Errorf("%w: reserved header bits set in %#02x", ErrCorrupt, h)
-	}
 	body := data[1:]
 	if h&flagTombstone != 0 {
 		if h&^(versionMask|flagTombstone) != 0 || len(body) != 0 {
@@ -377,6 +413,13 @@ func (c *Codec) unmarshal(data []byte, v any, decode bool) (heap int, err error)
 		us, n := binary.Uvarint(body)
 		if n <= 0 || us > maxDeltaMicros {
 			return 0, fmt.Errorf("%w: bad load duration field", ErrCorrupt)
+		}
+		body = body[n:]
+	}
+	if h&flagExpiry != 0 {
+		ms, n := binary.Uvarint(body)
+		if n <= 0 || ms > maxExpiryMillis {
+			return 0, fmt.Errorf("%w: bad expiry field", ErrCorrupt)
 		}
 		body = body[n:]
 	}
@@ -523,6 +566,33 @@ func (w *limitBuffer) WriteByte(c byte) error {
 	w.n++
 	if w.n <= w.max {
 		w.b = append(w.b, c)
+	}
+	return nil
+}
+
+// Copy makes dst, which must be a non-nil pointer, a deep copy of src by a
+// msgpack round trip, without an envelope or compression: what a value
+// written to Redis and read back holds. Exported fields are copied (as
+// msgpack's struct tags say), unexported ones are left zero, and values
+// that msgpack cannot encode (channels, funcs) are an error. Nothing in dst
+// shares memory with src.
+func (c *Codec) Copy(dst, src any) error {
+	rv := reflect.ValueOf(dst)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return fmt.Errorf("codec: copy into %T: want a non-nil pointer", dst)
+	}
+	st := c.getEncodeState()
+	defer c.putEncodeState(st)
+	st.body.reset(0, maxBound)
+	enc := msgpack.GetEncoder()
+	enc.Reset(&st.body)
+	err := enc.Encode(src)
+	msgpack.PutEncoder(enc)
+	if err != nil {
+		return fmt.Errorf("codec: encode %T: %w", src, err)
+	}
+	if err := msgpack.Unmarshal(st.body.b[1:], dst); err != nil {
+		return fmt.Errorf("codec: decode %T into %T: %w", src, dst, err)
 	}
 	return nil
 }

@@ -314,7 +314,13 @@ func TestHeader(t *testing.T) {
 		{"delta truncated", []byte{0x28, 0xa1}, ErrCorrupt},
 		{"delta too large", []byte{0x28, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0xa1, 'x'}, ErrCorrupt},
 		{"delta tombstone", []byte{0x2a}, ErrCorrupt},
-		{"reserved bit 4", []byte{0x30, 0xa1, 'x'}, ErrCorrupt},
+		{"expiry then body", []byte{0x30, 0x05, 0xa1, 'x'}, nil},
+		{"delta, expiry, compressed body", append([]byte{0x39, 0x05, 0x06}, validS2...), nil},
+		{"expiry, no body", []byte{0x30, 0x05}, ErrCorrupt},
+		{"expiry truncated", []byte{0x30, 0xa1}, ErrCorrupt},
+		{"expiry too large", []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0xa1, 'x'}, ErrCorrupt},
+		{"expiry tombstone", []byte{0x32}, ErrCorrupt},
+		{"expiry lease", []byte{0x34, 'x'}, ErrCorrupt},
 		{"tombstone", []byte{0x22}, ErrTombstone},
 		{"tombstone with body", []byte{0x22, 0xc0}, ErrCorrupt},
 		{"compressed tombstone", []byte{0x23}, ErrCorrupt},
@@ -771,4 +777,58 @@ func TestConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestMarshalMeta checks that a logical expiry, with or without a load
+// duration and compression, reads back with Expiry, that Unmarshal skips
+// it, and that values written without one (older releases) still decode
+// and report none.
+func TestMarshalMeta(t *testing.T) {
+	at := time.Date(2026, 12, 4, 18, 0, 0, 123_456_789, time.UTC)
+	for _, tt := range []struct {
+		name      string
+		opts      Options
+		delta     time.Duration
+		give      time.Time
+		want      time.Time
+		wantDelta bool
+		payload   string
+	}{
+		{"expiry", Options{}, -1, at, at.Truncate(time.Millisecond), false, "v"},
+		{"delta and expiry", Options{}, 3 * time.Second, at, at.Truncate(time.Millisecond), true, "v"},
+		{"compressed", Options{CompressAbove: 8}, 4 * time.Second, at, at.Truncate(time.Millisecond), true, strings.Repeat("abc", 100)},
+		{"before 1970", Options{}, -1, time.Unix(-5, 0), time.UnixMilli(0), false, "v"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCodec(t, tt.opts)
+			b, err := c.MarshalMeta(tt.payload, tt.delta, tt.give)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, ok := Expiry(b)
+			if !ok || !got.Equal(tt.want) {
+				t.Fatalf("Expiry = %v, %v; want %v, true", got, ok, tt.want)
+			}
+			if d, ok := Delta(b); ok != tt.wantDelta || (ok && d != tt.delta) {
+				t.Errorf("Delta = %v, %v; want %v, %v", d, ok, tt.delta, tt.wantDelta)
+			}
+			var s string
+			if err := c.Unmarshal(b, &s); err != nil || s != tt.payload {
+				t.Fatalf("Unmarshal = %q, %v", s, err)
+			}
+		})
+	}
+	c := newCodec(t, Options{})
+	for _, old := range [][]byte{{0x20, 0xa1, 'v'}, {0x28, 0x05, 0xa1, 'v'}} {
+		if _, ok := Expiry(old); ok {
+			t.Errorf("Expiry(%x) = true; want false for a value without one", old)
+		}
+		var s string
+		if err := c.Unmarshal(old, &s); err != nil || s != "v" {
+			t.Errorf("Unmarshal(%x) = %q, %v; want v", old, s, err)
+		}
+	}
+	if _, ok := Expiry(Tombstone()); ok {
+		t.Errorf("Expiry(tombstone) = true")
+	}
 }

@@ -10,8 +10,8 @@
 //
 // The header byte is a stable wire format:
 //
-//	bit:   7  6  5   4         3      2      1           0
-//	field: version   reserved  delta  lease  tombstone   compressed
+//	bit:   7  6  5   4       3      2      1           0
+//	field: version   expiry  delta  lease  tombstone   compressed
 //
 // The fields mean:
 //
@@ -28,7 +28,14 @@
 //     encoding/binary writes it) holding the time the value took to load, in
 //     microseconds, at most 2^40; it feeds early refresh. It combines with
 //     compressed, never with tombstone or lease.
-//   - Bit 4 is reserved and must be zero.
+//   - Bit 4 (expiry): an unsigned varint holding the value's logical
+//     expiry, in Unix milliseconds, at most 2^48, precedes the body (after
+//     the load duration, when bit 3 is set too). A store keeps such a
+//     value past it, for fail-safe reads, and knows it expired. It
+//     combines with compressed and delta, never with tombstone or lease.
+//     Values without it (all those of earlier releases) have no logical
+//     expiry. A release that predates this bit reads a value with it as
+//     corrupt.
 //
 // Unmarshal reports an unknown version with ErrVersion before looking at any
 // other bit, since a later version may give them a new meaning; everything

@@ -66,6 +66,9 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		}
 	}
 	seeds = append(seeds, Tombstone())
+	if b, err := plain.MarshalMeta("v", time.Second, time.UnixMilli(1_800_000_000_000)); err == nil {
+		seeds = append(seeds, b)
+	}
 	for _, tt := range bombs {
 		seeds = append(seeds, tt.give)
 	}
@@ -90,11 +93,18 @@ func fuzzSeeds(t testing.TB) [][]byte {
 // (what a compressed body claims) if it is a value envelope within
 // fuzzMaxSize.
 func fuzzBody(data []byte) (body []byte, n int, ok bool) {
-	if len(data) == 0 || data[0]>>versionShift != Version || data[0]&(flagTombstone|flagLease|reservedBits) != 0 {
+	if len(data) == 0 || data[0]>>versionShift != Version || data[0]&(flagTombstone|flagLease) != 0 {
 		return nil, 0, false
 	}
 	body = data[1:]
 	if data[0]&flagDelta != 0 {
+		_, w := binary.Uvarint(body)
+		if w <= 0 {
+			return nil, 0, false
+		}
+		body = body[w:]
+	}
+	if data[0]&flagExpiry != 0 {
 		_, w := binary.Uvarint(body)
 		if w <= 0 {
 			return nil, 0, false

@@ -181,6 +181,7 @@ func (col *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(col.hits, k.L1Hits, "l1")
 		counter(col.hits, k.L2Hits, "l2")
 		counter(col.hits, k.StaleHits, "l1_stale")
+		counter(col.hits, k.FailSafeHits, "fail_safe")
 		counter(col.hits, k.NegativeHits, "negative")
 		counter(col.writes, k.Sets, "set")
 		counter(col.writes, k.Deletes, "delete")

@@ -185,6 +185,7 @@ func TestPrometheusScrape(t *testing.T) {
 		{"tiercache_hits_total", with("tier", "l1"), 1},
 		{"tiercache_hits_total", with("tier", "l2"), 1},
 		{"tiercache_hits_total", with("tier", "l1_stale"), 0},
+		{"tiercache_hits_total", with("tier", "fail_safe"), 0},
 		{"tiercache_hits_total", with("tier", "negative"), 0},
 		{"tiercache_misses_total", users, 1},
 		{"tiercache_loads_total", users, 1},

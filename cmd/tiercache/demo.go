@@ -27,8 +27,10 @@ product pages, category listings and updates with the cache on, then the
 same load with it off, and prints: DB queries per request and latency with
 and without the cache (the updates' p99 and DB queries per update among
 them), hit ratio per tier, invalidation lag, stale reads (must be 0), and
-view-counter DB writes against views. Progress goes to stderr, the report to
-stdout; --html also writes it as a page with charts.
+view-counter DB writes against views. With --db-outage the database fails
+for that long mid-run, a third run has fail-safe on, and the report shows
+each run's errors and fail-safe reads. Progress goes to stderr, the report
+to stdout; --html also writes it as a page with charts.
 
 demo takes no connection flags and reads no TIERCACHE_ variable: it uses
 the Redis at --redis, or starts its own (redis-server when it is on PATH,
@@ -47,6 +49,7 @@ cache on makes it exit 1.`, false)
 	noReplay := fs.Bool("no-replay", false, "turn replay off on the replicas: every resubscription flushes their L1")
 	htmlOut := fs.String("html", "", "also write the report as an HTML page with charts to this `file`")
 	seed := fs.Uint64("seed", 1, "seed of the load's random choices")
+	outage := fs.Duration("db-outage", 0, "make the database fail for this long in the middle of each run, and add a run with fail-safe on; products and listings then live 1s in the cache; 0: no outage")
 	rest, err := fs.parse(args, stdout)
 	if err != nil {
 		return err
@@ -58,9 +61,12 @@ cache on makes it exit 1.`, false)
 		return usageErrorf("want --replicas >= 2, --products >= 10, --workers >= 1 and a positive --duration")
 	case *updates < 0 || *updates > 1 || *dbLatency < 0:
 		return usageErrorf("want --update-share in [0, 1] and --db-latency >= 0")
+	case *outage < 0 || (*outage > 0 && *outage >= *duration):
+		return usageErrorf("want --db-outage >= 0 and shorter than --duration")
 	}
-	// Two runs, the set-up of each and the final flushes: bounded in all.
-	ctx, cancel := context.WithTimeout(ctx, 2**duration+2*time.Minute)
+	// Two runs (three with an outage), the set-up of each and the final
+	// flushes: bounded in all.
+	ctx, cancel := context.WithTimeout(ctx, 3**duration+2*time.Minute)
 	defer cancel()
 
 	redisAddr, stop, err := demoRedis(*addr, *embedded, stdout)
@@ -80,6 +86,7 @@ cache on makes it exit 1.`, false)
 		KillPubSubAt: *killAt,
 		NoReplay:     *noReplay,
 		Seed:         *seed,
+		DBOutage:     *outage,
 	}, stderr)
 	if err != nil {
 		return fmt.Errorf("demo: %w", err)
@@ -95,6 +102,9 @@ cache on makes it exit 1.`, false)
 	}
 	if n := rep.Cached.StaleReads; n > 0 {
 		return fmt.Errorf("demo: %d stale reads with the cache on", n)
+	}
+	if rep.FailSafe != nil && rep.FailSafe.StaleReads > 0 {
+		return fmt.Errorf("demo: %d stale reads with the cache and fail-safe on", rep.FailSafe.StaleReads)
 	}
 	return nil
 }

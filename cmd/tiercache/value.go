@@ -25,6 +25,7 @@ type envelope struct {
 	Lease          bool   `json:"lease"`
 	LeaseOwner     string `json:"lease_owner,omitempty"`      // the token of the replica loading the key
 	LoadDurationUS *int64 `json:"load_duration_us,omitempty"` // the load time recorded for early refresh
+	Expires        string `json:"expires,omitempty"`          // the logical expiry recorded for fail-safe, RFC 3339
 	Size           int    `json:"size"`                       // bytes in Redis
 	BodySize       int    `json:"body_size"`                  // bytes of msgpack, decompressed
 }
@@ -58,6 +59,9 @@ func decodeEnvelope(cd *codec.Codec, data []byte, maxOutput int) (env envelope, 
 	if d, ok := codec.Delta(data); ok {
 		us := d.Microseconds()
 		env.LoadDurationUS = &us
+	}
+	if t, ok := codec.Expiry(data); ok {
+		env.Expires = t.UTC().Format(time.RFC3339Nano)
 	}
 	// The codec's verdict on decoding the value generically, which is
 	// what the library gives a keyspace of any; then a copy of the body.

@@ -60,6 +60,16 @@ func TestDecodeEnvelopeCLI(t *testing.T) {
 			}
 		})
 	}
+	t.Run("fail-safe expiry", func(t *testing.T) {
+		data, err := cd.MarshalMeta("v", -1, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, got, _, err := decodeEnvelope(cd, data, defaultMaxOutput)
+		if want := "2024-05-06T07:08:09.123Z"; err != nil || got != "v" || env.Expires != want {
+			t.Errorf("decodeEnvelope = %+v, %#v, %v; want expires %s and v", env, got, err, want)
+		}
+	})
 	t.Run("ext", func(t *testing.T) {
 		// An extension type the CLI does not know: shown, not decoded.
 		body := []byte{0xd4, 0x05, 0x2a} // fixext1, type 5, payload 0x2a

@@ -28,6 +28,7 @@ const DefaultMaxOpenConns = 8
 type DB struct {
 	sql     *sql.DB       // set by open, before any use
 	latency time.Duration // added to each statement (SetQueryLatency)
+	down    atomic.Bool   // reads and writes fail with ErrDatabaseDown (SetDown)
 
 	queries  atomic.Int64 // statements run
 	viewTx   atomic.Int64 // transactions (or autocommit statements) that wrote view counts
@@ -76,6 +77,15 @@ func (d *DB) open(path string) error {
 // microseconds, where a networked database costs a round trip). For demos
 // and benchmarks; 0, the default, adds nothing. Call it before use.
 func (d *DB) SetQueryLatency(lat time.Duration) { d.latency = lat }
+
+// ErrDatabaseDown is the error of every read and write transaction while
+// the DB is down (SetDown).
+var ErrDatabaseDown = errors.New("catalog: database unavailable")
+
+// SetDown makes every read and write transaction fail with ErrDatabaseDown
+// until it is called again with false, as an outage of a networked
+// database would. For demos; safe for concurrent use.
+func (d *DB) SetDown(down bool) { d.down.Store(down) }
 
 // SQL returns the underlying *sql.DB. Statements run on it directly are not
 // counted.
@@ -157,6 +167,9 @@ func (c conn) exec(ctx context.Context, query string, args ...any) (sql.Result, 
 
 // read runs fn in a read-only transaction: its statements see one snapshot.
 func (d *DB) read(ctx context.Context, fn func(c conn) error) error {
+	if d.down.Load() {
+		return fmt.Errorf("begin read: %w", ErrDatabaseDown)
+	}
 	tx, err := d.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
@@ -174,6 +187,9 @@ func (d *DB) read(ctx context.Context, fn func(c conn) error) error {
 // write runs fn in a write transaction (BEGIN IMMEDIATE) and commits it
 // when fn returns nil.
 func (d *DB) write(ctx context.Context, fn func(c conn) error) error {
+	if d.down.Load() {
+		return fmt.Errorf("begin write: %w", ErrDatabaseDown)
+	}
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin write: %w", err)

@@ -99,7 +99,22 @@ type DemoOptions struct {
 	// Namespace is the tiercache namespace of the run; default
 	// "catalogdemo-<random>", whose keys are deleted at the end.
 	Namespace string `json:"namespace"`
+	// DBOutage, when positive, makes the database fail (ErrDatabaseDown)
+	// for this long in the middle of each run, and adds a run with the
+	// cache and fail-safe on. With it, products and listings live
+	// DemoOutageTTL in the cache, so that they expire during the outage,
+	// and leases are off (fail-safe does not combine with them). It must
+	// be shorter than Duration. Default 0: no outage.
+	DBOutage time.Duration `json:"db_outage"`
 }
+
+// DemoOutageTTL is the TTL of products and listings in a demo with a
+// database outage (DemoOptions.DBOutage), and DemoOutageMaxAge their
+// fail_safe.max_age in the run with fail-safe.
+const (
+	DemoOutageTTL    = time.Second
+	DemoOutageMaxAge = time.Minute
+)
 
 func (o DemoOptions) withDefaults() (DemoOptions, error) {
 	if o.RedisAddr == "" {
@@ -162,6 +177,8 @@ func (o DemoOptions) withDefaults() (DemoOptions, error) {
 		return o, fmt.Errorf("catalog: demo: update share %v and listing share %v add up to more than 1", o.UpdateShare, o.ListingShare)
 	case !(o.ZipfS > 1):
 		return o, fmt.Errorf("catalog: demo: zipf s %v, want > 1", o.ZipfS)
+	case o.DBOutage < 0 || (o.DBOutage > 0 && o.DBOutage >= o.Duration):
+		return o, fmt.Errorf("catalog: demo: database outage %v, want 0 or shorter than the duration %v", o.DBOutage, o.Duration)
 	case o.ViewsEvery < 1 || o.ViewsInterval < time.Millisecond || o.ProgressEvery < 10*time.Millisecond:
 		return o, fmt.Errorf("catalog: demo: views every %d, interval %v, progress every %v: too small", o.ViewsEvery, o.ViewsInterval, o.ProgressEvery)
 	}
@@ -194,16 +211,22 @@ func RunDemo(ctx context.Context, opts DemoOptions, progress io.Writer) (Report,
 	}
 	fmt.Fprintf(progress, "catalog demo: %d replicas, %d products in %d categories, Zipf s=%.2f, %.0f%% updates, %.0f%% listings, %d workers, %v or %d requests per run\n",
 		opts.Replicas, opts.Products, opts.Categories, opts.ZipfS, 100*opts.UpdateShare, 100*opts.ListingShare, opts.Workers, opts.Duration, opts.MaxOps)
-	if rep.Cached, err = runPhase(ctx, opts, dir, true, progress); err != nil {
+	if rep.Cached, err = runPhase(ctx, opts, dir, true, false, progress); err != nil {
 		return rep, err
 	}
-	if rep.Uncached, err = runPhase(ctx, opts, dir, false, progress); err != nil {
+	if opts.DBOutage > 0 {
+		fs, err := runPhase(ctx, opts, dir, true, true, progress)
+		rep.FailSafe = &fs
+		if err != nil {
+			return rep, err
+		}
+	}
+	if rep.Uncached, err = runPhase(ctx, opts, dir, false, false, progress); err != nil {
 		return rep, err
 	}
 	return rep, nil
 }
 
-// phaseName names a run in progress lines.
 // replayConfig is the replicas' replay configuration: the default, or off.
 func replayConfig(off bool) tiercache.ReplayConfig {
 	if off {
@@ -212,18 +235,60 @@ func replayConfig(off bool) tiercache.ReplayConfig {
 	return tiercache.ReplayConfig{}
 }
 
-func phaseName(cached bool) string {
-	if cached {
+// phaseName names a run in progress lines.
+func phaseName(cached, failSafe bool) string {
+	switch {
+	case failSafe:
+		return "cache on, fail-safe"
+	case cached:
 		return "cache on"
 	}
 	return "cache off"
 }
 
+// keyspaces returns the keyspace settings of a run's replicas.
+func (o DemoOptions) keyspaces(failSafe bool) map[string]tiercache.KeyspaceConfig {
+	ks := map[string]tiercache.KeyspaceConfig{
+		KeyspaceViews: {Counter: tiercache.CounterConfig{Every: o.ViewsEvery, Interval: o.ViewsInterval}},
+	}
+	if o.DBOutage > 0 {
+		read := tiercache.KeyspaceConfig{TTL: DemoOutageTTL}
+		if failSafe {
+			read.FailSafe = tiercache.FailSafeConfig{MaxAge: DemoOutageMaxAge}
+		}
+		ks[KeyspaceProduct], ks[KeyspaceCategory] = read, read
+	}
+	return ks
+}
+
+// outage makes the replicas' database fail for opts.DBOutage in the
+// middle of a run that starts now, says when on progress, and returns the
+// function that ends it (at the latest) when the run is over.
+func outage(opts DemoOptions, reps []*Replica, progress io.Writer, name string) (end func()) {
+	set := func(down bool) {
+		for _, r := range reps {
+			r.Service().DB().SetDown(down)
+		}
+	}
+	if opts.DBOutage <= 0 {
+		return func() {}
+	}
+	at := (opts.Duration - opts.DBOutage) / 2
+	fmt.Fprintf(progress, "%s: the database fails from %v to %v\n", name, at, at+opts.DBOutage)
+	down := time.AfterFunc(at, func() { set(true) })
+	up := time.AfterFunc(at+opts.DBOutage, func() { set(false) })
+	return func() {
+		down.Stop()
+		up.Stop()
+		set(false)
+	}
+}
+
 // runPhase runs the load once, on a fresh catalog, with the cache or
 // without.
-func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, progress io.Writer) (ph Phase, err error) {
-	ph.Cached = cached
-	name := phaseName(cached)
+func runPhase(ctx context.Context, opts DemoOptions, dir string, cached, failSafe bool, progress io.Writer) (ph Phase, err error) {
+	ph.Cached, ph.FailSafe = cached, failSafe
+	name := phaseName(cached, failSafe)
 	dbPath := filepath.Join(dir, "catalog-"+strings.ReplaceAll(name, " ", "-")+".db")
 	if err := seedFile(dbPath, opts.Products, opts.Categories); err != nil {
 		return ph, err
@@ -254,9 +319,7 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 				InstanceID: rec.instance(i),
 				Redis:      tiercache.RedisConfig{Addrs: []string{opts.RedisAddr}},
 				Replay:     replayConfig(opts.NoReplay),
-				Keyspaces: map[string]tiercache.KeyspaceConfig{
-					KeyspaceViews: {Counter: tiercache.CounterConfig{Every: opts.ViewsEvery, Interval: opts.ViewsInterval}},
-				},
+				Keyspaces:  opts.keyspaces(failSafe),
 			},
 		}
 		fxOpts := []fx.Option{fx.Supply(Hooks{OnUpdate: rec.writeReturned})}
@@ -283,7 +346,9 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 	if cached && opts.KillPubSubAt > 0 {
 		go func() { killed <- ld.killPubSub(ctx, opts.RedisAddr, loadDone) }()
 	}
+	endOutage := outage(opts, reps, progress, name)
 	runErr := ld.run(ctx)
+	endOutage()
 	close(loadDone)
 	ph.Samples = stopProgress()
 	if cached && opts.KillPubSubAt > 0 {
@@ -307,6 +372,7 @@ func runPhase(ctx context.Context, opts DemoOptions, dir string, cached bool, pr
 		if st.Cache != nil {
 			for _, ks := range []string{KeyspaceProduct, KeyspaceCategory} {
 				k := st.Cache.Keyspaces[ks]
+				ph.FailSafeHits += int64(k.FailSafeHits)
 				ph.Tiers = append(ph.Tiers, TierStats{Instance: rec.instance(i), Keyspace: ks, L1Hits: k.L1Hits, L2Hits: k.L2Hits, Misses: k.Misses, Loads: k.Loads,
 					CoherenceChecks: k.CoherenceChecks, CoherenceViolations: k.CoherenceViolations})
 			}

@@ -63,13 +63,13 @@ func TestRunDemo(t *testing.T) {
 	}
 	for _, ph := range []Phase{on, off} {
 		if ph.Detail.Requests == 0 || ph.Update.Requests == 0 || ph.Listing.Requests == 0 {
-			t.Errorf("%s: requests %d pages, %d listings, %d updates; want some of each", phaseName(ph.Cached), ph.Detail.Requests, ph.Listing.Requests, ph.Update.Requests)
+			t.Errorf("%s: requests %d pages, %d listings, %d updates; want some of each", phaseName(ph.Cached, ph.FailSafe), ph.Detail.Requests, ph.Listing.Requests, ph.Update.Requests)
 		}
 		if ph.Errors != 0 {
-			t.Errorf("%s: %d errors", phaseName(ph.Cached), ph.Errors)
+			t.Errorf("%s: %d errors", phaseName(ph.Cached, ph.FailSafe), ph.Errors)
 		}
 		if ph.Views.InDB != ph.Views.Views {
-			t.Errorf("%s: %d views in the database after stop; want the %d counted", phaseName(ph.Cached), ph.Views.InDB, ph.Views.Views)
+			t.Errorf("%s: %d views in the database after stop; want the %d counted", phaseName(ph.Cached, ph.FailSafe), ph.Views.InDB, ph.Views.Views)
 		}
 	}
 	if on.Views.DBWrites >= on.Views.Views/2 {
@@ -101,11 +101,11 @@ func TestRunDemo(t *testing.T) {
 	// HTML report stop where their runs did.
 	for _, ph := range []Phase{on, off} {
 		if len(ph.Samples) < 2 {
-			t.Errorf("%s: %d samples; want one every 500ms", phaseName(ph.Cached), len(ph.Samples))
+			t.Errorf("%s: %d samples; want one every 500ms", phaseName(ph.Cached, ph.FailSafe), len(ph.Samples))
 			continue
 		}
 		if last := ph.Samples[len(ph.Samples)-1].Elapsed; last < ph.Elapsed || last > ph.Elapsed+500*time.Millisecond {
-			t.Errorf("%s: last sample at %v; want it at the end of the run, %v", phaseName(ph.Cached), last, ph.Elapsed)
+			t.Errorf("%s: last sample at %v; want it at the end of the run, %v", phaseName(ph.Cached, ph.FailSafe), last, ph.Elapsed)
 		}
 	}
 	var html bytes.Buffer
@@ -226,5 +226,54 @@ func TestReportProgressReachesTheEnd(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// TestRunDemoDBOutage runs the demo with the database failing mid-run:
+// with the cache and fail-safe off, product pages whose cached value
+// expired during the outage fail; with fail-safe on, most are served their
+// last known value (counted), and none is stale; the report shows both.
+func TestRunDemoDBOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var progress bytes.Buffer
+	rep, err := RunDemo(ctx, DemoOptions{
+		RedisAddr:     srv.Addr,
+		Products:      50,
+		Categories:    5,
+		Duration:      3 * time.Second,
+		DBOutage:      1500 * time.Millisecond,
+		MaxOps:        50_000,
+		Workers:       4,
+		ProgressEvery: 500 * time.Millisecond,
+		Dir:           t.TempDir(),
+	}, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text bytes.Buffer
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("progress:\n%s\nreport:\n%s", progress.String(), text.String())
+	fs := rep.FailSafe
+	if fs == nil {
+		t.Fatal("no fail-safe run")
+	}
+	if rep.Cached.Detail.Errors == 0 || rep.Uncached.Detail.Errors == 0 {
+		t.Errorf("page errors: %d with the cache, %d without; want some in both during the outage", rep.Cached.Detail.Errors, rep.Uncached.Detail.Errors)
+	}
+	if fs.FailSafeHits == 0 || rep.Cached.FailSafeHits != 0 {
+		t.Errorf("fail-safe reads: %d with fail-safe, %d without; want some, and none", fs.FailSafeHits, rep.Cached.FailSafeHits)
+	}
+	if !(fs.Detail.Errors < rep.Cached.Detail.Errors) {
+		t.Errorf("page errors: %d with fail-safe, %d without; want fewer with", fs.Detail.Errors, rep.Cached.Detail.Errors)
+	}
+	if fs.StaleReads != 0 || rep.Cached.StaleReads != 0 {
+		t.Errorf("stale reads: %d with fail-safe, %d without; want 0", fs.StaleReads, rep.Cached.StaleReads)
+	}
+	if !strings.Contains(text.String(), "Database outage") || !strings.Contains(text.String(), "cache on, fail-safe on") {
+		t.Errorf("the report has no outage table")
 	}
 }

@@ -19,12 +19,20 @@ type Report struct {
 	// Cached is the run with the cache, Uncached the run without.
 	Cached   Phase `json:"cached"`
 	Uncached Phase `json:"uncached"`
+	// FailSafe is the run with the cache and fail-safe on, made only with
+	// a database outage (DemoOptions.DBOutage).
+	FailSafe *Phase `json:"fail_safe,omitempty"`
 }
 
 // Phase is one run of the load.
 type Phase struct {
-	// Cached says whether the replicas read through the cache.
-	Cached bool `json:"cached"`
+	// Cached says whether the replicas read through the cache, FailSafe
+	// whether with fail-safe on.
+	Cached   bool `json:"cached"`
+	FailSafe bool `json:"fail_safe,omitempty"`
+	// FailSafeHits counts the product pages and listings served by
+	// fail-safe (their last known value, the database failing).
+	FailSafeHits int64 `json:"fail_safe_hits,omitempty"`
 	// Elapsed is how long the load ran.
 	Elapsed time.Duration `json:"elapsed_ns"`
 	// Requests counts the requests answered 200, Errors those that failed
@@ -231,6 +239,26 @@ func (r Report) WriteText(w io.Writer) error {
 	row("  rows written", thousands(on.Views.RowsWritten), thousands(off.Views.RowsWritten))
 	row("  views in the DB after stop", thousands(on.Views.InDB), thousands(off.Views.InDB))
 	tw.Flush()
+
+	if fs := r.FailSafe; fs != nil {
+		fmt.Fprintf(&b, "\nDatabase outage: the database failed for %v in the middle of each run; products and listings live %v in the cache, fail-safe serves them up to %v past it:\n",
+			o.DBOutage, DemoOutageTTL, DemoOutageMaxAge)
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "\trequests sent\terrors\tpage errors\tlisting errors\tupdate errors\tfail-safe reads\tstale reads\t\n")
+		for _, p := range []struct {
+			name string
+			ph   Phase
+		}{{"cache on, fail-safe off", on}, {"cache on, fail-safe on", *fs}, {"cache off", off}} {
+			fsReads := "-"
+			if p.ph.Cached {
+				fsReads = thousands(p.ph.FailSafeHits)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", p.name, thousands(p.ph.Requests+p.ph.Errors), thousands(p.ph.Errors),
+				thousands(p.ph.Detail.Errors), thousands(p.ph.Listing.Errors), thousands(p.ph.Update.Errors), fsReads, thousands(p.ph.StaleReads))
+		}
+		tw.Flush()
+		b.WriteString("  Updates fail while the database is down whatever the cache does; fail-safe turns the failed reads of expired pages into their last known value.\n")
+	}
 
 	fmt.Fprintf(&b, "\nUpdates: p99 %s with the cache, %s without; %.2f DB queries per update with the cache, %.2f without.\n",
 		latencyOrDash(on.Update, on.Update.P99), latencyOrDash(off.Update, off.Update.P99), on.Update.QueriesPerRequest(), off.Update.QueriesPerRequest())

@@ -1,0 +1,407 @@
+package tiercache_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tiercache/tiercache"
+	"github.com/tiercache/tiercache/internal/redistest"
+)
+
+// flakySource is a source of truth that tests make fail, or hang until the
+// load's context ends.
+type flakySource struct {
+	mu    sync.Mutex
+	data  map[string]string
+	fail  error // returned by every load while not nil
+	hang  bool  // loads wait for their context instead
+	calls atomic.Int64
+}
+
+var errSourceDown = errors.New("source: connection refused")
+
+func newFlakySource() *flakySource { return &flakySource{data: make(map[string]string)} }
+
+func (s *flakySource) set(k, v string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.data[k] = v
+}
+
+func (s *flakySource) down(err error, hang bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail, s.hang = err, hang
+}
+
+func (s *flakySource) load(ctx context.Context, k string) (string, error) {
+	s.calls.Add(1)
+	s.mu.Lock()
+	fail, hang, v, ok := s.fail, s.hang, s.data[k], true
+	if _, ok = s.data[k]; !ok && fail == nil && !hang {
+		s.mu.Unlock()
+		return "", tiercache.ErrNotFound
+	}
+	s.mu.Unlock()
+	switch {
+	case hang:
+		<-ctx.Done()
+		return "", ctx.Err()
+	case fail != nil:
+		return "", fail
+	}
+	return v, nil
+}
+
+func (s *flakySource) loadMany(ctx context.Context, keys []string) (map[string]string, error) {
+	out := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v, err := s.load(ctx, k)
+		if err != nil && !errors.Is(err, tiercache.ErrNotFound) {
+			return nil, err
+		}
+		if err == nil {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+// failSafeConfig is the keyspace configuration of the fail-safe tests:
+// values live 10s, are served by fail-safe up to a minute after, and a
+// failed key's loader is left alone for a second.
+var failSafeConfig = tiercache.KeyspaceConfig{
+	TTL:      10 * time.Second,
+	FailSafe: tiercache.FailSafeConfig{MaxAge: time.Minute, Throttle: time.Second},
+}
+
+// TestFailSafeLoaderError checks that once a value expired, a failing
+// loader makes GetOrLoad return the value Redis kept past its expiry, with
+// no error, counted; that the loader is not called again for the key for
+// fail_safe.throttle; that the first load that succeeds replaces the
+// value; and that past max_age the error comes back.
+func TestFailSafeLoaderError(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fs"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	off := mustKeyspace[string, string](t, r.c, "off", tiercache.KeyspaceConfig{TTL: 10 * time.Second})
+	ctx := t.Context()
+	src := newFlakySource()
+	src.set("k", "v1")
+	for _, s := range []*tiercache.Keyspace[string, string]{ks, off} {
+		if v, err := s.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
+			t.Fatalf("GetOrLoad = %q, %v", v, err)
+		}
+	}
+	if d := r.client.PTTL(ctx, ks.RedisKey("k")).Val(); d <= 10*time.Second {
+		t.Errorf("Redis TTL with fail-safe = %v; want the TTL plus max_age", d)
+	}
+	clk.Add(11 * time.Second) // past the TTL; Redis keeps the value (its clock did not move)
+	src.down(errSourceDown, false)
+
+	calls := src.calls.Load()
+	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
+		t.Fatalf("loader down: GetOrLoad = %q, %v; want v1 from fail-safe", v, err)
+	}
+	if n := src.calls.Load() - calls; n != 1 {
+		t.Errorf("loader calls = %d; want 1", n)
+	}
+	// Without fail-safe, Redis drops the value at its TTL (the fake clock
+	// does not move Redis's: drop it by hand) and the error goes out.
+	r.client.Del(ctx, off.RedisKey("k"))
+	off.EvictLocal("k")
+	if _, err := off.GetOrLoad(ctx, "k", src.load); !errors.Is(err, errSourceDown) {
+		t.Errorf("without fail-safe: GetOrLoad = %v; want the loader's error", err)
+	}
+	if _, err := ks.Get(ctx, "k"); !errors.Is(err, tiercache.ErrNotFound) {
+		t.Errorf("Get of an expired value = %v; want a miss (fail-safe needs a loader that failed)", err)
+	}
+
+	// Throttled: no loader call for the next second, the value again.
+	calls = src.calls.Load()
+	for range 3 {
+		if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
+			t.Fatalf("throttled: GetOrLoad = %q, %v; want v1", v, err)
+		}
+	}
+	if n := src.calls.Load() - calls; n != 0 {
+		t.Errorf("throttled: loader calls = %d; want 0", n)
+	}
+	if got := ks.Stats().FailSafeHits; got != 4 {
+		t.Errorf("FailSafeHits = %d; want 4", got)
+	}
+	clk.Add(1500 * time.Millisecond) // past the throttle: the loader is asked again
+	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" || src.calls.Load() != calls+1 {
+		t.Errorf("after the throttle: GetOrLoad = %q, %v, %d calls; want v1 and one call", v, err, src.calls.Load()-calls)
+	}
+
+	// The source is back: the next load after the throttle replaces the value.
+	src.down(nil, false)
+	src.set("k", "v2")
+	clk.Add(1500 * time.Millisecond)
+	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v2" {
+		t.Fatalf("source back: GetOrLoad = %q, %v; want v2", v, err)
+	}
+	if v, err := ks.Get(ctx, "k"); err != nil || v != "v2" {
+		t.Errorf("Get after the reload = %q, %v; want v2 (stored over the expired value)", v, err)
+	}
+
+	// Past max_age the value is not served any more.
+	src.set("old", "o1")
+	if _, err := ks.GetOrLoad(ctx, "old", src.load); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(10*time.Second + time.Minute + time.Second)
+	src.down(errSourceDown, false)
+	if _, err := ks.GetOrLoad(ctx, "old", src.load); !errors.Is(err, errSourceDown) {
+		t.Errorf("past max_age: GetOrLoad = %v; want the loader's error", err)
+	}
+}
+
+// TestFailSafeLoaderTimeout checks that a loader that runs into
+// load_timeout is answered by fail-safe.
+func TestFailSafeLoaderTimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "ft"}, tiercache.WithClock(clk.Now))
+	cfg := failSafeConfig
+	cfg.LoadTimeout = 20 * time.Millisecond
+	ks := mustKeyspace[string, string](t, r.c, "ks", cfg)
+	ctx := t.Context()
+	src := newFlakySource()
+	src.set("k", "v1")
+	if _, err := ks.GetOrLoad(ctx, "k", src.load); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(11 * time.Second)
+	src.down(nil, true)
+	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
+		t.Errorf("loader timed out: GetOrLoad = %q, %v; want v1 from fail-safe", v, err)
+	}
+	if got := ks.Stats().FailSafeHits; got != 1 {
+		t.Errorf("FailSafeHits = %d; want 1", got)
+	}
+}
+
+// TestFailSafeNeverServesInvalidated checks, for each way a value can be
+// replaced or removed (Set, Delete, a tag invalidation, Clear), that
+// fail-safe never serves the old value once its loader fails, even though
+// the value had merely expired before.
+func TestFailSafeNeverServesInvalidated(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fi"}, tiercache.WithClock(clk.Now))
+	tagged := tiercache.WithTags(func(string, string) []string { return []string{"t"} })
+	tests := []struct {
+		name    string
+		change  func(ctx context.Context, ks *tiercache.Keyspace[string, string]) error
+		want    string // "" for the loader's error
+		wantErr error
+	}{
+		{name: "Set", change: func(ctx context.Context, ks *tiercache.Keyspace[string, string]) error {
+			return ks.Set(ctx, "k", "written")
+		}, want: "written"},
+		{name: "Delete", change: func(ctx context.Context, ks *tiercache.Keyspace[string, string]) error {
+			return ks.Delete(ctx, "k")
+		}, wantErr: errSourceDown},
+		{name: "InvalidateTags", change: func(ctx context.Context, ks *tiercache.Keyspace[string, string]) error {
+			return ks.InvalidateTags(ctx, "t")
+		}, wantErr: errSourceDown},
+		{name: "Clear", change: func(ctx context.Context, ks *tiercache.Keyspace[string, string]) error {
+			return ks.Clear(ctx)
+		}, wantErr: errSourceDown},
+		{name: "Expired", change: func(context.Context, *tiercache.Keyspace[string, string]) error { return nil }, want: "v1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ks := mustKeyspace(t, r.c, "ks"+tt.name, failSafeConfig, tagged)
+			ctx := t.Context()
+			src := newFlakySource()
+			src.set("k", "v1")
+			if _, err := ks.GetOrLoad(ctx, "k", src.load); err != nil {
+				t.Fatal(err)
+			}
+			ks.Wait()
+			clk.Add(11 * time.Second)
+			if err := tt.change(ctx, ks); err != nil {
+				t.Fatal(err)
+			}
+			src.down(errSourceDown, false)
+			v, err := ks.GetOrLoad(ctx, "k", src.load)
+			if v != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("GetOrLoad after %s with the loader down = %q, %v; want %q, %v", tt.name, v, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestFailSafeRedisDown checks that while Redis is unreachable, fail-safe
+// serves L1's expired entries when the loader fails, never one that was
+// deleted before the outage.
+func TestFailSafeRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fr"}, tiercache.WithClock(clk.Now), tiercache.WithBreakerClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	ctx := t.Context()
+	src := newFlakySource()
+	for _, k := range []string{"a", "gone"} {
+		src.set(k, "v-"+k)
+		if _, err := ks.GetOrLoad(ctx, k, src.load); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitL1(t, ks, func() bool {
+		_, err := ks.Get(ctx, "a")
+		return err == nil && ks.Stats().L1Hits > 0
+	})
+	if err := ks.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	clk.Add(11 * time.Second)
+	src.down(errSourceDown, false)
+	if v, err := ks.GetOrLoad(ctx, "a", src.load); err != nil || v != "v-a" {
+		t.Errorf("Redis and loader down: GetOrLoad = %q, %v; want v-a from L1", v, err)
+	}
+	if _, err := ks.GetOrLoad(ctx, "gone", src.load); !errors.Is(err, errSourceDown) {
+		t.Errorf("Redis and loader down: GetOrLoad(deleted) = %v; want the loader's error", err)
+	}
+	if got := ks.Stats().FailSafeHits; got != 1 {
+		t.Errorf("FailSafeHits = %d; want 1", got)
+	}
+}
+
+// TestFailSafeGetMany checks fail-safe in GetMany: a failing batch loader
+// is answered with the keys' last known values when every key it was
+// asked for has one, throttled keys are not asked for, and the error
+// comes back when a key has none.
+func TestFailSafeGetMany(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fm"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	ctx := t.Context()
+	src := newFlakySource()
+	src.set("a", "va")
+	src.set("b", "vb")
+	if m, err := ks.GetMany(ctx, []string{"a", "b"}, src.loadMany); err != nil || len(m) != 2 {
+		t.Fatalf("GetMany = %v, %v", m, err)
+	}
+	clk.Add(11 * time.Second)
+	src.down(errSourceDown, false)
+	m, err := ks.GetMany(ctx, []string{"a", "b"}, src.loadMany)
+	if err != nil || m["a"] != "va" || m["b"] != "vb" {
+		t.Errorf("loader down: GetMany = %v, %v; want both from fail-safe", m, err)
+	}
+	calls := src.calls.Load()
+	if m, err := ks.GetMany(ctx, []string{"a", "b"}, src.loadMany); err != nil || len(m) != 2 || src.calls.Load() != calls {
+		t.Errorf("throttled: GetMany = %v, %v, %d loads; want both, no load", m, err, src.calls.Load()-calls)
+	}
+	if got := ks.Stats().FailSafeHits; got != 4 {
+		t.Errorf("FailSafeHits = %d; want 4", got)
+	}
+	clk.Add(2 * time.Second)
+	if _, err := ks.GetMany(ctx, []string{"a", "new"}, src.loadMany); !errors.Is(err, errSourceDown) {
+		t.Errorf("a key without a last known value: GetMany = %v; want the loader's error", err)
+	}
+}
+
+// TestFailSafeConfig checks the validation of fail_safe.
+func TestFailSafeConfig(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fc"})
+	tests := []struct {
+		name string
+		give tiercache.KeyspaceConfig
+	}{
+		{"negative max_age", tiercache.KeyspaceConfig{FailSafe: tiercache.FailSafeConfig{MaxAge: -time.Second}}},
+		{"negative throttle", tiercache.KeyspaceConfig{FailSafe: tiercache.FailSafeConfig{MaxAge: time.Second, Throttle: -1}}},
+		{"with lease", tiercache.KeyspaceConfig{FailSafe: tiercache.FailSafeConfig{MaxAge: time.Second}, Lease: tiercache.LeaseConfig{Enabled: true, TTL: time.Second}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := tiercache.NewKeyspace[string, string](r.c, "ks", tt.give); !errors.Is(err, tiercache.ErrInvalidConfig) {
+				t.Errorf("NewKeyspace = %v; want ErrInvalidConfig", err)
+			}
+		})
+	}
+	ks := mustKeyspace[string, string](t, r.c, "ok", tiercache.KeyspaceConfig{FailSafe: tiercache.FailSafeConfig{MaxAge: time.Second}})
+	if got := ks.Config().FailSafe.Throttle; got != tiercache.DefaultFailSafeThrottle {
+		t.Errorf("default throttle = %v; want %v", got, tiercache.DefaultFailSafeThrottle)
+	}
+}
+
+// TestFailSafeSourceDeleted checks that once the loader reported an
+// expired key missing from the source, fail-safe never serves the value
+// it had, with negative caching or without.
+func TestFailSafeSourceDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fd"}, tiercache.WithClock(clk.Now))
+	negative := failSafeConfig
+	negative.NegativeTTL = 5 * time.Second
+	tests := []struct {
+		name string
+		cfg  tiercache.KeyspaceConfig
+	}{
+		{"plain", failSafeConfig},
+		{"negative", negative},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ks := mustKeyspace[string, string](t, r.c, "ks"+tt.name, tt.cfg)
+			ctx := t.Context()
+			src := newFlakySource()
+			src.set("k", "v1")
+			if _, err := ks.GetOrLoad(ctx, "k", src.load); err != nil {
+				t.Fatal(err)
+			}
+			clk.Add(11 * time.Second)
+			src.mu.Lock()
+			delete(src.data, "k")
+			src.mu.Unlock()
+			if _, err := ks.GetOrLoad(ctx, "k", src.load); !errors.Is(err, tiercache.ErrNotFound) {
+				t.Fatalf("source deleted the key: GetOrLoad = %v; want ErrNotFound", err)
+			}
+			clk.Add(6 * time.Second) // past the negative TTL, by the replica's clock
+			ks.EvictLocal("k")
+			src.down(errSourceDown, false)
+			if v, err := ks.GetOrLoad(ctx, "k", src.load); err == nil {
+				t.Errorf("source down after it deleted the key: GetOrLoad = %q; want an error, not the deleted value", v)
+			}
+		})
+	}
+}
+
+// TestFailSafeGetManySourceDeleted checks that a key a batch loader leaves
+// out (missing from the source) loses the expired value fail-safe held.
+func TestFailSafeGetManySourceDeleted(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fg"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	ctx := t.Context()
+	src := newFlakySource()
+	src.set("a", "va")
+	if _, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(11 * time.Second)
+	src.mu.Lock()
+	delete(src.data, "a")
+	src.mu.Unlock()
+	if m, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); err != nil || len(m) != 0 {
+		t.Fatalf("source deleted the key: GetMany = %v, %v; want it absent", m, err)
+	}
+	src.down(errSourceDown, false)
+	// An error, or a miss while the drop's tombstone lives: never va.
+	if m, err := ks.GetMany(ctx, []string{"a"}, src.loadMany); m["a"] == "va" {
+		t.Errorf("source down after it deleted the key: GetMany = %v, %v; want the deleted value never served", m, err)
+	}
+}
