@@ -23,7 +23,10 @@ type cloneItem struct {
 // L1 hands out the one value it holds.
 func TestCloneOnRead(t *testing.T) {
 	srv := redistest.Start(t)
-	r := newReplica(t, srv, tiercache.Config{Namespace: "cl"})
+	// A max_staleness long enough that the bus stays proven on a loaded
+	// machine: a fill while it is not skips L1, and the value L1 holds
+	// would then be one decoded from Redis, not the one the loader made.
+	r := newReplica(t, srv, tiercache.Config{Namespace: "cl", MaxStaleness: time.Minute})
 	ctx := t.Context()
 	load := func(_ context.Context, key string) (cloneItem, error) {
 		return cloneItem{Name: key, Tags: []string{"a", "b"}}, nil
