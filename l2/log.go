@@ -128,8 +128,7 @@ func (s *Store) logKeys(first string) (seq, log string) {
 	if !isCluster(s.c) {
 		return s.logSeq, s.logLog
 	}
-	tag := "{" + slots.Tags()[slot(first)] + "}"
-	return s.log.Prefix + "seq" + tag, s.log.Prefix + "log" + tag
+	return s.logKeysAt(slot(first))
 }
 
 // withLog returns the keys of a call of a publishing script: keys, then,
@@ -175,7 +174,7 @@ func (s *Store) LogIndex(tag string) (int, bool) {
 // logKeysAt returns the counter and the log of log i.
 func (s *Store) logKeysAt(i int) (seq, log string) {
 	if !isCluster(s.c) {
-		return s.log.Prefix + "seq", s.log.Prefix + "log"
+		return s.logSeq, s.logLog
 	}
 	tag := "{" + slots.Tags()[i] + "}"
 	return s.log.Prefix + "seq" + tag, s.log.Prefix + "log" + tag
