@@ -39,12 +39,16 @@ func TestLoaderConcurrencyCap(t *testing.T) {
 			}
 		})
 	}
-	// Let the loads through one at a time: each release frees a slot for
-	// exactly one more.
-	for range 10 {
-		<-started
+	// Two loads run at once and hold their slots; then each release frees
+	// a slot for exactly one more, and the last two end.
+	<-started
+	<-started
+	for range 8 {
 		release <- struct{}{}
+		<-started
 	}
+	release <- struct{}{}
+	release <- struct{}{}
 	wg.Wait()
 	if p := peak.Load(); p != 2 {
 		t.Errorf("peak concurrent loader calls = %d; want the cap, 2", p)

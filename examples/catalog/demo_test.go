@@ -82,6 +82,8 @@ func TestRunDemo(t *testing.T) {
 		t.Errorf("cache on: pub/sub kill %+v; want it measured", k)
 	case k.Killed < int64(DefaultDemoReplicas) || k.Resubscriptions < uint64(DefaultDemoReplicas) || k.Replays != k.Resubscriptions:
 		t.Errorf("cache on: pub/sub kill %+v; want every replica's subscription killed, and every resubscription replayed", k)
+	case k.WindowAfter < k.Window/2:
+		t.Errorf("cache on: pub/sub kill measured over %v after; want most of the %v the run leaves", k.WindowAfter, k.Window)
 	case !strings.Contains(text.String(), "CLIENT KILL TYPE pubsub at 1.0s"):
 		t.Errorf("text report lacks the kill:\n%s", text.String())
 	}

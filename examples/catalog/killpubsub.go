@@ -20,9 +20,12 @@ type PubSubKill struct {
 	At time.Duration `json:"at_ns"`
 	// Killed counts the connections Redis closed.
 	Killed int64 `json:"killed"`
-	// Window is the length of the windows before and after the kill:
+	// Window is the length of the window before the kill:
 	// PubSubKillWindow, or less when the run leaves less on one side.
 	Window time.Duration `json:"window_ns"`
+	// WindowAfter is the length of the window after it: Window, or less
+	// when the load ended first (its reads end there too).
+	WindowAfter time.Duration `json:"window_after_ns"`
 	// Before and After are the reads (product pages and listings, every
 	// replica) in the window before the kill and in the window after.
 	Before TierStats `json:"before"`
@@ -52,7 +55,7 @@ func (k PubSubKill) String() string {
 		return "CLIENT KILL TYPE pubsub: not measured: " + k.Err
 	}
 	return fmt.Sprintf("CLIENT KILL TYPE pubsub at %.1fs (%d connections): L1 hit ratio %.1f%% in the %v before, %.1f%% in the %v after (%.0f%% of before); %d resubscriptions, %d of them replayed (L1 kept), the others flushed",
-		k.At.Seconds(), k.Killed, 100*k.Before.L1Ratio(), k.Window, 100*k.After.L1Ratio(), k.Window, 100*k.Retained(), k.Resubscriptions, k.Replays)
+		k.At.Seconds(), k.Killed, 100*k.Before.L1Ratio(), k.Window, 100*k.After.L1Ratio(), k.WindowAfter.Round(time.Millisecond), 100*k.Retained(), k.Resubscriptions, k.Replays)
 }
 
 // snapshot sums the product and listing reads of every replica, their
@@ -83,8 +86,8 @@ func (t TierStats) minus(u TierStats) TierStats {
 
 // killPubSub kills every pub/sub connection of the Redis at addr at
 // opts.KillPubSubAt into the load (started at l.start), and measures the
-// windows around it. It returns early, with what it has, when done is
-// closed (the load ended).
+// windows around it. When done is closed (the load ended) before the kill,
+// it says so; after it, the window after ends there.
 func (l *load) killPubSub(ctx context.Context, addr string, done <-chan struct{}) *PubSubKill {
 	at := l.opts.KillPubSubAt
 	k := &PubSubKill{At: at, Window: min(PubSubKillWindow, at, max(l.opts.Duration-at, 0))}
@@ -92,6 +95,7 @@ func (l *load) killPubSub(ctx context.Context, addr string, done <-chan struct{}
 		k.Err = fmt.Sprintf("the kill at %v leaves no window in a run of %v", at, l.opts.Duration)
 		return k
 	}
+	// wait reports whether the time until came before the load ended.
 	wait := func(until time.Duration) bool {
 		t := time.NewTimer(time.Until(l.start.Add(until)))
 		defer t.Stop()
@@ -101,14 +105,15 @@ func (l *load) killPubSub(ctx context.Context, addr string, done <-chan struct{}
 		case <-done:
 		case <-ctx.Done():
 		}
-		k.Err = "the load ended first"
 		return false
 	}
 	if !wait(at - k.Window) {
+		k.Err = "the load ended first"
 		return k
 	}
 	from, _, _ := l.snapshot()
 	if !wait(at) {
+		k.Err = "the load ended first"
 		return k
 	}
 	mid, resubs, replays := l.snapshot()
@@ -120,9 +125,11 @@ func (l *load) killPubSub(ctx context.Context, addr string, done <-chan struct{}
 		return k
 	}
 	k.Killed = n
-	if !wait(at + k.Window) {
-		return k
-	}
+	killed := time.Now()
+	// The window after ends at its length, or with the load: a load that
+	// ends at the same moment (a run of at + Window) reads nothing more.
+	wait(at + k.Window)
+	k.WindowAfter = min(time.Since(killed), k.Window)
 	end, resubs2, replays2 := l.snapshot()
 	k.Before, k.After = mid.minus(from), end.minus(mid)
 	k.Resubscriptions, k.Replays = resubs2-resubs, replays2-replays
