@@ -65,8 +65,9 @@ type Cluster struct {
 
 // NewCluster starts three cluster-enabled redis-server processes, gives each
 // a third of the slots, joins them, and returns once every node reports
-// cluster_state:ok and knows all three nodes (waiting at most 20 s). Each node
-// keeps its cluster config file in its own dir. The caller must call Stop.
+// cluster_state:ok, knows all three nodes and has its cluster bus links to
+// them connected (waiting at most 20 s). Each node keeps its cluster config
+// file in its own dir. The caller must call Stop.
 func NewCluster() (*Cluster, error) {
 	return newCluster(false)
 }
@@ -74,8 +75,8 @@ func NewCluster() (*Cluster, error) {
 // NewClusterWithReplicas is NewCluster plus one replica per master: it starts
 // the three masters as NewCluster does, then three more cluster-enabled nodes,
 // and makes Replicas[i] a replica of Nodes[i] (CLUSTER MEET, then CLUSTER
-// REPLICATE). It returns once all six nodes report cluster_state:ok and know
-// six nodes, every replica reports master_link_status:up, and every node's
+// REPLICATE). It returns once all six nodes report cluster_state:ok, know
+// six nodes and have their links to them connected, every replica reports master_link_status:up, and every node's
 // CLUSTER NODES names each replica's master (waiting at most 20 s). The
 // caller must call Stop.
 func NewClusterWithReplicas() (*Cluster, error) {
@@ -226,7 +227,7 @@ func (c *Cluster) join(ctx context.Context) error {
 	want := strconv.Itoa(len(nodes))
 	return waitUntil(ctx, "cluster_state:ok on every node", func(ctx context.Context) error {
 		for i, cl := range clients {
-			if err := clusterOK(ctx, cl, want); err != nil {
+			if err := cmp.Or(clusterOK(ctx, cl, want), linksUp(ctx, cl)); err != nil {
 				return fmt.Errorf("%s: %w", nodes[i].Addr, err)
 			}
 		}
@@ -265,6 +266,31 @@ func clusterOK(ctx context.Context, cl *redis.Client, known string) error {
 	f := parseInfo(info)
 	if f["cluster_state"] != "ok" || (known != "" && f["cluster_known_nodes"] != known) {
 		return fmt.Errorf("cluster_state:%s cluster_known_nodes:%s", f["cluster_state"], f["cluster_known_nodes"])
+	}
+	return nil
+}
+
+// linksUp checks that the node cl reaches has its cluster bus link to every
+// node it knows connected, no node still in handshake. A node broadcasts a
+// PUBLISH over those links and drops it for a node whose link is down:
+// cluster_state:ok comes before the last links, and a test that published
+// then would lose messages (the lost-message case tests make on purpose).
+func linksUp(ctx context.Context, cl *redis.Client) error {
+	nodes, err := cl.ClusterNodes(ctx).Result()
+	if err != nil {
+		return err
+	}
+	// Each line: <id> <ip:port@bus> <flags> <master id or -> <ping-sent>
+	// <pong-recv> <config-epoch> <link-state> <slots>...
+	for line := range strings.Lines(nodes) {
+		f := strings.Fields(line)
+		if len(f) < 8 {
+			return fmt.Errorf("CLUSTER NODES line %q: want at least 8 fields", line)
+		}
+		flags := strings.Split(f[2], ",")
+		if slices.Contains(flags, "handshake") || slices.Contains(flags, "noaddr") || f[7] != "connected" {
+			return fmt.Errorf("node %s: flags %s, link %s", f[1], f[2], f[7])
+		}
 	}
 	return nil
 }

@@ -44,6 +44,14 @@ func TestClusterSpreadsSlots(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
 
+	// Every cluster bus link is up when StartCluster returns: a PUBLISH
+	// right away reaches every node.
+	for i, n := range c.Nodes {
+		if err := linksUp(ctx, n.Client(t)); err != nil {
+			t.Errorf("node %d right after StartCluster: %v", i, err)
+		}
+	}
+
 	cc := c.Client(t)
 	const keys = 100
 	for i := range keys {
