@@ -130,6 +130,10 @@ func TestOracleNoStaleReads(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.give, func(t *testing.T) {
+			// Each deployment is its own servers, on ports of its own:
+			// they run side by side, most of their time spent waiting
+			// (for a cluster to form, a failover, a partition to heal).
+			t.Parallel()
 			reads, stale, faults := runOracle(t, tt.env(t))
 			t.Logf("%s: %d reads, %d stale, %d faults injected", tt.give, reads, stale, faults)
 			if stale != 0 {
