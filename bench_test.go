@@ -376,6 +376,20 @@ func BenchmarkSet(b *testing.B) {
 	e := newBenchEnv(b)
 	ctx := context.Background()
 	v := newBenchValue(1)
+	// A second cache like e.cache, in a namespace (and on a channel) of its
+	// own, with replay off.
+	other, err := tiercache.New(e.client, tiercache.Config{Namespace: "benchnoreplay", Replay: tiercache.ReplayConfig{MaxCount: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := other.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { other.Stop(ctx) })
+	noReplay, err := tiercache.NewKeyspace[string, benchValue](other, "str", tiercache.KeyspaceConfig{TTL: benchTTL, L1MaxCost: benchMaxCost})
+	if err != nil {
+		b.Fatal(err)
+	}
 	subs := []struct {
 		name string
 		run  func(b *testing.B)
@@ -385,6 +399,19 @@ func BenchmarkSet(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				if err := e.str.Set(ctx, e.skeys[i%benchKeys], v); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		}},
+		// SetNoReplay is Set on a cache with replay off (replay.max_count
+		// -1): its script neither numbers nor logs the invalidation. Set
+		// minus this is the price of the log.
+		{"SetNoReplay", func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if err := noReplay.Set(ctx, e.skeys[i%benchKeys], v); err != nil {
 					b.Fatal(err)
 				}
 				i++
