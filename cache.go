@@ -125,7 +125,9 @@ func WithClock(now func() time.Time) Option {
 // applied to L1, including resets and the echoes of this replica's own
 // writes. fn runs on the bus's dispatcher goroutine (or, for what the
 // replay head check reads back, on its own; never two calls at once): it
-// must return quickly and must not call back into the Cache. It serves
+// must return quickly and must not call back into the Cache. A reset is
+// reported once the replica is done with it (L1 flushed or the missed
+// invalidations read back, and the logs' heads read). It serves
 // measurements (invalidation lag) and tests.
 func WithInvalidationHook(fn func(Invalidation)) Option {
 	return func(c *Cache) { c.onInv = fn }
@@ -551,6 +553,12 @@ func (c *Cache) handle(m bus.Message) {
 // flushAll evicts every L1 entry of every keyspace. The bus calls it on every
 // (re)subscription and after any possible message loss.
 func (c *Cache) flushAll() {
+	c.flushL1()
+	c.flushed()
+}
+
+// flushL1 evicts every keyspace's L1 (flushAll without the hook).
+func (c *Cache) flushL1() {
 	c.lastInv.Store(time.Now().UnixNano())
 	c.genEpoch.Add(1) // a Clear may have been lost
 	c.mu.RLock()
@@ -558,6 +566,10 @@ func (c *Cache) flushAll() {
 		ks.flush()
 	}
 	c.mu.RUnlock()
+}
+
+// flushed tells the invalidation hook that a reset flushed every L1.
+func (c *Cache) flushed() {
 	if c.onInv != nil {
 		c.onInv(Invalidation{Flush: true, Reset: true})
 	}

@@ -248,8 +248,9 @@ func (c *Cache) resync() {
 	defer r.mu.Unlock()
 	if !r.synced || r.unnumbered.Load() || unreadable {
 		r.flushes.Add(1)
-		c.flushAll()
+		c.flushL1()
 		c.syncLogs()
+		c.flushed()
 		return
 	}
 	if c.catchUpOrFlush(r.all, "resubscription") {
@@ -263,7 +264,8 @@ func (c *Cache) resync() {
 
 // catchUpOrFlush catches up on logs, or flushes every L1 and takes every
 // log's head as its position when that fails. It reports whether it caught
-// up. r.mu is held.
+// up. r.mu is held. After a flush, the hook hears of the reset once the
+// heads are read: the resync's Redis calls are over by then.
 func (c *Cache) catchUpOrFlush(logs []int, why string) bool {
 	r := c.replay
 	ctx, cancel := context.WithTimeout(c.stopCtx, replayTimeout)
@@ -274,8 +276,9 @@ func (c *Cache) catchUpOrFlush(logs []int, why string) bool {
 	}
 	c.log.Info("tiercache: flushing L1: cannot read back the invalidations missed", "after", why, "err", err)
 	r.flushes.Add(1)
-	c.flushAll()
+	c.flushL1()
 	c.syncLogs()
+	c.flushed()
 	return false
 }
 

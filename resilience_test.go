@@ -467,7 +467,11 @@ func TestDegraded(t *testing.T) {
 	logs, logger := newLogger()
 	clk := &fakeClock{t: time.Now()}
 	inv := make(chan tiercache.Invalidation, 64)
-	c, err := tiercache.New(srv.Client(t), tiercache.Config{Namespace: "dg"}, tiercache.WithLogger(logger),
+	// No periodic Redis calls (presence, audit, head check): once the
+	// breaker's cool-down has passed, one of them could take the single
+	// probe the Set below makes.
+	quiet := tiercache.Config{Namespace: "dg", HeartbeatInterval: -1, AuditRate: -1, Replay: tiercache.ReplayConfig{CheckInterval: -1}}
+	c, err := tiercache.New(srv.Client(t), quiet, tiercache.WithLogger(logger),
 		tiercache.WithBreakerClock(clk.Now),
 		tiercache.WithInvalidationHook(func(i tiercache.Invalidation) { inv <- i }))
 	if err != nil {
