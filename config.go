@@ -400,9 +400,11 @@ type KeyspaceConfig struct {
 // less than MaxAge ago, and counted in KeyspaceStats.FailSafeHits. The
 // value comes from Redis, which keeps each entry MaxAge past its TTL for
 // this (the envelope records when it expired); while Redis is unreachable,
-// from L1, which keeps entries as long. A value that a write, Delete, tag
-// invalidation or Clear replaced or removed is never served: only values
-// that expired. Values written by a keyspace with fail-safe carry their
+// from L1, which keeps entries as long, but only while the bus is still
+// healthy: a replica that cannot hear invalidations cannot tell a value
+// another replica replaced from one that expired. A value that a write,
+// Delete, tag invalidation or Clear replaced or removed is never served:
+// only values that expired. Values written by a keyspace with fail-safe carry their
 // logical expiry; a release that predates it reads them as corrupt, so
 // turn fail-safe on once every replica runs a release that knows it.
 type FailSafeConfig struct {

@@ -3,6 +3,7 @@ package tiercache
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -43,7 +44,9 @@ func (ks *Keyspace[K, V]) failSafe(ctx context.Context, key K, old V, load func(
 		return ks.softLoad(ctx, key, old, load)
 	}
 	v, failed, err := load(ctx)
-	if !failed {
+	if !failed || ctx.Err() != nil {
+		// Answered, or given up on by its callers (not a source that
+		// failed: no fail-safe answer, no throttle).
 		return v, err
 	}
 	ks.loadFailed(key, err)
@@ -109,9 +112,12 @@ func (ks *Keyspace[K, V]) softLoad(ctx context.Context, key K, old V, load func(
 
 // failSafeL1 returns key's L1 entry for fail-safe while Redis is
 // unreachable: one whose Redis expiry passed less than FailSafe.MaxAge
-// ago, or not yet.
+// ago, or not yet, and only while the bus is healthy. A replica whose bus
+// is not (cut off from Redis, its subscription with it, for longer than
+// MaxStaleness) cannot hear that another replica replaced the value, and
+// fail-safe never serves a replaced value.
 func (ks *Keyspace[K, V]) failSafeL1(key K) (V, bool) {
-	if ks.cfg.FailSafe.MaxAge > 0 {
+	if ks.cfg.FailSafe.MaxAge > 0 && ks.c.sub.Healthy() {
 		if v, m, ok := ks.l1.GetMeta(key); ok && ks.c.now().Before(m.Expire.Add(ks.cfg.FailSafe.MaxAge)) {
 			return v, true
 		}
@@ -152,4 +158,14 @@ func (ks *Keyspace[K, V]) throttle(key K) {
 		}
 		return true
 	})
+}
+
+// addCapped returns a + b, two durations of zero or more, capped at the
+// longest duration instead of wrapping negative (a max_age or an adapted
+// TTL meant as "forever").
+func addCapped(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }

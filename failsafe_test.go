@@ -3,6 +3,9 @@ package tiercache_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"math"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -240,13 +243,15 @@ func TestFailSafeNeverServesInvalidated(t *testing.T) {
 	}
 }
 
-// TestFailSafeRedisDown checks that while Redis is unreachable, fail-safe
-// serves L1's expired entries when the loader fails, never one that was
-// deleted before the outage.
+// TestFailSafeRedisDown checks that once Redis is unreachable and the bus
+// unhealthy, fail-safe serves nothing from L1 when the loader fails: this
+// replica could no longer hear that another replaced the value (and the
+// value deleted before the outage is gone anyway).
 func TestFailSafeRedisDown(t *testing.T) {
 	srv := redistest.Start(t)
 	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fr"}, tiercache.WithClock(clk.Now), tiercache.WithBreakerClock(clk.Now))
+	watch, unhealthy := watchBus()
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fr"}, tiercache.WithClock(clk.Now), tiercache.WithBreakerClock(clk.Now), watch)
 	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
 	ctx := t.Context()
 	src := newFlakySource()
@@ -264,16 +269,97 @@ func TestFailSafeRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Kill()
+	<-unhealthy
 	clk.Add(11 * time.Second)
 	src.down(errSourceDown, false)
-	if v, err := ks.GetOrLoad(ctx, "a", src.load); err != nil || v != "v-a" {
-		t.Errorf("Redis and loader down: GetOrLoad = %q, %v; want v-a from L1", v, err)
+	for _, k := range []string{"a", "gone"} {
+		if v, err := ks.GetOrLoad(ctx, k, src.load); !errors.Is(err, errSourceDown) {
+			t.Errorf("Redis and loader down, the bus unhealthy: GetOrLoad(%s) = %q, %v; want the loader's error", k, v, err)
+		}
 	}
-	if _, err := ks.GetOrLoad(ctx, "gone", src.load); !errors.Is(err, errSourceDown) {
-		t.Errorf("Redis and loader down: GetOrLoad(deleted) = %v; want the loader's error", err)
+	if got := ks.Stats().FailSafeHits; got != 0 {
+		t.Errorf("FailSafeHits = %d; want 0", got)
 	}
-	if got := ks.Stats().FailSafeHits; got != 1 {
-		t.Errorf("FailSafeHits = %d; want 1", got)
+}
+
+// busWatch is a slog handler's writer that closes unhealthy when the bus
+// logs that it turned unhealthy.
+type busWatch struct {
+	once      sync.Once
+	unhealthy chan struct{}
+}
+
+func (w *busWatch) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), `"msg":"bus: unhealthy"`) {
+		w.once.Do(func() { close(w.unhealthy) })
+	}
+	return len(p), nil
+}
+
+// watchBus returns a logger option whose channel closes when the bus turns
+// unhealthy.
+func watchBus() (tiercache.Option, <-chan struct{}) {
+	w := &busWatch{unhealthy: make(chan struct{})}
+	return tiercache.WithLogger(slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))), w.unhealthy
+}
+
+// TestFailSafeCallerGaveUp checks that a GetMany whose caller gives up
+// while the batch loader runs gets its context's error: no fail-safe
+// answer, and no throttle for the callers after it.
+func TestFailSafeCallerGaveUp(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fg"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	src := newFlakySource()
+	src.set("a", "va")
+	if _, err := ks.GetMany(t.Context(), []string{"a"}, src.loadMany); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(11 * time.Second) // expired: fail-safe holds va
+	src.down(nil, true)       // loads wait for their context
+	ctx, cancel := context.WithCancel(t.Context())
+	giveUp := func(lctx context.Context, keys []string) (map[string]string, error) {
+		cancel() // the caller gives up while the loader runs
+		return src.loadMany(lctx, keys)
+	}
+	if m, err := ks.GetMany(ctx, []string{"a"}, giveUp); !errors.Is(err, context.Canceled) {
+		t.Errorf("GetMany whose caller gave up = %v, %v; want context.Canceled", m, err)
+	}
+	if got := ks.Stats().FailSafeHits; got != 0 {
+		t.Errorf("FailSafeHits = %d; want 0", got)
+	}
+	src.down(nil, false)
+	src.set("a", "va2")
+	calls := src.calls.Load()
+	if m, err := ks.GetMany(t.Context(), []string{"a"}, src.loadMany); err != nil || m["a"] != "va2" || src.calls.Load() != calls+1 {
+		t.Errorf("next GetMany = %v, %v, %d loads; want va2 from one load (not throttled)", m, err, src.calls.Load()-calls)
+	}
+}
+
+// TestFailSafeLongestMaxAge checks that a max_age of the longest duration
+// does not wrap the TTLs negative: values are stored in both tiers.
+func TestFailSafeLongestMaxAge(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fx"})
+	ks := mustKeyspace[string, string](t, r.c, "ks", tiercache.KeyspaceConfig{
+		TTL:      time.Minute,
+		FailSafe: tiercache.FailSafeConfig{MaxAge: math.MaxInt64},
+	})
+	ctx := t.Context()
+	load := func(context.Context, string) (string, error) { return "v", nil }
+	for range 3 { // loaded and stored, then from Redis or L1, then L1
+		if v, err := ks.GetOrLoad(ctx, "k", load); err != nil || v != "v" {
+			t.Fatalf("GetOrLoad = %q, %v; want v", v, err)
+		}
+		ks.Wait()
+	}
+	if s := ks.Stats(); s.Loads != 1 || s.L1Hits == 0 || s.L2Errors != 0 {
+		t.Errorf("Stats: %d loads, %d L1 hits, %d L2 errors; want one load, then L1 hits, no L2 error", s.Loads, s.L1Hits, s.L2Errors)
+	}
+	pttl, err := r.client.PTTL(ctx, "fx:ks:k").Result()
+	if err != nil || pttl <= 0 {
+		t.Errorf("PTTL = %v, %v; want a positive TTL", pttl, err)
 	}
 }
 

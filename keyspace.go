@@ -408,7 +408,13 @@ func (ks *Keyspace[K, V]) flight(ctx context.Context, key K, g gens, load Loader
 		// a write budget to the caller's wait.
 		loadOnly := func(ctx context.Context) (V, bool, error) {
 			v, _, _, err := ks.callLoader(ctx, key, load)
-			return v, err != nil && !errors.Is(err, ErrNotFound), err
+			failed := err != nil && !errors.Is(err, ErrNotFound)
+			if !failed {
+				// The source answered: L1's entry, older than its answer,
+				// must not be what fail-safe serves next.
+				ks.evict(key)
+			}
+			return v, failed, err
 		}
 		if old, ok := ks.failSafeL1(key); ok {
 			return ks.failSafe(ctx, key, old, loadOnly)
@@ -531,7 +537,7 @@ func (ks *Keyspace[K, V]) fillL1(key K, v V, heap int, now time.Time, l2TTL, del
 	}
 	// With ServeStale or fail-safe, L1 keeps the entry past its TTL;
 	// fresh() bounds hits.
-	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), left+ks.keep, g.main, m)
+	ks.l1.SetMeta(key, v, l1Cost(heap+int(unsafe.Sizeof(v))), addCapped(left, ks.keep), g.main, m)
 }
 
 // l1EntryOverhead is what an L1 entry costs beyond the heap its value
@@ -572,7 +578,7 @@ func (ks *Keyspace[K, V]) encodeAdapted(key K, rkey string, v V, delta time.Dura
 		// Redis keeps the value MaxAge past its logical expiry, which
 		// the envelope records, for fail-safe.
 		expiry = now.Add(ttl)
-		ttl += ks.cfg.FailSafe.MaxAge
+		ttl = addCapped(ttl, ks.cfg.FailSafe.MaxAge)
 	}
 	b, err := ks.marshal(v, delta, expiry)
 	if err != nil {
@@ -903,7 +909,9 @@ func (ks *Keyspace[K, V]) getMany(ctx context.Context, keys []K, load BatchLoade
 	if err == nil {
 		return out, nil
 	}
-	if !failed || len(old) == 0 {
+	if !failed || len(old) == 0 || ctx.Err() != nil {
+		// A caller that gave up is not a source that failed: no
+		// fail-safe answer, and no throttle for the other callers.
 		return nil, err
 	}
 	for _, i := range toLoad {
@@ -949,6 +957,9 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 	lctx, ads := withAdaptations(ctx)
 	found, delta, err := guardedLoad(lctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
 	if err != nil {
+		if errors.Is(err, ErrNotFound) && !fill {
+			ks.evict(keys...) // as below: the source answered
+		}
 		return !errors.Is(err, ErrNotFound), err
 	}
 	ps := make([]loaded[K, V], 0, len(found))
@@ -973,6 +984,10 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 		}
 	}
 	if !fill {
+		// The source answered for these keys, and nothing stores its
+		// answers: L1's entries, older, must not be what fail-safe serves
+		// next.
+		ks.evict(keys...)
 		return false, nil
 	}
 	return false, ks.fillTiers(ctx, ps)
