@@ -491,3 +491,53 @@ func TestFailSafeGetManySourceDeleted(t *testing.T) {
 		t.Errorf("source down after it deleted the key: GetMany = %v, %v; want the deleted value never served", m, err)
 	}
 }
+
+// TestFailSafeNoCacheDropsExpired checks that when the loader answers a
+// read that found an expired value with a value it says not to cache, the
+// expired value is dropped: fail-safe never serves it after the source gave
+// a newer one, in GetOrLoad and in GetMany.
+func TestFailSafeNoCacheDropsExpired(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fn"}, tiercache.WithClock(clk.Now))
+	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	ctx := t.Context()
+	src := newFlakySource()
+	for _, k := range []string{"one", "many"} {
+		src.set(k, "v1")
+		if _, err := ks.GetOrLoad(ctx, k, src.load); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clk.Add(11 * time.Second) // both expired; fail-safe holds v1
+	uncached := func(ctx context.Context, k string) (string, error) {
+		if err := tiercache.Adapt(ctx, tiercache.Adaptation{NoCache: true}); err != nil {
+			return "", err
+		}
+		return "v2", nil
+	}
+	if v, err := ks.GetOrLoad(ctx, "one", uncached); err != nil || v != "v2" {
+		t.Fatalf("GetOrLoad = %q, %v; want v2, not cached", v, err)
+	}
+	uncachedMany := func(ctx context.Context, keys []string) (map[string]string, error) {
+		if err := tiercache.Adapt(ctx, tiercache.Adaptation{NoCache: true}); err != nil {
+			return nil, err
+		}
+		return map[string]string{"many": "v2"}, nil
+	}
+	if m, err := ks.GetMany(ctx, []string{"many"}, uncachedMany); err != nil || m["many"] != "v2" {
+		t.Fatalf("GetMany = %v, %v; want v2, not cached", m, err)
+	}
+	// What is left in Redis is a tombstone of a millisecond (a miss while
+	// it lasts), or nothing (the loader's error): never v1.
+	src.down(errSourceDown, false)
+	if v, err := ks.GetOrLoad(ctx, "one", src.load); err == nil {
+		t.Errorf("source down after it answered v2: GetOrLoad = %q; want an error, not v1", v)
+	}
+	if m, err := ks.GetMany(ctx, []string{"many"}, src.loadMany); err == nil && m["many"] != "" {
+		t.Errorf("source down after it answered v2: GetMany = %v; want no value, not v1", m)
+	}
+	if got := ks.Stats().FailSafeHits; got != 0 {
+		t.Errorf("FailSafeHits = %d; want 0", got)
+	}
+}

@@ -448,6 +448,11 @@ func (ks *Keyspace[K, V]) loadFill(ctx context.Context, key K, rkey string, g ge
 		return v, !errors.Is(err, ErrNotFound), err
 	}
 	if ad.NoCache {
+		if mode == l2.FillReplace {
+			// The value read had expired, and the source's answer is not
+			// stored: drop the old one, which fail-safe would serve.
+			ks.fillMissing(ctx, key, rkey, g, fence, mode, true)
+		}
 		return v, false, nil
 	}
 	if err := ks.fillTiers(ctx, []loaded[K, V]{{key, rkey, v, g, fence, delta, ad, mode}}); err != nil {
@@ -981,6 +986,9 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 				mode = l2.FillReplace
 			}
 			ps = append(ps, loaded[K, V]{miss[i], rkeys[i], v, gs[i], es[i].Fence, delta, ad, mode})
+		} else if fill && expired != nil && expired[i] {
+			// Not stored: drop the expired value, as above.
+			ks.fillMissing(ctx, miss[i], rkeys[i], gs[i], es[i].Fence, l2.FillReplace, true)
 		}
 	}
 	if !fill {
