@@ -366,8 +366,8 @@ type KeyspaceConfig struct {
 	// (FailSafe.MaxAge must be set): past it, GetOrLoad returns that value
 	// (counted in FailSafeHits) and the load goes on in the background,
 	// one per key at a time in a process, then fills both tiers, fenced
-	// like every fill. LoadTimeout stays the hard bound of the load.
-	// Default 0: GetOrLoad waits for the load.
+	// like every fill. LoadTimeout stays the hard bound of the load, and
+	// must be set, longer. Default 0: GetOrLoad waits for the load.
 	SoftTimeout time.Duration `yaml:"soft_timeout" json:"soft_timeout"`
 
 	// CloneOnRead makes Get, GetOrLoad and GetMany return copies that the
@@ -560,6 +560,8 @@ func (k KeyspaceConfig) withDefaults() (KeyspaceConfig, error) {
 		return k, fmt.Errorf("%w: negative soft_timeout %v", ErrInvalidConfig, k.SoftTimeout)
 	case k.SoftTimeout > 0 && k.FailSafe.MaxAge == 0:
 		return k, fmt.Errorf("%w: soft_timeout %v without fail_safe.max_age: there is no value to return at the soft timeout", ErrInvalidConfig, k.SoftTimeout)
+	case k.SoftTimeout > 0 && k.LoadTimeout <= k.SoftTimeout:
+		return k, fmt.Errorf("%w: soft_timeout %v needs a longer load_timeout (now %v): it bounds the loads that go on in the background", ErrInvalidConfig, k.SoftTimeout, k.LoadTimeout)
 	case k.FailSafe.MaxAge > 0 && k.Lease.Enabled:
 		return k, fmt.Errorf("%w: fail_safe with lease: not supported together", ErrInvalidConfig)
 	}

@@ -67,7 +67,7 @@ func softSetup(t *testing.T, ns string, loadTimeout time.Duration) (*replica, *t
 // meanwhile neither wait nor load again, and that the load, finished in
 // the background, fills both tiers.
 func TestSoftTimeout(t *testing.T) {
-	_, ks, ended, src := softSetup(t, "st", 0)
+	_, ks, ended, src := softSetup(t, "st", time.Minute)
 	ctx := t.Context()
 	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
 		t.Fatalf("slow load: GetOrLoad = %q, %v; want v1 at the soft timeout", v, err)
@@ -93,7 +93,7 @@ func TestSoftTimeout(t *testing.T) {
 // TestSoftTimeoutFillIsFenced checks that a background load does not
 // overwrite a value written while it ran.
 func TestSoftTimeoutFillIsFenced(t *testing.T) {
-	_, ks, ended, src := softSetup(t, "sf", 0)
+	_, ks, ended, src := softSetup(t, "sf", time.Minute)
 	ctx := t.Context()
 	if v, err := ks.GetOrLoad(ctx, "k", src.load); err != nil || v != "v1" {
 		t.Fatalf("GetOrLoad = %q, %v; want v1", v, err)
@@ -133,7 +133,7 @@ func TestSoftTimeoutLoadTimeoutStaysHard(t *testing.T) {
 // TestSoftTimeoutStopEndsBackgroundLoad checks that Stop cancels a load
 // that went on in the background and waits for it.
 func TestSoftTimeoutStopEndsBackgroundLoad(t *testing.T) {
-	r, ks, ended, src := softSetup(t, "ss", 0)
+	r, ks, ended, src := softSetup(t, "ss", time.Minute)
 	if _, err := ks.GetOrLoad(t.Context(), "k", src.load); err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +148,16 @@ func TestSoftTimeoutStopEndsBackgroundLoad(t *testing.T) {
 	}
 }
 
-// TestSoftTimeoutConfig checks that soft_timeout without fail-safe, or
-// negative, is refused.
+// TestSoftTimeoutConfig checks that soft_timeout without fail-safe, without
+// a longer load_timeout, or negative, is refused.
 func TestSoftTimeoutConfig(t *testing.T) {
 	srv := redistest.Start(t)
 	r := newReplica(t, srv, tiercache.Config{Namespace: "sc"})
 	for _, cfg := range []tiercache.KeyspaceConfig{
 		{SoftTimeout: time.Second},
 		{SoftTimeout: -time.Second, FailSafe: tiercache.FailSafeConfig{MaxAge: time.Minute}},
+		{SoftTimeout: time.Second, FailSafe: tiercache.FailSafeConfig{MaxAge: time.Minute}},
+		{SoftTimeout: time.Second, LoadTimeout: time.Second, FailSafe: tiercache.FailSafeConfig{MaxAge: time.Minute}},
 	} {
 		if _, err := tiercache.NewKeyspace[string, string](r.c, "ks", cfg); !errors.Is(err, tiercache.ErrInvalidConfig) {
 			t.Errorf("NewKeyspace(%+v) = %v; want ErrInvalidConfig", cfg, err)
