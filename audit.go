@@ -159,7 +159,7 @@ func serves(m l1.Meta, now time.Time) bool { return m.Fresh.IsZero() || now.Befo
 // when it holds none that L1 could have (absent, too large) or cannot be
 // read.
 func (ks *Keyspace[K, V]) redisSum(ctx context.Context, key K) (uint64, bool) {
-	e, err := ks.c.store.Read(ctx, ks.RedisKey(key), ks.cfg.MaxValueSize, "")
+	e, err := ks.c.store.Read(ctx, ks.RedisKey(key), ks.readLimit(), "")
 	if err != nil || !e.Present() || e.TooLarge {
 		return 0, false
 	}

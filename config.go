@@ -277,8 +277,9 @@ type KeyspaceConfig struct {
 	// (s2). Default codec.DefaultCompressAbove; negative never compresses.
 	CompressAbove int `yaml:"compress_above" json:"compress_above"`
 
-	// MaxValueSize bounds an encoded value, in bytes: larger values are
-	// refused on write and treated as misses on read.
+	// MaxValueSize bounds an encoded value's msgpack body, in bytes: larger
+	// values are refused on write and treated as misses on read (a read
+	// takes at most this plus codec.MaxHeaderSize, the envelope's header).
 	// Default codec.DefaultMaxSize.
 	MaxValueSize int `yaml:"max_value_size" json:"max_value_size"`
 

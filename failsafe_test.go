@@ -1,6 +1,7 @@
 package tiercache_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -539,5 +540,32 @@ func TestFailSafeNoCacheDropsExpired(t *testing.T) {
 	}
 	if got := ks.Stats().FailSafeHits; got != 0 {
 		t.Errorf("FailSafeHits = %d; want 0", got)
+	}
+}
+
+// TestFailSafeValueOfMaxSize checks that a value whose msgpack body is
+// exactly max_value_size is read back from Redis: the envelope around it
+// (its logical expiry and its load duration) does not count against it.
+func TestFailSafeValueOfMaxSize(t *testing.T) {
+	srv := redistest.Start(t)
+	r := newReplica(t, srv, tiercache.Config{Namespace: "fz"})
+	ks := mustKeyspace[string, []byte](t, r.c, "ks", tiercache.KeyspaceConfig{
+		TTL:           time.Minute,
+		MaxValueSize:  202, // a 200-byte bin8: 2 bytes of header, 200 of data
+		CompressAbove: -1,
+		FailSafe:      tiercache.FailSafeConfig{MaxAge: time.Minute},
+	})
+	ctx := t.Context()
+	val := bytes.Repeat([]byte("x"), 200)
+	load := func(context.Context, string) ([]byte, error) { return val, nil }
+	if _, err := ks.GetOrLoad(ctx, "k", load); err != nil {
+		t.Fatal(err)
+	}
+	ks.EvictLocal("k")
+	if v, err := ks.Get(ctx, "k"); err != nil || !bytes.Equal(v, val) {
+		t.Fatalf("Get = %d bytes, %v; want the 200 bytes from Redis", len(v), err)
+	}
+	if s := ks.Stats(); s.L2Hits != 1 || s.Corrupt != 0 {
+		t.Errorf("Stats: %d L2 hits, %d corrupt; want 1 and 0", s.L2Hits, s.Corrupt)
 	}
 }

@@ -671,7 +671,7 @@ func (ks *Keyspace[K, V]) readL2(ctx context.Context, key K, g gens) (v V, rkey 
 	}
 	start := ks.c.now()
 	wall := time.Now()
-	e, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
+	e, err := ks.c.store.Read(ctx, rkey, ks.readLimit(), ks.tagVersions())
 	ks.st.l2Read.since(ctx, wall)
 	if err != nil {
 		ks.st.l2Errors.Add(1)
@@ -721,6 +721,12 @@ func (ks *Keyspace[K, V]) fromL2(ctx context.Context, key K, rkey string, e l2.E
 // format only, the one a rolling deploy brings.
 const maxNewerVersion = 1
 
+// readLimit bounds the bytes of a stored value that a read takes: the
+// envelope of a body of MaxValueSize.
+func (ks *Keyspace[K, V]) readLimit() int {
+	return ks.cfg.MaxValueSize + codec.MaxHeaderSize
+}
+
 // decode decodes an L2 entry into v. Tombstones are misses. Values this
 // replica cannot read are counted and are misses. A value is left in Redis
 // for replicas that may read it only when it is plausibly theirs: a format
@@ -751,7 +757,7 @@ func (ks *Keyspace[K, V]) decode(ctx context.Context, rkey string, e l2.Entry, v
 	if msg, merr := ks.message([]string{rkey}); merr == nil {
 		longer := 0
 		if e.TooLarge {
-			longer = ks.cfg.MaxValueSize
+			longer = ks.readLimit()
 		}
 		ks.c.store.DropUnreadable(ctx, rkey, e.Value, longer, ks.c.cfg.Channel, msg)
 	}
@@ -838,7 +844,7 @@ func (ks *Keyspace[K, V]) getMany(ctx context.Context, keys []K, load BatchLoade
 				return nil, err
 			}
 		}
-		if es, err = ks.c.store.ReadMany(ctx, rkeys, ks.cfg.MaxValueSize, ks.tagVersions()); err != nil {
+		if es, err = ks.c.store.ReadMany(ctx, rkeys, ks.readLimit(), ks.tagVersions()); err != nil {
 			ks.st.l2Errors.Add(1)
 		}
 	} else {

@@ -79,7 +79,7 @@ func (ks *Keyspace[K, V]) runRefresh(ctx context.Context, key K, load Loader[K, 
 	if err != nil {
 		return err
 	}
-	old, err := ks.c.store.Read(ctx, rkey, ks.cfg.MaxValueSize, ks.tagVersions())
+	old, err := ks.c.store.Read(ctx, rkey, ks.readLimit(), ks.tagVersions())
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,12 @@ const (
 	DefaultMaxHeapRatio = 4
 )
 
+// MaxHeaderSize is the most bytes an envelope adds to its msgpack body:
+// the header byte, the load duration and the logical expiry (uvarints).
+// Options.MaxSize bounds the body, so a reader that bounds whole envelopes
+// allows MaxSize + MaxHeaderSize.
+const MaxHeaderSize = 1 + 2*binary.MaxVarintLen64
+
 // Header bits.
 const (
 	flagCompressed = 1 << 0
