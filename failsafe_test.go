@@ -83,16 +83,24 @@ var failSafeConfig = tiercache.KeyspaceConfig{
 	FailSafe: tiercache.FailSafeConfig{MaxAge: time.Minute, Throttle: time.Second},
 }
 
+// failSafeKeyspace starts a replica of namespace ns on a Redis of its own,
+// with a fake clock, and returns it with its keyspace "ks" of
+// failSafeConfig.
+func failSafeKeyspace(t *testing.T, ns string) (*replica, *tiercache.Keyspace[string, string], *fakeClock) {
+	t.Helper()
+	srv := redistest.Start(t)
+	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
+	r := newReplica(t, srv, tiercache.Config{Namespace: ns}, tiercache.WithClock(clk.Now))
+	return r, mustKeyspace[string, string](t, r.c, "ks", failSafeConfig), clk
+}
+
 // TestFailSafeLoaderError checks that once a value expired, a failing
 // loader makes GetOrLoad return the value Redis kept past its expiry, with
 // no error, counted; that the loader is not called again for the key for
 // fail_safe.throttle; that the first load that succeeds replaces the
 // value; and that past max_age the error comes back.
 func TestFailSafeLoaderError(t *testing.T) {
-	srv := redistest.Start(t)
-	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fs"}, tiercache.WithClock(clk.Now))
-	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	r, ks, clk := failSafeKeyspace(t, "fs")
 	off := mustKeyspace[string, string](t, r.c, "off", tiercache.KeyspaceConfig{TTL: 10 * time.Second})
 	ctx := t.Context()
 	src := newFlakySource()
@@ -308,10 +316,7 @@ func watchBus() (tiercache.Option, <-chan struct{}) {
 // while the batch loader runs gets its context's error: no fail-safe
 // answer, and no throttle for the callers after it.
 func TestFailSafeCallerGaveUp(t *testing.T) {
-	srv := redistest.Start(t)
-	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fg"}, tiercache.WithClock(clk.Now))
-	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	_, ks, clk := failSafeKeyspace(t, "fg")
 	src := newFlakySource()
 	src.set("a", "va")
 	if _, err := ks.GetMany(t.Context(), []string{"a"}, src.loadMany); err != nil {
@@ -369,10 +374,7 @@ func TestFailSafeLongestMaxAge(t *testing.T) {
 // asked for has one, throttled keys are not asked for, and the error
 // comes back when a key has none.
 func TestFailSafeGetMany(t *testing.T) {
-	srv := redistest.Start(t)
-	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fm"}, tiercache.WithClock(clk.Now))
-	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	_, ks, clk := failSafeKeyspace(t, "fm")
 	ctx := t.Context()
 	src := newFlakySource()
 	src.set("a", "va")
@@ -469,10 +471,7 @@ func TestFailSafeSourceDeleted(t *testing.T) {
 // TestFailSafeGetManySourceDeleted checks that a key a batch loader leaves
 // out (missing from the source) loses the expired value fail-safe held.
 func TestFailSafeGetManySourceDeleted(t *testing.T) {
-	srv := redistest.Start(t)
-	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fg"}, tiercache.WithClock(clk.Now))
-	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	_, ks, clk := failSafeKeyspace(t, "fg")
 	ctx := t.Context()
 	src := newFlakySource()
 	src.set("a", "va")
@@ -498,10 +497,7 @@ func TestFailSafeGetManySourceDeleted(t *testing.T) {
 // expired value is dropped: fail-safe never serves it after the source gave
 // a newer one, in GetOrLoad and in GetMany.
 func TestFailSafeNoCacheDropsExpired(t *testing.T) {
-	srv := redistest.Start(t)
-	clk := &fakeClock{t: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)}
-	r := newReplica(t, srv, tiercache.Config{Namespace: "fn"}, tiercache.WithClock(clk.Now))
-	ks := mustKeyspace[string, string](t, r.c, "ks", failSafeConfig)
+	_, ks, clk := failSafeKeyspace(t, "fn")
 	ctx := t.Context()
 	src := newFlakySource()
 	for _, k := range []string{"one", "many"} {

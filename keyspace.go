@@ -967,10 +967,13 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 	}
 	lctx, ads := withAdaptations(ctx)
 	found, delta, err := guardedLoad(lctx, ks, func(ctx context.Context) (map[K]V, error) { return load(ctx, keys) })
+	if !fill && (err == nil || errors.Is(err, ErrNotFound)) {
+		// The source answered for these keys, and nothing stores its
+		// answers: L1's entries, older, must not be what fail-safe serves
+		// next.
+		ks.evict(keys...)
+	}
 	if err != nil {
-		if errors.Is(err, ErrNotFound) && !fill {
-			ks.evict(keys...) // as below: the source answered
-		}
 		return !errors.Is(err, ErrNotFound), err
 	}
 	ps := make([]loaded[K, V], 0, len(found))
@@ -998,10 +1001,6 @@ func (ks *Keyspace[K, V]) loadMany(ctx context.Context, miss []K, rkeys []string
 		}
 	}
 	if !fill {
-		// The source answered for these keys, and nothing stores its
-		// answers: L1's entries, older, must not be what fail-safe serves
-		// next.
-		ks.evict(keys...)
 		return false, nil
 	}
 	return false, ks.fillTiers(ctx, ps)
