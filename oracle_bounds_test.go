@@ -63,13 +63,14 @@ type boundRow struct {
 	deleted bool        // the current version is a deletion
 	issued  []time.Time // issued[v]: when the cache write of version v began; zero before
 	acked   []bool      // acked[v]: that write returned nil
+	failed  []bool      // failed[v]: that write returned an error
 }
 
 // newBoundDB holds every key at version 1.
 func newBoundDB(keys []string) *boundDB {
 	d := &boundDB{rows: make(map[string]*boundRow, len(keys))}
 	for _, k := range keys {
-		d.rows[k] = &boundRow{version: 1, issued: make([]time.Time, 2), acked: make([]bool, 2)}
+		d.rows[k] = &boundRow{version: 1, issued: make([]time.Time, 2), acked: make([]bool, 2), failed: make([]bool, 2)}
 	}
 	return d
 }
@@ -83,6 +84,7 @@ func (d *boundDB) update(key string, deleted bool) int {
 	r.deleted = deleted
 	r.issued = append(r.issued, time.Time{})
 	r.acked = append(r.acked, false)
+	r.failed = append(r.failed, false)
 	return r.version
 }
 
@@ -98,6 +100,14 @@ func (d *boundDB) ack(key string, v int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.rows[key].acked[v] = true
+}
+
+// fail records that the cache write of version v of key returned an error:
+// no replica can be required to hear of it.
+func (d *boundDB) fail(key string, v int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rows[key].failed[v] = true
 }
 
 // read returns key's current version and whether it is a deletion.
@@ -138,7 +148,7 @@ func (d *boundDB) ackedAbove(key string, v int) int {
 
 // replacedFor returns how long before start the first cache write of a
 // version of key newer than v was issued (of an acknowledged one, with
-// ackedOnly), and whether one had been.
+// ackedOnly; never of one that failed), and whether one had been.
 func (d *boundDB) replacedFor(key string, v int, start time.Time, ackedOnly bool) (time.Duration, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -147,6 +157,9 @@ func (d *boundDB) replacedFor(key string, v int, start time.Time, ackedOnly bool
 		at := r.issued[w]
 		if at.IsZero() || !at.Before(start) {
 			return 0, false // issued later, or not yet: so are the newer ones
+		}
+		if r.failed[w] {
+			continue
 		}
 		if !ackedOnly || r.acked[w] {
 			return start.Sub(at), true
